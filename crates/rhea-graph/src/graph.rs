@@ -1,0 +1,460 @@
+//! The graph: typed nodes in a petgraph `StableDiGraph`, interned on insert.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::panic::Location;
+use std::sync::Arc;
+
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+
+use crate::error::join;
+use crate::{GraphError, Op, Shape, TensorType, Value, infer};
+
+/// A node's handle: small, `Copy`, valid for the graph that made it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(NodeIndex<u32>);
+
+impl NodeId {
+    /// The raw index (stable while the node lives).
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0.index())
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Where in the user's source a node was built.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Loc(Arc<(Box<str>, u32, u32)>);
+
+impl Loc {
+    /// A location from its parts.
+    pub fn new(file: &str, line: u32, column: u32) -> Loc {
+        Loc(Arc::new((file.into(), line, column)))
+    }
+
+    /// The caller's location, as captured by `#[track_caller]`.
+    pub fn from_caller(l: &Location<'_>) -> Loc {
+        Loc::new(l.file(), l.line(), l.column())
+    }
+
+    /// Source file path.
+    pub fn file(&self) -> &str {
+        &self.0.0
+    }
+
+    /// Line, from 1.
+    pub fn line(&self) -> u32 {
+        self.0.1
+    }
+
+    /// Column, from 1.
+    pub fn column(&self) -> u32 {
+        self.0.2
+    }
+
+    /// Parses `file:line:column` (or `file:line`), as written in graph files.
+    pub fn parse(s: &str) -> Option<Loc> {
+        let mut parts = s.rsplitn(3, ':');
+        let last: u32 = parts.next()?.parse().ok()?;
+        let mid = parts.next()?;
+        match (mid.parse::<u32>(), parts.next()) {
+            (Ok(line), Some(file)) => Some(Loc::new(file, line, last)),
+            _ => Some(Loc::new(&s[..s.len() - last.to_string().len() - 1], last, 0)),
+        }
+    }
+
+    /// `file:line:column`, the form stored in graph files.
+    pub fn full(&self) -> String {
+        format!("{}:{}:{}", self.file(), self.line(), self.column())
+    }
+}
+
+/// `file:line`.
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file(), self.line())
+    }
+}
+
+/// One node: an op, its inputs in order, its type, an optional display
+/// name and where the user built it.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The operation and its attributes.
+    pub op: Op,
+    /// Operands, in the op's order.
+    pub inputs: Box<[NodeId]>,
+    /// Type of the node's value.
+    pub ty: TensorType,
+    /// A name for dumps, set by [`crate::Var::named`].
+    pub name: Option<Box<str>>,
+    /// Where the user built it.
+    pub loc: Option<Loc>,
+}
+
+/// A tensor expression graph: typed nodes, the values of its shared
+/// variables, its named outputs and its update rules.
+///
+/// Nodes are hash-consed: adding an op with the same attributes and inputs as
+/// an existing node gives back that node, so duplicates never exist.
+#[derive(Clone, Default)]
+pub struct Graph {
+    nodes: StableDiGraph<Node, u32>,
+    interned: HashMap<(Op, Box<[NodeId]>), NodeId>,
+    names: HashMap<Box<str>, NodeId>,
+    shared_values: HashMap<NodeId, Value>,
+    outputs: Vec<(Box<str>, NodeId)>,
+    updates: Vec<(NodeId, NodeId)>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.node_count()
+    }
+
+    /// True if the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The node behind `id`.
+    ///
+    /// # Panics
+    /// If `id` does not belong to this graph: ids are only made by it.
+    pub fn node(&self, id: NodeId) -> &Node {
+        self.nodes.node_weight(id.0).expect("NodeId from another graph, or of a removed node")
+    }
+
+    /// The node behind `id`, if it exists.
+    pub fn get(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.node_weight(id.0)
+    }
+
+    /// The type of a node.
+    pub fn ty(&self, id: NodeId) -> &TensorType {
+        &self.node(id).ty
+    }
+
+    /// Nodes that use `id` as an input (each once, in no particular order).
+    pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = self.nodes.neighbors_directed(id.0, Direction::Outgoing).map(NodeId).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Adds `op` applied to `inputs`, checking the op's shape and dtype rule,
+    /// or returns the identical node that already exists.
+    pub fn add(&mut self, op: Op, inputs: &[NodeId], loc: Option<Loc>) -> Result<NodeId, GraphError> {
+        if let Some(&id) = self.interned.get(&(op.clone(), inputs.into())) {
+            return Ok(id);
+        }
+        for &i in inputs {
+            if self.get(i).is_none() {
+                return Err(GraphError::Mismatch(format!("{}: input {i} is not a node of this graph", op.name())));
+            }
+        }
+        let types: Vec<&TensorType> = inputs.iter().map(|&i| self.ty(i)).collect();
+        let ty = infer(&op, &types).map_err(|msg| GraphError::Type {
+            op: op.name().to_string(),
+            inputs: if types.is_empty() { "none".into() } else { join(&types) },
+            msg,
+            loc: loc.clone(),
+        })?;
+        Ok(self.insert(op, inputs, ty, loc))
+    }
+
+    fn insert(&mut self, op: Op, inputs: &[NodeId], ty: TensorType, loc: Option<Loc>) -> NodeId {
+        let key = (op.clone(), Box::<[NodeId]>::from(inputs));
+        let node = Node { op, inputs: inputs.into(), ty, name: None, loc };
+        let id = NodeId(self.nodes.add_node(node));
+        for (pos, &i) in inputs.iter().enumerate() {
+            self.nodes.add_edge(i.0, id.0, pos as u32);
+        }
+        self.interned.insert(key, id);
+        id
+    }
+
+    fn claim_name(&self, name: &str) -> Result<(), GraphError> {
+        if name.is_empty() {
+            return Err(GraphError::Mismatch("inputs and shared variables need a non-empty name".into()));
+        }
+        if self.names.contains_key(name) {
+            return Err(GraphError::DuplicateName(name.into()));
+        }
+        Ok(())
+    }
+
+    /// Adds a named input of the given type.
+    pub fn add_input(&mut self, name: &str, ty: TensorType, loc: Option<Loc>) -> Result<NodeId, GraphError> {
+        self.claim_name(name)?;
+        crate::shape::check_size(&ty.shape, ty.dtype).map_err(GraphError::Mismatch)?;
+        let id = self.insert(Op::Input { name: name.into() }, &[], ty, loc);
+        self.names.insert(name.into(), id);
+        Ok(id)
+    }
+
+    /// Adds a named shared variable holding `value`.
+    pub fn add_shared(&mut self, name: &str, value: Value, loc: Option<Loc>) -> Result<NodeId, GraphError> {
+        let ty = TensorType::new(value.dtype(), Shape::known(value.shape()));
+        let id = self.add_shared_declared(name, ty, loc)?;
+        self.shared_values.insert(id, value);
+        Ok(id)
+    }
+
+    /// Adds a named shared variable of a known type whose value is given
+    /// later (a graph file that leaves large values to a weights file).
+    pub fn add_shared_declared(&mut self, name: &str, ty: TensorType, loc: Option<Loc>) -> Result<NodeId, GraphError> {
+        self.claim_name(name)?;
+        if ty.shape.to_known().is_none() {
+            return Err(GraphError::Mismatch(format!(
+                "shared variable {name:?} has symbolic shape {}; shared shapes must be known",
+                ty.shape
+            )));
+        }
+        let id = self.insert(Op::Shared { name: name.into() }, &[], ty, loc);
+        self.names.insert(name.into(), id);
+        Ok(id)
+    }
+
+    /// Adds a constant (interned by value, bit for bit).
+    pub fn add_const(&mut self, value: Value, loc: Option<Loc>) -> NodeId {
+        self.add(Op::Const { value: crate::Literal::new(value) }, &[], loc).expect("a constant's type rule cannot fail")
+    }
+
+    /// The input or shared variable called `name`.
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.names.get(name).copied()
+    }
+
+    /// Input nodes, in the order they were added.
+    pub fn inputs(&self) -> Vec<NodeId> {
+        self.leaves(|op| matches!(op, Op::Input { .. }))
+    }
+
+    /// Shared-variable nodes, in the order they were added.
+    pub fn shared(&self) -> Vec<NodeId> {
+        self.leaves(|op| matches!(op, Op::Shared { .. }))
+    }
+
+    fn leaves(&self, pick: impl Fn(&Op) -> bool) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.names.values().copied().filter(|&id| pick(&self.node(id).op)).collect();
+        ids.sort();
+        ids
+    }
+
+    /// The name of an input or shared variable node.
+    pub fn leaf_name(&self, id: NodeId) -> Option<&str> {
+        match &self.node(id).op {
+            Op::Input { name } | Op::Shared { name } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The current value of a shared variable (`None` if not given yet).
+    pub fn shared_value(&self, id: NodeId) -> Option<&Value> {
+        self.shared_values.get(&id)
+    }
+
+    /// Sets a shared variable's value; its dtype and shape must match the
+    /// variable's type.
+    pub fn set_shared_value(&mut self, id: NodeId, value: Value) -> Result<(), GraphError> {
+        let node = self.node(id);
+        let Op::Shared { name } = &node.op else {
+            return Err(GraphError::Mismatch(format!("{id} ({}) is not a shared variable", node.op.name())));
+        };
+        check_value(&format!("shared variable {name:?}"), &node.ty, &value)?;
+        self.shared_values.insert(id, value);
+        Ok(())
+    }
+
+    /// Names node `id` for dumps.
+    pub fn set_name(&mut self, id: NodeId, name: &str) {
+        if let Some(n) = self.nodes.node_weight_mut(id.0) {
+            n.name = Some(name.into());
+        }
+    }
+
+    /// Declares `id` an output called `name` (replacing an output of that name).
+    pub fn set_output(&mut self, name: &str, id: NodeId) {
+        match self.outputs.iter_mut().find(|(n, _)| &**n == name) {
+            Some(slot) => slot.1 = id,
+            None => self.outputs.push((name.into(), id)),
+        }
+    }
+
+    /// Named outputs, in the order declared.
+    pub fn outputs(&self) -> &[(Box<str>, NodeId)] {
+        &self.outputs
+    }
+
+    /// Declares that after a call, shared variable `shared` takes the value
+    /// of `value` (computed from the old values, as in Theano).
+    pub fn add_update(&mut self, shared: NodeId, value: NodeId) -> Result<(), GraphError> {
+        let s = self.node(shared);
+        let Op::Shared { name } = &s.op else {
+            return Err(GraphError::Mismatch(format!(
+                "update target {shared} ({}) is not a shared variable",
+                s.op.name()
+            )));
+        };
+        let v = self.ty(value);
+        if v != &s.ty {
+            return Err(GraphError::Mismatch(format!(
+                "update of shared variable {name:?} ({}) has type {v}; it must match exactly",
+                s.ty
+            )));
+        }
+        if self.updates.iter().any(|&(t, _)| t == shared) {
+            return Err(GraphError::Mismatch(format!("shared variable {name:?} is updated twice")));
+        }
+        self.updates.push((shared, value));
+        Ok(())
+    }
+
+    /// `(shared variable, new value)` pairs, in the order declared.
+    pub fn updates(&self) -> &[(NodeId, NodeId)] {
+        &self.updates
+    }
+
+    /// Every node, inputs before the nodes that use them; ties go to the
+    /// older node, so the order is deterministic.
+    pub fn topo_order(&self) -> Vec<NodeId> {
+        let mut pending: HashMap<NodeIndex<u32>, usize> = HashMap::new();
+        let mut ready = BinaryHeap::new();
+        for ix in self.nodes.node_indices() {
+            let n = self.nodes[ix].inputs.len();
+            if n == 0 {
+                ready.push(std::cmp::Reverse(ix));
+            } else {
+                pending.insert(ix, n);
+            }
+        }
+        let mut order = Vec::with_capacity(self.len());
+        while let Some(std::cmp::Reverse(ix)) = ready.pop() {
+            order.push(NodeId(ix));
+            for e in self.nodes.edges_directed(ix, Direction::Outgoing) {
+                let t = petgraph::visit::EdgeRef::target(&e);
+                let left = pending.get_mut(&t).expect("every consumer has pending inputs");
+                *left -= 1;
+                if *left == 0 {
+                    ready.push(std::cmp::Reverse(t));
+                }
+            }
+        }
+        order
+    }
+
+    /// The nodes needed to compute `roots`, in topological order.
+    pub fn ancestors(&self, roots: &[NodeId]) -> Vec<NodeId> {
+        let mut needed = vec![false; petgraph::visit::NodeIndexable::node_bound(&self.nodes)];
+        let mut stack: Vec<NodeId> = roots.to_vec();
+        while let Some(id) = stack.pop() {
+            if !std::mem::replace(&mut needed[id.index()], true) {
+                stack.extend(self.node(id).inputs.iter().copied());
+            }
+        }
+        self.topo_order().into_iter().filter(|id| needed[id.index()]).collect()
+    }
+}
+
+/// Checks that `value` fits type `ty` (symbolic dims match any size).
+pub fn check_value(what: &str, ty: &TensorType, value: &Value) -> Result<(), GraphError> {
+    let shape_ok = value.shape().len() == ty.shape.rank()
+        && ty.shape.iter().zip(value.shape()).all(|(d, &n)| d.known().is_none_or(|k| k == n));
+    if value.dtype() != ty.dtype || !shape_ok {
+        return Err(GraphError::Mismatch(format!("{what}: expected {ty}, got {}{:?}", value.dtype(), value.shape())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BinaryOp, DType, UnaryOp};
+
+    #[test]
+    fn node_size_is_pinned() {
+        // Keep nodes small: large payloads go behind a Box or Arc.
+        assert_eq!(std::mem::size_of::<Op>(), 32);
+        assert_eq!(std::mem::size_of::<Node>(), 96);
+        assert_eq!(std::mem::size_of::<NodeId>(), 4);
+    }
+
+    #[test]
+    fn identical_nodes_are_interned() {
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::F32, [3]), None).unwrap();
+        let a = g.add(Op::Unary { fun: UnaryOp::Exp }, &[x], None).unwrap();
+        let b = g.add(Op::Unary { fun: UnaryOp::Exp }, &[x], None).unwrap();
+        assert_eq!(a, b);
+        let two1 = g.add_const(Value::from(2.0f32), None);
+        let two2 = g.add_const(Value::from(2.0f32), None);
+        assert_eq!(two1, two2);
+        let m1 = g.add(Op::Binary { fun: BinaryOp::Mul }, &[a, two1], None).unwrap();
+        let m2 = g.add(Op::Binary { fun: BinaryOp::Mul }, &[b, two2], None).unwrap();
+        assert_eq!(m1, m2);
+        assert_eq!(g.len(), 4);
+    }
+
+    #[test]
+    fn names_are_unique_and_shared_values_checked() {
+        let mut g = Graph::new();
+        g.add_input("x", TensorType::new(DType::F32, [3]), None).unwrap();
+        assert!(matches!(g.add_shared("x", Value::from(1.0f32), None), Err(GraphError::DuplicateName(_))));
+        let w = g.add_shared("w", Value::from(ndarray::array![1.0f32, 2.0]), None).unwrap();
+        let err = g.set_shared_value(w, Value::from(ndarray::array![1.0f64, 2.0])).unwrap_err();
+        assert!(err.to_string().contains("expected f32[2], got f64[2]"), "{err}");
+        assert!(g.set_shared_value(w, Value::from(ndarray::array![5.0f32, 6.0])).is_ok());
+    }
+
+    #[test]
+    fn type_errors_name_op_inputs_and_location() {
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::F32, [2, 3]), None).unwrap();
+        let y = g.add_input("y", TensorType::new(DType::F32, [4, 5]), None).unwrap();
+        let err = g.add(Op::Dot, &[x, y], Some(Loc::new("model.rs", 7, 3))).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "dot: dot of [2,3] and [4,5]: inner dims 3 and 4 differ (inputs: f32[2,3], f32[4,5]) at model.rs:7"
+        );
+    }
+
+    #[test]
+    fn updates_must_match_their_variable() {
+        let mut g = Graph::new();
+        let w = g.add_shared("w", Value::from(ndarray::array![1.0f32, 2.0]), None).unwrap();
+        let x = g.add_input("x", TensorType::new(DType::F32, [3]), None).unwrap();
+        assert!(g.add_update(w, x).unwrap_err().to_string().contains("must match"));
+        assert!(g.add_update(x, w).unwrap_err().to_string().contains("not a shared variable"));
+        let e = g.add(Op::Unary { fun: UnaryOp::Exp }, &[w], None).unwrap();
+        g.add_update(w, e).unwrap();
+        assert!(g.add_update(w, e).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn locations_parse_back() {
+        let l = Loc::parse("src/a:b.rs:12:5").unwrap();
+        assert_eq!((l.file(), l.line(), l.column()), ("src/a:b.rs", 12, 5));
+        assert_eq!(l.full(), "src/a:b.rs:12:5");
+        assert!(Loc::parse("nothing").is_none());
+    }
+}

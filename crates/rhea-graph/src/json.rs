@@ -1,0 +1,222 @@
+//! The graph file format: versioned JSON (see `docs/graph-format.md`).
+//!
+//! Writing renumbers nodes in topological order and puts one record per
+//! line, so a dump is stable and diffable; loading rebuilds every node
+//! through the ordinary shape rules and rejects a file whose recorded types
+//! disagree with them.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::print::numbering;
+use crate::{Graph, GraphError, Literal, Loc, NodeId, Op, TensorType};
+
+/// The `format` field of every graph file.
+pub const FORMAT: &str = "rhea-graph";
+/// The version this crate writes and reads.
+pub const VERSION: u32 = 1;
+/// Shared values with at most this many elements are written inline by
+/// [`to_json`]; larger ones are left to a weights file.
+pub const INLINE_LIMIT: usize = 4096;
+
+#[derive(Serialize, Deserialize)]
+struct NodeRecord {
+    id: usize,
+    #[serde(flatten)]
+    op: Op,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    inputs: Vec<usize>,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loc: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedRecord {
+    name: String,
+    value: Option<Literal>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputRecord {
+    name: String,
+    node: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRecord {
+    shared: String,
+    value: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphFile {
+    format: String,
+    version: u32,
+    nodes: Vec<NodeRecord>,
+    #[serde(default)]
+    shared: Vec<SharedRecord>,
+    #[serde(default)]
+    outputs: Vec<OutputRecord>,
+    #[serde(default)]
+    updates: Vec<UpdateRecord>,
+}
+
+/// The graph as a JSON graph file, shared values of up to [`INLINE_LIMIT`]
+/// elements inline.
+pub fn to_json(g: &Graph) -> String {
+    to_json_with(g, INLINE_LIMIT)
+}
+
+/// The graph as a JSON graph file, shared values of up to `inline_limit`
+/// elements inline and the others written as `null` (to be given by name
+/// from a weights file when the graph runs).
+pub fn to_json_with(g: &Graph, inline_limit: usize) -> String {
+    let (order, number) = numbering(g);
+    let line = |v: &dyn erased::Record| v.json();
+    let mut nodes = Vec::with_capacity(order.len());
+    let mut shared = Vec::new();
+    for &id in &order {
+        let node = g.node(id);
+        nodes.push(line(&NodeRecord {
+            id: number[&id],
+            op: node.op.clone(),
+            inputs: node.inputs.iter().map(|i| number[i]).collect(),
+            ty: node.ty.to_string(),
+            label: node.name.as_ref().map(|n| n.to_string()),
+            loc: node.loc.as_ref().map(Loc::full),
+        }));
+        if let Op::Shared { name } = &node.op {
+            let value = g.shared_value(id).filter(|v| v.len() <= inline_limit).map(|v| Literal::new(v.clone()));
+            shared.push(line(&SharedRecord { name: name.to_string(), value }));
+        }
+    }
+    let outputs: Vec<String> =
+        g.outputs().iter().map(|(name, id)| line(&OutputRecord { name: name.to_string(), node: number[id] })).collect();
+    let updates: Vec<String> = g
+        .updates()
+        .iter()
+        .map(|(s, v)| line(&UpdateRecord { shared: g.leaf_name(*s).unwrap_or_default().to_string(), value: number[v] }))
+        .collect();
+    let section = |name: &str, items: &[String]| {
+        if items.is_empty() {
+            format!("  \"{name}\": []")
+        } else {
+            format!("  \"{name}\": [\n    {}\n  ]", items.join(",\n    "))
+        }
+    };
+    format!(
+        "{{\n  \"format\": \"{FORMAT}\",\n  \"version\": {VERSION},\n{},\n{},\n{},\n{}\n}}\n",
+        section("nodes", &nodes),
+        section("shared", &shared),
+        section("outputs", &outputs),
+        section("updates", &updates)
+    )
+}
+
+mod erased {
+    /// One compact JSON line per record.
+    pub trait Record {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Record for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).expect("graph records always serialize")
+        }
+    }
+}
+
+fn format_err(msg: String) -> GraphError {
+    GraphError::Format(msg)
+}
+
+/// Loads a graph file, checking every node against the shape rules.
+pub fn from_json(text: &str) -> Result<Graph, GraphError> {
+    let file: GraphFile = serde_json::from_str(text).map_err(|e| format_err(e.to_string()))?;
+    if file.format != FORMAT {
+        return Err(format_err(format!("format is {:?}, expected {FORMAT:?}", file.format)));
+    }
+    if file.version != VERSION {
+        return Err(format_err(format!(
+            "version {} is not supported; this rhea reads version {VERSION}",
+            file.version
+        )));
+    }
+    let mut g = Graph::new();
+    let mut ids: Vec<NodeId> = Vec::with_capacity(file.nodes.len());
+    for (i, rec) in file.nodes.into_iter().enumerate() {
+        let what = format!("node {i} ({})", rec.op.name());
+        if rec.id != i {
+            return Err(format_err(format!("{what}: has id {}, but ids must count up from 0 in file order", rec.id)));
+        }
+        let ty: TensorType = rec.ty.parse().map_err(|e| format_err(format!("{what}: {e}")))?;
+        let loc = match &rec.loc {
+            Some(s) => {
+                Some(Loc::parse(s).ok_or_else(|| format_err(format!("{what}: loc {s:?} is not file:line:column")))?)
+            }
+            None => None,
+        };
+        let mut inputs = Vec::with_capacity(rec.inputs.len());
+        for &j in &rec.inputs {
+            if j >= i {
+                return Err(format_err(format!(
+                    "{what}: input {j} is not defined before it (a cycle or a dangling reference)"
+                )));
+            }
+            inputs.push(ids[j]);
+        }
+        let in_ctx = |e: GraphError| format_err(format!("{what}: {e}"));
+        let id = match &rec.op {
+            Op::Input { name } if inputs.is_empty() => g.add_input(name, ty.clone(), loc).map_err(in_ctx)?,
+            Op::Shared { name } if inputs.is_empty() => g.add_shared_declared(name, ty.clone(), loc).map_err(in_ctx)?,
+            Op::Input { .. } | Op::Shared { .. } => {
+                return Err(format_err(format!("{what}: a leaf cannot have inputs")));
+            }
+            op => g.add(op.clone(), &inputs, loc).map_err(in_ctx)?,
+        };
+        if g.ty(id) != &ty {
+            return Err(format_err(format!("{what}: the file says {ty}, but its inputs give {}", g.ty(id))));
+        }
+        if let Some(label) = &rec.label {
+            g.set_name(id, label);
+        }
+        ids.push(id);
+    }
+    let node = |j: usize, what: &str| {
+        ids.get(j).copied().ok_or_else(|| format_err(format!("{what} refers to node {j}, which does not exist")))
+    };
+    let shared_named = |g: &Graph, name: &str, what: &str| {
+        g.find(name)
+            .filter(|&id| matches!(g.node(id).op, Op::Shared { .. }))
+            .ok_or_else(|| format_err(format!("{what} names {name:?}, which is not a shared variable of the graph")))
+    };
+    for rec in file.shared {
+        let id = shared_named(&g, &rec.name, "a shared value")?;
+        if let Some(lit) = rec.value {
+            g.set_shared_value(id, lit.value().clone()).map_err(|e| format_err(e.to_string()))?;
+        }
+    }
+    let mut seen = HashSet::new();
+    for rec in file.outputs {
+        if !seen.insert(rec.name.clone()) {
+            return Err(format_err(format!("output {:?} is declared twice", rec.name)));
+        }
+        let id = node(rec.node, &format!("output {:?}", rec.name))?;
+        g.set_output(&rec.name, id);
+    }
+    for rec in file.updates {
+        let what = format!("the update of {:?}", rec.shared);
+        let shared = shared_named(&g, &rec.shared, &what)?;
+        let value = node(rec.value, &what)?;
+        g.add_update(shared, value).map_err(|e| format_err(e.to_string()))?;
+    }
+    Ok(g)
+}
