@@ -195,7 +195,9 @@ impl Operand for Var {
 fn scalar_like(x: f64, like: &Var, loc: &Loc) -> Result<Var> {
     let dtype = like.dtype();
     let v = Value::scalar(x, dtype);
-    if v.to_f64_vec()[0] != x && !x.is_nan() {
+    // Floats round to the nearest value, as a literal in source does; an
+    // integer or bool var must not silently truncate the scalar.
+    if !dtype.is_float() && v.to_f64_vec()[0] != x {
         return Err(GraphError::Mismatch(format!("scalar {x} cannot be a {dtype} without loss (at {loc})")));
     }
     let id = like.builder.0.borrow_mut().add_const(v, Some(loc.clone()));
@@ -752,6 +754,7 @@ mod tests {
         let i = g.input("i", DType::I32, [3]).unwrap();
         assert!(i.mul(2.5).unwrap_err().to_string().contains("without loss"));
         assert!(i.mul(2.0).is_ok());
+        assert_eq!((&x * 0.1).dtype(), DType::F32);
     }
 
     #[test]

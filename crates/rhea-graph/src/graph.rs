@@ -458,3 +458,10 @@ mod tests {
         assert!(Loc::parse("nothing").is_none());
     }
 }
+
+/// The text dump (see [`crate::to_text`]).
+impl fmt::Debug for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::to_text(self, crate::TextOptions::default()))
+    }
+}

@@ -220,3 +220,100 @@ pub fn from_json(text: &str) -> Result<Graph, GraphError> {
     }
     Ok(g)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Builder, DType, Dim, Value};
+
+    fn sample() -> Graph {
+        let g = Builder::new();
+        let b = g.dim("batch").unwrap();
+        let x = g.input("x", DType::F32, [b, Dim::Known(2)]).unwrap();
+        let w = g.shared("w", ndarray::array![[1.0f32, f32::NAN], [f32::NEG_INFINITY, 0.5]]).unwrap();
+        let big = g.shared("big", ndarray::Array1::<f32>::zeros(10)).unwrap();
+        let h = x.dot(&w).unwrap().named("hidden");
+        let y = (&h * 0.1).sum(&[1], false).unwrap();
+        let s = (&big * 2.0).sum_all().unwrap();
+        g.output("y", &y).unwrap();
+        g.output("s", &s).unwrap();
+        g.update(&big, &(&big + 1.0)).unwrap();
+        g.to_graph()
+    }
+
+    fn nodes_line(json: &str, from: &str, to: &str) -> String {
+        json.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn dump_load_dump_is_byte_identical() {
+        let text = to_json(&sample());
+        let again = to_json(&from_json(&text).unwrap());
+        assert_eq!(text, again);
+        assert!(text.contains(r#""label":"hidden""#));
+        assert!(text.contains(r#""type":"f32[batch,2]""#));
+        assert!(text.contains(r#""nan""#) && text.contains(r#""-inf""#));
+    }
+
+    #[test]
+    fn large_shared_values_are_left_out_and_reported_missing() {
+        let text = to_json_with(&sample(), 5);
+        assert!(text.contains(r#"{"name":"big","value":null}"#), "{text}");
+        let g = from_json(&text).unwrap();
+        assert!(g.shared_value(g.find("big").unwrap()).is_none());
+        assert!(g.shared_value(g.find("w").unwrap()).is_some());
+        assert_eq!(to_json_with(&g, 5), text);
+    }
+
+    #[test]
+    fn loader_rejects_bad_files_naming_the_node() {
+        let text = to_json(&sample());
+        let err = |t: &str| from_json(t).unwrap_err().to_string();
+        assert!(err("{").starts_with("graph file: EOF while parsing"));
+        assert!(err(&text.replace("\"version\": 1", "\"version\": 9")).contains("version 9 is not supported"));
+        assert!(err(&text.replace("\"rhea-graph\"", "\"onnx\"")).contains("format is \"onnx\""));
+        // A forward reference is a cycle or a dangling input.
+        let dot = r#"{"id":3,"op":"dot","inputs":[0,1]"#;
+        assert!(text.contains(dot), "{text}");
+        let e = err(&nodes_line(&text, dot, r#"{"id":3,"op":"dot","inputs":[0,9]"#));
+        assert_eq!(e, "graph file: node 3 (dot): input 9 is not defined before it (a cycle or a dangling reference)");
+        let e = err(&nodes_line(&text, dot, r#"{"id":3,"op":"dot","inputs":[3,2]"#));
+        assert!(e.contains("input 3 is not defined before it"), "{e}");
+        let e = err(&nodes_line(&text, r#""type":"f32[batch,2]","label""#, r#""type":"f32[batch,3]","label""#));
+        assert_eq!(e, "graph file: node 3 (dot): the file says f32[batch,3], but its inputs give f32[batch,2]");
+        let e = err(&nodes_line(&text, dot, r#"{"id":3,"op":"dot","inputs":[0]"#));
+        assert!(e.starts_with("graph file: node 3 (dot): dot: dot takes 2 input(s), got 1"), "{e}");
+        let e = err(&nodes_line(&text, r#""id":3,"#, r#""id":4,"#));
+        assert!(e.contains("node 3 (dot): has id 4"), "{e}");
+        let e = err(&text.replace(r#""op":"dot""#, r#""op":"fft""#));
+        assert!(e.contains("unknown variant `fft`"), "{e}");
+        let e = err(&text.replace(r#"{"name":"y","node":"#, r#"{"name":"y","node":99"#));
+        assert!(e.starts_with("graph file:"), "{e}");
+        let e = err(&text.replace(r#"{"shared":"big""#, r#"{"shared":"x""#));
+        assert!(e.contains("names \"x\", which is not a shared variable"), "{e}");
+        let e = err(&text.replace(
+            r#"{"name":"w","value":{"dtype":"f32","shape":[2,2]"#,
+            r#"{"name":"w","value":{"dtype":"f32","shape":[4]"#,
+        ));
+        assert!(e.contains("shared variable \"w\": expected f32[2,2], got f32[4]"), "{e}");
+    }
+
+    #[test]
+    fn outputs_refer_to_existing_nodes() {
+        let text = to_json(&sample());
+        let start = text.find(r#"{"name":"y","node":"#).unwrap();
+        let end = start + text[start..].find('}').unwrap();
+        let broken = format!("{}{{\"name\":\"y\",\"node\":99{}", &text[..start], &text[end..]);
+        let e = from_json(&broken).unwrap_err().to_string();
+        assert_eq!(e, "graph file: output \"y\" refers to node 99, which does not exist");
+        let dup = text.replacen(r#"{"name":"s","node":"#, r#"{"name":"y","node":"#, 1);
+        assert!(from_json(&dup).unwrap_err().to_string().contains("declared twice"));
+    }
+
+    #[test]
+    fn values_keep_their_bits() {
+        let g = from_json(&to_json(&sample())).unwrap();
+        let w = g.shared_value(g.find("w").unwrap()).unwrap();
+        assert!(w.bit_eq(&Value::from(ndarray::array![[1.0f32, f32::NAN], [f32::NEG_INFINITY, 0.5]])));
+    }
+}
