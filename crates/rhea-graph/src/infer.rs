@@ -5,7 +5,7 @@
 use crate::op::{BinaryKind, UnaryKind};
 use crate::op::{Normal, Uniform};
 use crate::shape::{broadcast_shapes, check_size, dim_product};
-use crate::{DType, Dim, Op, ReduceOp, Shape, TensorType};
+use crate::{Conv2d, DType, Dim, Op, Pool2d, ReduceOp, Shape, TensorType};
 
 type Rule = Result<TensorType, String>;
 
@@ -294,49 +294,54 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> Rule {
         }
         Op::Conv2d(c) => {
             arity(op, inputs, 2)?;
-            let (x, w) = (inputs[0], inputs[1]);
-            need_float(op, x)?;
-            same_dtype(op, x, w)?;
-            need(x.shape.rank() == 4, || format!("conv2d needs an NCHW input of rank 4, got {}", x.shape))?;
-            need(w.shape.rank() == 4, || format!("conv2d needs OIHW weights of rank 4, got {}", w.shape))?;
-            need(c.groups > 0 && c.stride.iter().chain(&c.dilation).all(|&v| v > 0), || {
-                "conv2d: stride, dilation and groups must be positive".into()
-            })?;
-            let known = |d: Dim, what: &str| d.known().ok_or_else(|| format!("conv2d: {what} must be known, got {d}"));
-            let chans = known(x.shape[1], "input channels")?;
-            let (o, i) = (known(w.shape[0], "output channels")?, known(w.shape[1], "weight input channels")?);
-            need(chans % c.groups == 0 && o % c.groups == 0 && i * c.groups == chans, || {
-                format!(
-                    "conv2d: input has {chans} channels, weights {} take {i} per group and groups is {}; need channels = {i} x {}",
-                    w.shape, c.groups, c.groups
-                )
-            })?;
-            let mut out = vec![x.shape[0], Dim::Known(o)];
-            for k in 0..2 {
-                let size = known(x.shape[2 + k], "spatial size")?;
-                let kern = known(w.shape[2 + k], "kernel size")?;
-                out.push(Dim::Known(window_count("conv2d", size, kern, c.stride[k], c.padding[k], c.dilation[k])?));
-            }
-            Ok(TensorType::new(x.dtype, out))
+            conv_shape(op, c, inputs[0], inputs[1])
+        }
+        Op::Conv2dInputGrad(g) => {
+            arity(op, inputs, 2)?;
+            let (gy, w) = (inputs[0], inputs[1]);
+            need(gy.shape.rank() == 4 && w.shape.rank() == 4, || format!("{} needs rank-4 inputs", op.name()))?;
+            let chans = w.shape[1].known().ok_or("conv2d: weight channels must be known")? * g.conv.groups;
+            let x = TensorType::new(
+                gy.dtype,
+                [gy.shape[0], Dim::Known(chans), Dim::Known(g.size[0]), Dim::Known(g.size[1])],
+            );
+            let y = conv_shape(op, &g.conv, &x, w)?;
+            need(y == *gy, || format!("{}: the output gradient is {gy}, but the forward output is {y}", op.name()))?;
+            Ok(x)
+        }
+        Op::Conv2dWeightGrad(g) => {
+            arity(op, inputs, 2)?;
+            let (x, gy) = (inputs[0], inputs[1]);
+            need(x.shape.rank() == 4 && gy.shape.rank() == 4, || format!("{} needs rank-4 inputs", op.name()))?;
+            let chans = x.shape[1].known().ok_or("conv2d: input channels must be known")?;
+            need(g.conv.groups > 0 && chans % g.conv.groups == 0, || format!("{}: bad groups", op.name()))?;
+            let w = TensorType::new(
+                x.dtype,
+                [gy.shape[1], Dim::Known(chans / g.conv.groups), Dim::Known(g.size[0]), Dim::Known(g.size[1])],
+            );
+            let y = conv_shape(op, &g.conv, x, &w)?;
+            need(y == *gy, || format!("{}: the output gradient is {gy}, but the forward output is {y}", op.name()))?;
+            Ok(w)
         }
         Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
             arity(op, inputs, 1)?;
-            let x = inputs[0];
-            need_float(op, x)?;
-            need(x.shape.rank() == 4, || format!("{} needs an NCHW input of rank 4, got {}", op.name(), x.shape))?;
-            need(p.kernel.iter().chain(&p.stride).all(|&v| v > 0), || {
-                format!("{}: kernel and stride must be positive", op.name())
-            })?;
-            let mut out = vec![x.shape[0], x.shape[1]];
-            for k in 0..2 {
-                need(p.padding[k] <= p.kernel[k] / 2, || {
-                    format!("{}: padding {} is more than half the kernel {}", op.name(), p.padding[k], p.kernel[k])
-                })?;
-                let size =
-                    x.shape[2 + k].known().ok_or_else(|| format!("{}: spatial sizes must be known", op.name()))?;
-                out.push(Dim::Known(window_count(op.name(), size, p.kernel[k], p.stride[k], p.padding[k], 1)?));
-            }
-            Ok(TensorType::new(x.dtype, out))
+            pool_shape(op, p, inputs[0])
+        }
+        Op::MaxPool2dGrad(p) => {
+            arity(op, inputs, 2)?;
+            let (x, gy) = (inputs[0], inputs[1]);
+            let y = pool_shape(op, p, x)?;
+            need(y == *gy, || format!("{}: the output gradient is {gy}, but the forward output is {y}", op.name()))?;
+            Ok(x.clone())
+        }
+        Op::AvgPool2dGrad(g) => {
+            arity(op, inputs, 1)?;
+            let gy = inputs[0];
+            need(gy.shape.rank() == 4, || format!("{} needs a rank-4 gradient, got {}", op.name(), gy.shape))?;
+            let x = TensorType::new(gy.dtype, [gy.shape[0], gy.shape[1], Dim::Known(g.size[0]), Dim::Known(g.size[1])]);
+            let y = pool_shape(op, &g.pool, &x)?;
+            need(y == *gy, || format!("{}: the output gradient is {gy}, but the forward output is {y}", op.name()))?;
+            Ok(x)
         }
         Op::Dropout { rate, .. } => {
             need(inputs.len() == 1 || inputs.len() == 2, || {
@@ -368,6 +373,49 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> Rule {
             Ok(TensorType::new(*dtype, shape.clone()))
         }
     }
+}
+
+fn conv_shape(op: &Op, c: &Conv2d, x: &TensorType, w: &TensorType) -> Rule {
+    need_float(op, x)?;
+    same_dtype(op, x, w)?;
+    need(x.shape.rank() == 4, || format!("conv2d needs an NCHW input of rank 4, got {}", x.shape))?;
+    need(w.shape.rank() == 4, || format!("conv2d needs OIHW weights of rank 4, got {}", w.shape))?;
+    need(c.groups > 0 && c.stride.iter().chain(&c.dilation).all(|&v| v > 0), || {
+        "conv2d: stride, dilation and groups must be positive".into()
+    })?;
+    let known = |d: Dim, what: &str| d.known().ok_or_else(|| format!("conv2d: {what} must be known, got {d}"));
+    let chans = known(x.shape[1], "input channels")?;
+    let (o, i) = (known(w.shape[0], "output channels")?, known(w.shape[1], "weight input channels")?);
+    need(chans % c.groups == 0 && o % c.groups == 0 && i * c.groups == chans, || {
+        format!(
+            "conv2d: input has {chans} channels, weights {} take {i} per group and groups is {}; need channels = {i} x {}",
+            w.shape, c.groups, c.groups
+        )
+    })?;
+    let mut out = vec![x.shape[0], Dim::Known(o)];
+    for k in 0..2 {
+        let size = known(x.shape[2 + k], "spatial size")?;
+        let kern = known(w.shape[2 + k], "kernel size")?;
+        out.push(Dim::Known(window_count("conv2d", size, kern, c.stride[k], c.padding[k], c.dilation[k])?));
+    }
+    Ok(TensorType::new(x.dtype, out))
+}
+
+fn pool_shape(op: &Op, p: &Pool2d, x: &TensorType) -> Rule {
+    need_float(op, x)?;
+    need(x.shape.rank() == 4, || format!("{} needs an NCHW input of rank 4, got {}", op.name(), x.shape))?;
+    need(p.kernel.iter().chain(&p.stride).all(|&v| v > 0), || {
+        format!("{}: kernel and stride must be positive", op.name())
+    })?;
+    let mut out = vec![x.shape[0], x.shape[1]];
+    for k in 0..2 {
+        need(p.padding[k] <= p.kernel[k] / 2, || {
+            format!("{}: padding {} is more than half the kernel {}", op.name(), p.padding[k], p.kernel[k])
+        })?;
+        let size = x.shape[2 + k].known().ok_or_else(|| format!("{}: spatial sizes must be known", op.name()))?;
+        out.push(Dim::Known(window_count(op.name(), size, p.kernel[k], p.stride[k], p.padding[k], 1)?));
+    }
+    Ok(TensorType::new(x.dtype, out))
 }
 
 /// The shape left after reducing `axes`.

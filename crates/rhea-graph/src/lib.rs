@@ -29,6 +29,7 @@ mod builder;
 mod dot;
 mod dtype;
 mod error;
+mod grad;
 mod graph;
 mod infer;
 mod json;
@@ -42,11 +43,13 @@ pub use builder::{Builder, Operand, Var, concat, stack, where_};
 pub use dot::to_dot;
 pub use dtype::DType;
 pub use error::GraphError;
+pub use grad::{Disconnected, grad, grad_nodes, grad_with};
 pub use graph::{Graph, Loc, Node, NodeId, check_value};
 pub use infer::{infer, matmul_shape, reduced_shape, window_count};
 pub use json::{FORMAT, INLINE_LIMIT, VERSION, from_json, to_json, to_json_with};
 pub use op::{
-    ArgReduceOp, BinaryKind, BinaryOp, Conv2d, Normal, Op, Pool2d, ReduceOp, SliceSpec, UnaryKind, UnaryOp, Uniform,
+    ArgReduceOp, BinaryKind, BinaryOp, Conv2d, ConvGrad, Normal, Op, Pool2d, PoolGrad, ReduceOp, SliceSpec, UnaryKind,
+    UnaryOp, Uniform,
 };
 pub use print::{TextOptions, numbering, to_text};
 pub use shape::{Dim, Shape, Symbol, TensorType, broadcast_shapes, normalize_axis};

@@ -75,6 +75,7 @@ pub enum Op {
     /// Theano's dimshuffle: output axis `i` is input axis `pattern[i]`, or a
     /// new size-1 axis where `pattern[i]` is null. Input axes left out must
     /// have size 1. Transpose, permute, expand_dims and squeeze are all this.
+    #[serde(rename = "dimshuffle")]
     DimShuffle {
         /// For each output axis, the input axis it takes, or null for a new one.
         pattern: Box<[Option<usize>]>,
@@ -132,6 +133,19 @@ pub enum Op {
     MaxPool2d(Box<Pool2d>),
     /// Average pooling over NCHW.
     AvgPool2d(Box<Pool2d>),
+    /// Gradient of [`Op::Conv2d`] with respect to its input: inputs are the
+    /// output gradient `[N, O, OH, OW]` and the weights; `size` is the
+    /// input's `[H, W]`.
+    Conv2dInputGrad(Box<ConvGrad>),
+    /// Gradient of [`Op::Conv2d`] with respect to its weights: inputs are the
+    /// forward input and the output gradient; `size` is the kernel's `[KH, KW]`.
+    Conv2dWeightGrad(Box<ConvGrad>),
+    /// Gradient of [`Op::MaxPool2d`]: inputs are the forward input and the
+    /// output gradient, which flows to the first maximum of each window.
+    MaxPool2dGrad(Box<Pool2d>),
+    /// Gradient of [`Op::AvgPool2d`]: the input is the output gradient;
+    /// `size` is the forward input's `[H, W]`.
+    AvgPool2dGrad(Box<PoolGrad>),
     /// Inverted dropout: with `training`, each element is zeroed with
     /// probability `rate` and the rest scaled by `1/(1-rate)`; otherwise the
     /// identity. The mask is a pure function of `seed`, an optional `i64`
@@ -179,7 +193,9 @@ pub enum UnaryOp {
     Round,
     /// Logical not of a `bool` tensor.
     Not,
+    #[serde(rename = "isnan")]
     IsNan,
+    #[serde(rename = "isinf")]
     IsInf,
 }
 
@@ -343,6 +359,7 @@ pub enum ReduceOp {
     /// Has no identity: reducing an empty axis is an error.
     Min,
     /// `log(sum(exp(x)))`, computed stably; floats only.
+    #[serde(rename = "logsumexp")]
     LogSumExp,
 }
 
@@ -504,6 +521,24 @@ impl Pool2d {
     }
 }
 
+/// Attributes of the convolution gradients.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConvGrad {
+    /// The forward convolution.
+    pub conv: Conv2d,
+    /// Spatial size of the result: the input's `[H, W]` or the kernel's `[KH, KW]`.
+    pub size: [usize; 2],
+}
+
+/// Attributes of [`Op::AvgPool2dGrad`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PoolGrad {
+    /// The forward pooling.
+    pub pool: Pool2d,
+    /// The forward input's `[H, W]`.
+    pub size: [usize; 2],
+}
+
 /// Attributes of [`Op::RandomUniform`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Uniform {
@@ -561,6 +596,10 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::MaxPool2d(_) => "max_pool2d",
             Op::AvgPool2d(_) => "avg_pool2d",
+            Op::Conv2dInputGrad(_) => "conv2d_input_grad",
+            Op::Conv2dWeightGrad(_) => "conv2d_weight_grad",
+            Op::MaxPool2dGrad(_) => "max_pool2d_grad",
+            Op::AvgPool2dGrad(_) => "avg_pool2d_grad",
             Op::Dropout { .. } => "dropout",
             Op::RandomUniform(_) => "random_uniform",
             Op::RandomNormal(_) => "random_normal",
@@ -577,9 +616,6 @@ impl Op {
         fn list<T: fmt::Display>(xs: &[T]) -> String {
             let items: Vec<String> = xs.iter().map(|x| x.to_string()).collect();
             format!("[{}]", items.join(","))
-        }
-        fn pair(p: [usize; 2]) -> String {
-            format!("{}x{}", p[0], p[1])
         }
         match self {
             Op::Input { name } | Op::Shared { name } => format!("{name:?}"),
@@ -607,23 +643,15 @@ impl Op {
                 let items: Vec<String> = widths.iter().map(|(a, b)| format!("({a},{b})")).collect();
                 format!("widths=[{}], value={value}", items.join(","))
             }
-            Op::Conv2d(c) => format!(
-                "stride={}, padding={}, dilation={}, groups={}",
-                pair(c.stride),
-                pair(c.padding),
-                pair(c.dilation),
-                c.groups
-            ),
-            Op::MaxPool2d(p) => {
+            Op::Conv2d(c) => conv_attrs(c),
+            Op::Conv2dInputGrad(g) | Op::Conv2dWeightGrad(g) => {
+                format!("{}, size={}", conv_attrs(&g.conv), pair(g.size))
+            }
+            Op::MaxPool2d(p) | Op::MaxPool2dGrad(p) => {
                 format!("kernel={}, stride={}, padding={}", pair(p.kernel), pair(p.stride), pair(p.padding))
             }
-            Op::AvgPool2d(p) => format!(
-                "kernel={}, stride={}, padding={}{}",
-                pair(p.kernel),
-                pair(p.stride),
-                pair(p.padding),
-                if p.count_include_pad { ", count_include_pad" } else { "" }
-            ),
+            Op::AvgPool2d(p) => pool_attrs(p),
+            Op::AvgPool2dGrad(g) => format!("{}, size={}", pool_attrs(&g.pool), pair(g.size)),
             Op::Dropout { rate, seed, training } => {
                 format!("rate={rate}, seed={seed}{}", if *training { ", training" } else { "" })
             }
@@ -631,6 +659,30 @@ impl Op {
             Op::RandomNormal(n) => format!("{}{}, mean={}, std={}, seed={}", n.dtype, n.shape, n.mean, n.std, n.seed),
         }
     }
+}
+
+fn pair(p: [usize; 2]) -> String {
+    format!("{}x{}", p[0], p[1])
+}
+
+fn conv_attrs(c: &Conv2d) -> String {
+    format!(
+        "stride={}, padding={}, dilation={}, groups={}",
+        pair(c.stride),
+        pair(c.padding),
+        pair(c.dilation),
+        c.groups
+    )
+}
+
+fn pool_attrs(p: &Pool2d) -> String {
+    format!(
+        "kernel={}, stride={}, padding={}{}",
+        pair(p.kernel),
+        pair(p.stride),
+        pair(p.padding),
+        if p.count_include_pad { ", count_include_pad" } else { "" }
+    )
 }
 
 /// `name{attrs}`, or just `name` when there are none.
@@ -670,6 +722,22 @@ mod tests {
         let conv = Op::Conv2d(Box::default());
         let back: Op = serde_json::from_str(&serde_json::to_string(&conv).unwrap()).unwrap();
         assert_eq!(back, conv);
+    }
+
+    #[test]
+    fn file_names_are_dump_names() {
+        let tag = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for u in UnaryOp::ALL {
+            assert_eq!(tag(serde_json::to_value(u).unwrap()), u.name());
+        }
+        for b in BinaryOp::ALL {
+            assert_eq!(tag(serde_json::to_value(b).unwrap()), b.name());
+        }
+        for r in ReduceOp::ALL {
+            assert_eq!(tag(serde_json::to_value(r).unwrap()), r.name());
+        }
+        let ds = serde_json::to_value(Op::DimShuffle { pattern: [Some(0)].into() }).unwrap();
+        assert_eq!(ds["op"], "dimshuffle");
     }
 
     #[test]

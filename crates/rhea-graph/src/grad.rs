@@ -1,0 +1,671 @@
+//! Reverse-mode automatic differentiation as a graph-to-graph transform.
+//!
+//! [`vjp`] states each op's vector-Jacobian product as more graph ops, so a
+//! gradient graph dumps, optimizes and compiles like any other graph.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::shape::dim_product;
+use crate::{
+    BinaryOp, ConvGrad, Dim, Graph, GraphError, Loc, Node, NodeId, Op, PoolGrad, ReduceOp, Shape, SliceSpec,
+    TensorType, UnaryOp, Value, Var, reduced_shape,
+};
+
+type Result<T> = std::result::Result<T, GraphError>;
+
+/// What to do with a `wrt` variable the cost does not depend on (Theano's
+/// `disconnected_inputs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Disconnected {
+    /// An error naming the variable.
+    #[default]
+    Raise,
+    /// A zero gradient.
+    Zero,
+}
+
+/// Gradients of the scalar `cost` with respect to each of `wrt`.
+///
+/// ```
+/// use rhea_graph::{Builder, DType, grad};
+/// let g = Builder::new();
+/// let x = g.input("x", DType::F64, [3])?;
+/// let cost = x.square()?.sum_all()?;
+/// let dx = grad(&cost, &[&x])?;
+/// assert_eq!(dx[0].ty().to_string(), "f64[3]");
+/// # Ok::<(), rhea_graph::GraphError>(())
+/// ```
+pub fn grad(cost: &Var, wrt: &[&Var]) -> Result<Vec<Var>> {
+    grad_with(cost, wrt, Disconnected::Raise)
+}
+
+/// [`grad`] with a policy for variables the cost does not depend on.
+pub fn grad_with(cost: &Var, wrt: &[&Var], disconnected: Disconnected) -> Result<Vec<Var>> {
+    let b = cost.builder();
+    if wrt.iter().any(|w| !w.builder().same_graph(b)) {
+        return Err(GraphError::ForeignVar);
+    }
+    let ids: Vec<NodeId> = wrt.iter().map(|w| w.id()).collect();
+    let grads = grad_nodes(&mut b.graph_mut(), cost.id(), &ids, disconnected)?;
+    Ok(grads.into_iter().map(|id| b.var(id)).collect())
+}
+
+/// [`grad`] on a [`Graph`] by node ids.
+pub fn grad_nodes(g: &mut Graph, cost: NodeId, wrt: &[NodeId], disconnected: Disconnected) -> Result<Vec<NodeId>> {
+    let cty = g.ty(cost).clone();
+    if !cty.dtype.is_float() || cty.shape.rank() != 0 {
+        return Err(GraphError::Mismatch(format!("grad needs a float scalar cost, got {cty} (reduce it first)")));
+    }
+    for &w in wrt {
+        let ty = g.ty(w);
+        if !ty.dtype.is_float() {
+            return Err(GraphError::Mismatch(format!(
+                "cannot differentiate with respect to {} ({ty}): only float tensors have gradients",
+                describe(g, w)
+            )));
+        }
+    }
+    let order = g.ancestors(&[cost]);
+    let mut reaches: HashSet<NodeId> = wrt.iter().copied().collect();
+    for &id in &order {
+        if g.node(id).inputs.iter().any(|i| reaches.contains(i)) {
+            reaches.insert(id);
+        }
+    }
+    let mut adjoint: HashMap<NodeId, NodeId> = HashMap::new();
+    adjoint.insert(cost, g.add_const(Value::scalar(1.0, cty.dtype), g.node(cost).loc.clone()));
+    for &id in order.iter().rev() {
+        let Some(&gy) = adjoint.get(&id) else { continue };
+        let node = g.node(id).clone();
+        if node.op.is_leaf() || !reaches.contains(&id) {
+            continue;
+        }
+        let need: Vec<bool> = node.inputs.iter().map(|i| reaches.contains(i)).collect();
+        let mut e = Emit { g, loc: node.loc.clone() };
+        let grads = vjp(&mut e, id, &node, gy, &need)?;
+        for ((&input, gx), needed) in node.inputs.iter().zip(grads).zip(need) {
+            let (Some(gx), true) = (gx, needed) else { continue };
+            let total = match adjoint.get(&input) {
+                Some(&prev) => e.bin(BinaryOp::Add, prev, gx)?,
+                None => gx,
+            };
+            adjoint.insert(input, total);
+        }
+    }
+    let in_graph: HashSet<NodeId> = order.iter().copied().collect();
+    wrt.iter()
+        .map(|&w| match adjoint.get(&w) {
+            Some(&gw) => Ok(gw),
+            None if in_graph.contains(&w) || disconnected == Disconnected::Zero => {
+                let ty = g.ty(w).clone();
+                Emit { g, loc: None }.zeros(&ty)
+            }
+            None => Err(GraphError::Mismatch(format!(
+                "the cost does not depend on {}; pass Disconnected::Zero to get a zero gradient",
+                describe(g, w)
+            ))),
+        })
+        .collect()
+}
+
+fn describe(g: &Graph, id: NodeId) -> String {
+    match g.leaf_name(id) {
+        Some(name) => format!("{name:?}"),
+        None => format!("node {id} ({})", g.node(id).op.name()),
+    }
+}
+
+/// Adds gradient nodes, each tagged with the forward node's source line.
+struct Emit<'g> {
+    g: &'g mut Graph,
+    loc: Option<Loc>,
+}
+
+impl Emit<'_> {
+    fn op(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+        self.g.add(op, inputs, self.loc.clone())
+    }
+    fn ty(&self, id: NodeId) -> TensorType {
+        self.g.ty(id).clone()
+    }
+    fn un(&mut self, fun: UnaryOp, x: NodeId) -> Result<NodeId> {
+        self.op(Op::Unary { fun }, &[x])
+    }
+    fn bin(&mut self, fun: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.op(Op::Binary { fun }, &[a, b])
+    }
+    fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.bin(BinaryOp::Mul, a, b)
+    }
+    fn scalar(&mut self, x: f64, like: NodeId) -> NodeId {
+        let dtype = self.g.ty(like).dtype;
+        self.g.add_const(Value::scalar(x, dtype), self.loc.clone())
+    }
+    /// `x * c` for a Rust scalar `c`.
+    fn scale(&mut self, x: NodeId, c: f64) -> Result<NodeId> {
+        let c = self.scalar(c, x);
+        self.mul(x, c)
+    }
+    fn select(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.op(Op::Where, &[cond, a, b])
+    }
+    fn sum(&mut self, x: NodeId, axes: Vec<usize>, keepdims: bool) -> Result<NodeId> {
+        self.op(Op::Reduce { fun: ReduceOp::Sum, axes: axes.into(), keepdims }, &[x])
+    }
+    fn reshape(&mut self, x: NodeId, shape: &Shape) -> Result<NodeId> {
+        if &self.ty(x).shape == shape { Ok(x) } else { self.op(Op::Reshape { shape: shape.clone() }, &[x]) }
+    }
+    fn dimshuffle(&mut self, x: NodeId, pattern: Vec<Option<usize>>) -> Result<NodeId> {
+        self.op(Op::DimShuffle { pattern: pattern.into() }, &[x])
+    }
+    fn transpose_last2(&mut self, x: NodeId) -> Result<NodeId> {
+        let r = self.ty(x).shape.rank();
+        let mut pattern: Vec<Option<usize>> = (0..r).map(Some).collect();
+        pattern.swap(r - 2, r - 1);
+        self.dimshuffle(x, pattern)
+    }
+    fn broadcast_to(&mut self, x: NodeId, shape: &Shape) -> Result<NodeId> {
+        if &self.ty(x).shape == shape { Ok(x) } else { self.op(Op::BroadcastTo { shape: shape.clone() }, &[x]) }
+    }
+    fn zeros(&mut self, ty: &TensorType) -> Result<NodeId> {
+        let z = self.g.add_const(Value::scalar(0.0, ty.dtype), self.loc.clone());
+        self.broadcast_to(z, &ty.shape)
+    }
+    fn slice(&mut self, x: NodeId, specs: Vec<SliceSpec>) -> Result<NodeId> {
+        self.op(Op::Slice { specs: specs.into() }, &[x])
+    }
+    fn pad_axis(&mut self, x: NodeId, axis: usize, before: usize, after: usize) -> Result<NodeId> {
+        let mut widths = vec![(0, 0); self.ty(x).shape.rank()];
+        widths[axis] = (before, after);
+        self.op(Op::Pad { widths: widths.into(), value: crate::F64(0.0) }, &[x])
+    }
+
+    /// Sums a gradient of a broadcast result back to the operand's shape.
+    fn unbroadcast(&mut self, adj: NodeId, target: &Shape) -> Result<NodeId> {
+        let shape = self.ty(adj).shape;
+        if &shape == target {
+            return Ok(adj);
+        }
+        let lead = shape.rank() - target.rank();
+        let mut axes: Vec<usize> = (0..lead).collect();
+        axes.extend(
+            (0..target.rank())
+                .filter(|&i| target[i] == Dim::Known(1) && shape[lead + i] != Dim::Known(1))
+                .map(|i| lead + i),
+        );
+        let summed = if axes.is_empty() { adj } else { self.sum(adj, axes, true)? };
+        self.reshape(summed, target)
+    }
+
+    /// `gy` reshaped to the keepdims form of a reduction's output.
+    fn keep(&mut self, gy: NodeId, x: &Shape, axes: &[usize], keepdims: bool) -> Result<NodeId> {
+        if keepdims { Ok(gy) } else { self.reshape(gy, &reduced_shape(x, axes, true)) }
+    }
+}
+
+/// Gradients with respect to each input of `node` (whose id is `y`) given
+/// the gradient `gy` of its output; `None` where the op is not
+/// differentiable in that input or `need` says it is not wanted.
+fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool]) -> Result<Vec<Option<NodeId>>> {
+    let x = &node.inputs;
+    let xt: Vec<TensorType> = x.iter().map(|&i| e.ty(i)).collect();
+    let not_supported =
+        |what: &str| GraphError::Mismatch(format!("gradient of {} is not supported ({what})", node.op.name()));
+    Ok(match &node.op {
+        Op::Input { .. } | Op::Shared { .. } | Op::Const { .. } => vec![],
+        Op::Unary { fun } => {
+            use UnaryOp::*;
+            let a = x[0];
+            let g = match fun {
+                Neg => Some(e.un(Neg, gy)?),
+                Abs => {
+                    let s = e.un(Sign, a)?;
+                    Some(e.mul(gy, s)?)
+                }
+                Exp => Some(e.mul(gy, y)?),
+                Log => Some(e.bin(BinaryOp::Div, gy, a)?),
+                Log1p => {
+                    let one = e.scalar(1.0, a);
+                    let d = e.bin(BinaryOp::Add, a, one)?;
+                    Some(e.bin(BinaryOp::Div, gy, d)?)
+                }
+                Expm1 => {
+                    let one = e.scalar(1.0, a);
+                    let d = e.bin(BinaryOp::Add, y, one)?;
+                    Some(e.mul(gy, d)?)
+                }
+                Sqrt => {
+                    let half = e.scale(gy, 0.5)?;
+                    Some(e.bin(BinaryOp::Div, half, y)?)
+                }
+                Rsqrt => {
+                    let q = e.bin(BinaryOp::Div, y, a)?;
+                    let d = e.scale(q, -0.5)?;
+                    Some(e.mul(gy, d)?)
+                }
+                Reciprocal => {
+                    let sq = e.un(Square, y)?;
+                    let p = e.mul(gy, sq)?;
+                    Some(e.un(Neg, p)?)
+                }
+                Square => {
+                    let two_a = e.scale(a, 2.0)?;
+                    Some(e.mul(gy, two_a)?)
+                }
+                Tanh => {
+                    let sq = e.un(Square, y)?;
+                    let one = e.scalar(1.0, y);
+                    let d = e.bin(BinaryOp::Sub, one, sq)?;
+                    Some(e.mul(gy, d)?)
+                }
+                Sigmoid => {
+                    let one = e.scalar(1.0, y);
+                    let c = e.bin(BinaryOp::Sub, one, y)?;
+                    let d = e.mul(y, c)?;
+                    Some(e.mul(gy, d)?)
+                }
+                Softplus => {
+                    let s = e.un(Sigmoid, a)?;
+                    Some(e.mul(gy, s)?)
+                }
+                Relu => {
+                    let zero = e.scalar(0.0, a);
+                    let pos = e.bin(BinaryOp::Gt, a, zero)?;
+                    let z = e.scalar(0.0, gy);
+                    Some(e.select(pos, gy, z)?)
+                }
+                Sin => {
+                    let c = e.un(Cos, a)?;
+                    Some(e.mul(gy, c)?)
+                }
+                Cos => {
+                    let s = e.un(Sin, a)?;
+                    let p = e.mul(gy, s)?;
+                    Some(e.un(Neg, p)?)
+                }
+                Sign | Floor | Ceil | Round | Not | IsNan | IsInf => None,
+            };
+            vec![g]
+        }
+        Op::Binary { fun } => {
+            use BinaryOp::*;
+            let (a, b) = (x[0], x[1]);
+            let (ga, gb) = match fun {
+                Add => (Some(gy), Some(gy)),
+                Sub => (Some(gy), if need[1] { Some(e.un(UnaryOp::Neg, gy)?) } else { None }),
+                Mul => {
+                    (if need[0] { Some(e.mul(gy, b)?) } else { None }, if need[1] { Some(e.mul(gy, a)?) } else { None })
+                }
+                Div => {
+                    let ga = if need[0] { Some(e.bin(Div, gy, b)?) } else { None };
+                    let gb = if need[1] {
+                        let q = e.bin(Div, y, b)?;
+                        let p = e.mul(gy, q)?;
+                        Some(e.un(UnaryOp::Neg, p)?)
+                    } else {
+                        None
+                    };
+                    (ga, gb)
+                }
+                Pow => {
+                    let ga = if need[0] {
+                        let one = e.scalar(1.0, b);
+                        let bm1 = e.bin(Sub, b, one)?;
+                        let p = e.bin(Pow, a, bm1)?;
+                        let d = e.mul(b, p)?;
+                        Some(e.mul(gy, d)?)
+                    } else {
+                        None
+                    };
+                    let gb = if need[1] {
+                        let l = e.un(UnaryOp::Log, a)?;
+                        let d = e.mul(y, l)?;
+                        Some(e.mul(gy, d)?)
+                    } else {
+                        None
+                    };
+                    (ga, gb)
+                }
+                Maximum | Minimum => {
+                    // The larger (smaller) side takes the gradient; ties split it, as in JAX and PyTorch.
+                    let (win_a, win_b) = if *fun == Maximum { (Gt, Lt) } else { (Lt, Gt) };
+                    let tie = e.bin(Eq, a, b)?;
+                    let half = e.scale(gy, 0.5)?;
+                    let zero = e.scalar(0.0, gy);
+                    let split = e.select(tie, half, zero)?;
+                    let wa = e.bin(win_a, a, b)?;
+                    let wb = e.bin(win_b, a, b)?;
+                    (Some(e.select(wa, gy, split)?), Some(e.select(wb, gy, split)?))
+                }
+                Eq | Ne | Lt | Le | Gt | Ge | And | Or => (None, None),
+            };
+            let ga = match ga {
+                Some(g) if need[0] => Some(e.unbroadcast(g, &xt[0].shape)?),
+                _ => None,
+            };
+            let gb = match gb {
+                Some(g) if need[1] => Some(e.unbroadcast(g, &xt[1].shape)?),
+                _ => None,
+            };
+            vec![ga, gb]
+        }
+        Op::Where => {
+            let zero = e.scalar(0.0, gy);
+            let ga = if need[1] {
+                let s = e.select(x[0], gy, zero)?;
+                Some(e.unbroadcast(s, &xt[1].shape)?)
+            } else {
+                None
+            };
+            let gb = if need[2] {
+                let s = e.select(x[0], zero, gy)?;
+                Some(e.unbroadcast(s, &xt[2].shape)?)
+            } else {
+                None
+            };
+            vec![None, ga, gb]
+        }
+        Op::Cast { to } => {
+            let back = xt[0].dtype.is_float() && to.is_float();
+            vec![if back { Some(e.op(Op::Cast { to: xt[0].dtype }, &[gy])?) } else { None }]
+        }
+        Op::Reduce { fun, axes, keepdims } => {
+            let (a, shape) = (x[0], &xt[0].shape);
+            let g = e.keep(gy, shape, axes, *keepdims)?;
+            let gx = match fun {
+                ReduceOp::Sum => e.broadcast_to(g, shape)?,
+                ReduceOp::Mean => {
+                    let spread = e.broadcast_to(g, shape)?;
+                    let count = reduced_count(e, a, axes)?;
+                    e.bin(BinaryOp::Div, spread, count)?
+                }
+                ReduceOp::Prod => {
+                    let yk = e.keep(y, shape, axes, *keepdims)?;
+                    let gyk = e.mul(g, yk)?;
+                    let spread = e.broadcast_to(gyk, shape)?;
+                    e.bin(BinaryOp::Div, spread, a)?
+                }
+                ReduceOp::Max | ReduceOp::Min => {
+                    // The extremes share the gradient equally.
+                    let yk = e.keep(y, shape, axes, *keepdims)?;
+                    let hit = e.bin(BinaryOp::Eq, a, yk)?;
+                    let mask = e.op(Op::Cast { to: xt[0].dtype }, &[hit])?;
+                    let count = e.sum(mask, axes.to_vec(), true)?;
+                    let share = e.bin(BinaryOp::Div, g, count)?;
+                    e.mul(mask, share)?
+                }
+                ReduceOp::LogSumExp => {
+                    let yk = e.keep(y, shape, axes, *keepdims)?;
+                    let d = e.bin(BinaryOp::Sub, a, yk)?;
+                    let p = e.un(UnaryOp::Exp, d)?;
+                    e.mul(g, p)?
+                }
+            };
+            vec![Some(gx)]
+        }
+        Op::ArgReduce { .. } | Op::OneHot { .. } => vec![None],
+        Op::Dot => dot_vjp(e, x[0], x[1], gy, need)?,
+        Op::Reshape { .. } => vec![Some(e.reshape(gy, &xt[0].shape)?)],
+        Op::DimShuffle { pattern } => {
+            let inverse: Vec<Option<usize>> =
+                (0..xt[0].shape.rank()).map(|a| pattern.iter().position(|p| *p == Some(a))).collect();
+            vec![Some(e.dimshuffle(gy, inverse)?)]
+        }
+        Op::BroadcastTo { .. } => vec![Some(e.unbroadcast(gy, &xt[0].shape)?)],
+        Op::Concat { axis } => {
+            let mut offset = 0usize;
+            let mut out = Vec::with_capacity(x.len());
+            for (t, &needed) in xt.iter().zip(need) {
+                let len = t.shape[*axis].known().ok_or_else(|| not_supported("symbolic concat axis"))?;
+                let mut specs = vec![SliceSpec::FULL; axis + 1];
+                specs[*axis] = SliceSpec::range(offset as i64, (offset + len) as i64);
+                out.push(if needed { Some(e.slice(gy, specs)?) } else { None });
+                offset += len;
+            }
+            out
+        }
+        Op::Slice { specs } => vec![Some(slice_vjp(e, gy, &xt[0], specs)?)],
+        Op::Gather { axis } => {
+            vec![
+                if need[0] {
+                    Some(gather_vjp(e, gy, &xt[0], x[1], *axis).map_err(|m| not_supported(&m))?)
+                } else {
+                    None
+                },
+                None,
+            ]
+        }
+        Op::Pad { widths, .. } => {
+            let specs = widths
+                .iter()
+                .zip(xt[0].shape.iter())
+                .map(|(&(lo, _), d)| match d {
+                    Dim::Known(n) => SliceSpec::range(lo as i64, (lo + n) as i64),
+                    Dim::Sym(_) => SliceSpec::FULL,
+                })
+                .collect();
+            vec![Some(e.slice(gy, specs)?)]
+        }
+        Op::Softmax { axis } => {
+            let gyy = e.mul(gy, y)?;
+            let s = e.sum(gyy, vec![*axis], true)?;
+            let d = e.bin(BinaryOp::Sub, gy, s)?;
+            vec![Some(e.mul(y, d)?)]
+        }
+        Op::LogSoftmax { axis } => {
+            let p = e.un(UnaryOp::Exp, y)?;
+            let s = e.sum(gy, vec![*axis], true)?;
+            let ps = e.mul(p, s)?;
+            vec![Some(e.bin(BinaryOp::Sub, gy, ps)?)]
+        }
+        Op::Conv2d(c) => {
+            let known = |t: &TensorType, i: usize| t.shape[i].known().expect("conv2d spatial dims are known");
+            let gx = if need[0] {
+                let size = [known(&xt[0], 2), known(&xt[0], 3)];
+                Some(e.op(Op::Conv2dInputGrad(Box::new(ConvGrad { conv: (**c).clone(), size })), &[gy, x[1]])?)
+            } else {
+                None
+            };
+            let gw = if need[1] {
+                let size = [known(&xt[1], 2), known(&xt[1], 3)];
+                Some(e.op(Op::Conv2dWeightGrad(Box::new(ConvGrad { conv: (**c).clone(), size })), &[x[0], gy])?)
+            } else {
+                None
+            };
+            vec![gx, gw]
+        }
+        Op::MaxPool2d(p) => vec![Some(e.op(Op::MaxPool2dGrad(p.clone()), &[x[0], gy])?)],
+        Op::AvgPool2d(p) => {
+            let known = |i: usize| xt[0].shape[i].known().expect("pooling spatial dims are known");
+            let size = [known(2), known(3)];
+            vec![Some(e.op(Op::AvgPool2dGrad(Box::new(PoolGrad { pool: (**p).clone(), size })), &[gy])?)]
+        }
+        Op::Dropout { .. } => {
+            // The mask depends only on the seed, the key and the index: apply it again.
+            let mut inputs = vec![gy];
+            inputs.extend(x.get(1));
+            let mut out = vec![Some(e.op(node.op.clone(), &inputs)?)];
+            out.extend(x.get(1).map(|_| None));
+            out
+        }
+        Op::RandomUniform(_) | Op::RandomNormal(_) => x.iter().map(|_| None).collect(),
+        Op::Conv2dInputGrad(_) | Op::Conv2dWeightGrad(_) | Op::MaxPool2dGrad(_) | Op::AvgPool2dGrad(_) => {
+            return Err(not_supported("second derivatives of convolution and pooling"));
+        }
+    })
+}
+
+/// The number of elements a reduction over `axes` of `x` combines, as a
+/// node of `x`'s dtype (a constant when the sizes are known).
+fn reduced_count(e: &mut Emit, x: NodeId, axes: &[usize]) -> Result<NodeId> {
+    let shape = e.ty(x).shape;
+    let dims: Vec<Dim> = axes.iter().map(|&a| shape[a]).collect();
+    match dim_product(&dims) {
+        Some((n, syms)) if syms.is_empty() => Ok(e.scalar(n as f64, x)),
+        _ => {
+            let one = e.scalar(1.0, x);
+            let ones = e.broadcast_to(one, &shape)?;
+            e.sum(ones, axes.to_vec(), true)
+        }
+    }
+}
+
+/// matmul's gradients, promoting vectors to matrices as matmul does.
+fn dot_vjp(e: &mut Emit, a: NodeId, b: NodeId, gy: NodeId, need: &[bool]) -> Result<Vec<Option<NodeId>>> {
+    let (ta, tb) = (e.ty(a), e.ty(b));
+    let a2 = if ta.shape.rank() == 1 { e.dimshuffle(a, vec![None, Some(0)])? } else { a };
+    let b2 = if tb.shape.rank() == 1 { e.dimshuffle(b, vec![Some(0), None])? } else { b };
+    let r = e.ty(gy).shape.rank();
+    let mut pattern: Vec<Option<usize>> = (0..r).map(Some).collect();
+    if ta.shape.rank() == 1 {
+        pattern.insert(r - usize::from(tb.shape.rank() >= 2), None);
+    }
+    if tb.shape.rank() == 1 {
+        pattern.push(None);
+    }
+    let g2 = if pattern.len() == r { gy } else { e.dimshuffle(gy, pattern)? };
+    let ga = if need[0] {
+        let bt = e.transpose_last2(b2)?;
+        let p = e.op(Op::Dot, &[g2, bt])?;
+        let a2_shape = e.ty(a2).shape;
+        let s = e.unbroadcast(p, &a2_shape)?;
+        Some(if ta.shape.rank() == 1 { e.dimshuffle(s, vec![Some(1)])? } else { s })
+    } else {
+        None
+    };
+    let gb = if need[1] {
+        let at = e.transpose_last2(a2)?;
+        let p = e.op(Op::Dot, &[at, g2])?;
+        let b2_shape = e.ty(b2).shape;
+        let s = e.unbroadcast(p, &b2_shape)?;
+        Some(if tb.shape.rank() == 1 { e.dimshuffle(s, vec![Some(0)])? } else { s })
+    } else {
+        None
+    };
+    Ok(vec![ga, gb])
+}
+
+/// Scatters a slice's gradient back into zeros of the input's shape, one
+/// axis at a time: reverse a negative step, interleave zeros for a step
+/// above one, then pad to the slice's position.
+fn slice_vjp(e: &mut Emit, gy: NodeId, xt: &TensorType, specs: &[SliceSpec]) -> Result<NodeId> {
+    let mut g = gy;
+    for (axis, spec) in specs.iter().enumerate() {
+        if spec.is_full() {
+            continue;
+        }
+        let len = xt.shape[axis].known().expect("only ':' slices symbolic axes");
+        let idx = spec.indices(len).map_err(GraphError::Mismatch)?;
+        if idx.is_empty() {
+            return e.zeros(xt);
+        }
+        let n = idx.len();
+        let (mut first, mut step) = (idx[0], spec.step);
+        if step < 0 {
+            let mut rev = vec![SliceSpec::FULL; axis + 1];
+            rev[axis] = SliceSpec::new(None, None, -1);
+            g = e.slice(g, rev)?;
+            first = idx[n - 1];
+            step = -step;
+        }
+        let step = step as usize;
+        if step > 1 && n > 1 {
+            let shape = e.ty(g).shape;
+            let rank = shape.rank();
+            let mut pattern: Vec<Option<usize>> = (0..rank).map(Some).collect();
+            pattern.insert(axis + 1, None);
+            let spread = e.dimshuffle(g, pattern)?;
+            let padded = e.pad_axis(spread, axis + 1, 0, step - 1)?;
+            let mut merged = shape.to_vec();
+            merged[axis] = Dim::Known(n * step);
+            let flat = e.reshape(padded, &merged.into())?;
+            let mut trim = vec![SliceSpec::FULL; axis + 1];
+            trim[axis] = SliceSpec::range(0, ((n - 1) * step + 1) as i64);
+            g = e.slice(flat, trim)?;
+        }
+        let span = (n - 1) * step + 1;
+        g = e.pad_axis(g, axis, first, len - first - span)?;
+    }
+    Ok(g)
+}
+
+/// `take`'s gradient: one-hot rows of the (normalized) indices times the
+/// output gradient, summed over the index positions.
+fn gather_vjp(
+    e: &mut Emit,
+    gy: NodeId,
+    xt: &TensorType,
+    idx: NodeId,
+    axis: usize,
+) -> std::result::Result<NodeId, String> {
+    let err = |ge: GraphError| ge.to_string();
+    let len = xt.shape[axis].known().ok_or("gather along a symbolic axis")?;
+    let it = e.ty(idx);
+    let count = match dim_product(&it.shape) {
+        Some((n, syms)) if syms.is_empty() => Dim::Known(n),
+        Some((1, syms)) if syms.len() == 1 => Dim::Sym(syms[0]),
+        _ => return Err("index tensors with several symbolic dims".into()),
+    };
+    // Flatten the index dims to one, in the indices and in the gradient.
+    let idx1 = e.reshape(idx, &Shape::from([count])).map_err(err)?;
+    let gshape = e.ty(gy).shape;
+    let mut flat: Vec<Dim> = gshape[..axis].to_vec();
+    flat.push(count);
+    flat.extend(gshape[axis + it.shape.rank()..].iter().copied());
+    let g1 = e.reshape(gy, &flat.into()).map_err(err)?;
+    let zero = e.g.add_const(Value::scalar(0.0, it.dtype), e.loc.clone());
+    let size = e.g.add_const(Value::scalar(len as f64, it.dtype), e.loc.clone());
+    let neg = e.bin(BinaryOp::Lt, idx1, zero).map_err(err)?;
+    let wrapped = e.bin(BinaryOp::Add, idx1, size).map_err(err)?;
+    let norm = e.select(neg, wrapped, idx1).map_err(err)?;
+    let onehot = e.op(Op::OneHot { depth: len, dtype: xt.dtype }, &[norm]).map_err(err)?;
+    // Move the index axis last, contract it with the one-hot rows, move the result back.
+    let rank = xt.shape.rank();
+    let mut to_last: Vec<Option<usize>> = (0..rank).filter(|&a| a != axis).map(Some).collect();
+    to_last.push(Some(axis));
+    let moved = e.dimshuffle(g1, to_last).map_err(err)?;
+    let summed = e.op(Op::Dot, &[moved, onehot]).map_err(err)?;
+    let mut back: Vec<Option<usize>> = (0..axis).map(Some).collect();
+    back.push(Some(rank - 1));
+    back.extend((axis..rank - 1).map(Some));
+    e.dimshuffle(summed, back).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Builder, DType};
+
+    #[test]
+    fn gradients_are_ordinary_typed_nodes() {
+        let g = Builder::new();
+        let b = g.dim("batch").unwrap();
+        let x = g.input("x", DType::F32, [b, Dim::Known(3)]).unwrap();
+        let w = g.shared("w", ndarray::Array2::<f32>::zeros((3, 2))).unwrap();
+        let bias = g.shared("b", ndarray::Array1::<f32>::zeros(2)).unwrap();
+        let cost = (&x.dot(&w).unwrap() + &bias).sigmoid().unwrap().mean_all().unwrap();
+        let grads = grad(&cost, &[&w, &bias]).unwrap();
+        assert_eq!(grads[0].ty().to_string(), "f32[3,2]");
+        assert_eq!(grads[1].ty().to_string(), "f32[2]");
+    }
+
+    #[test]
+    fn bad_requests_are_clear_errors() {
+        let g = Builder::new();
+        let x = g.input("x", DType::F32, [3]).unwrap();
+        let z = g.input("z", DType::F32, [3]).unwrap();
+        let i = g.input("i", DType::I32, [3]).unwrap();
+        let cost = x.sum_all().unwrap();
+        let e = grad(&x, &[&x]).unwrap_err().to_string();
+        assert_eq!(e, "grad needs a float scalar cost, got f32[3] (reduce it first)");
+        let e = grad(&cost, &[&i]).unwrap_err().to_string();
+        assert!(e.contains("cannot differentiate with respect to \"i\" (i32[3])"), "{e}");
+        let e = grad(&cost, &[&z]).unwrap_err().to_string();
+        assert!(e.contains("the cost does not depend on \"z\""), "{e}");
+        let zero = grad_with(&cost, &[&z], Disconnected::Zero).unwrap();
+        assert_eq!(zero[0].ty().to_string(), "f32[3]");
+        // Connected only through a non-differentiable op: a zero gradient, no error.
+        let c2 = x.floor().unwrap().sum_all().unwrap();
+        assert!(grad(&c2, &[&x]).is_ok());
+    }
+}
