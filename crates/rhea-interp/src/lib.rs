@@ -20,6 +20,8 @@ mod error;
 mod eval;
 mod num;
 mod ops;
+mod verify;
 
 pub use error::InterpError;
 pub use eval::{Bindings, bind_inputs, eval_op, run, run_all};
+pub use verify::{VerifyError, VerifyOptions, verify_grad};
