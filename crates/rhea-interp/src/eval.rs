@@ -1,6 +1,7 @@
 //! Graph-level evaluation: check and bind the feeds, then evaluate the
 //! needed nodes in topological order.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use rhea_graph::{Dim, Graph, NodeId, Op, Symbol, Value};
@@ -63,8 +64,20 @@ pub fn bind_inputs(graph: &Graph, feeds: &HashMap<String, Value>) -> Result<Bind
 /// Evaluates `outputs` of `graph` given its inputs by name, using the
 /// shared variables' current values.
 pub fn run(graph: &Graph, feeds: &HashMap<String, Value>, outputs: &[NodeId]) -> Result<Vec<Value>, InterpError> {
-    let values = run_all(graph, feeds, outputs)?;
-    Ok(outputs.iter().map(|id| values[id].clone()).collect())
+    run_with(graph, feeds, &|id, _| graph.shared_value(id), outputs)
+}
+
+/// Like [`run`], but shared values come from `shared(node, name)`: a
+/// compiled function reads them from wherever they live without copying.
+pub fn run_with<'a>(
+    graph: &Graph,
+    feeds: &'a HashMap<String, Value>,
+    shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
+    outputs: &[NodeId],
+) -> Result<Vec<Value>, InterpError> {
+    let order = graph.ancestors(outputs);
+    let values = evaluate(graph, feeds, shared, &order)?;
+    Ok(outputs.iter().map(|id| values[id].clone().into_owned()).collect())
 }
 
 /// Like [`run`], but returns the value of every node evaluated on the way
@@ -74,22 +87,43 @@ pub fn run_all(
     feeds: &HashMap<String, Value>,
     outputs: &[NodeId],
 ) -> Result<HashMap<NodeId, Value>, InterpError> {
+    let order = graph.ancestors(outputs);
+    let values = evaluate(graph, feeds, &|id, _| graph.shared_value(id), &order)?;
+    Ok(values.into_iter().map(|(id, v)| (id, v.into_owned())).collect())
+}
+
+/// Evaluates the nodes of `order` (a topological order) after checking the
+/// feeds; leaves are borrowed, computed values owned.
+fn evaluate<'a>(
+    graph: &Graph,
+    feeds: &'a HashMap<String, Value>,
+    shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
+    order: &[NodeId],
+) -> Result<HashMap<NodeId, Cow<'a, Value>>, InterpError> {
     let bindings = bind_inputs(graph, feeds)?;
-    let mut values: HashMap<NodeId, Value> = HashMap::new();
-    for id in graph.ancestors(outputs) {
+    let mut values: HashMap<NodeId, Cow<'a, Value>> = HashMap::with_capacity(order.len());
+    for &id in order {
         let node = graph.node(id);
         let value = match &node.op {
-            Op::Input { name } => feeds[&**name].clone(),
+            Op::Input { name } => Cow::Borrowed(&feeds[&**name]),
             Op::Shared { name } => {
-                graph.shared_value(id).cloned().ok_or_else(|| InterpError::MissingShared(name.to_string()))?
+                let v = shared(id, name).ok_or_else(|| InterpError::MissingShared(name.to_string()))?;
+                if v.dtype() != node.ty.dtype || Some(v.shape().to_vec()) != node.ty.shape.to_known() {
+                    return Err(InterpError::InputMismatch {
+                        name: name.to_string(),
+                        expected: node.ty.clone(),
+                        got: format!("{}{:?}", v.dtype(), v.shape()),
+                    });
+                }
+                Cow::Borrowed(v)
             }
             op => {
-                let args: Vec<&Value> = node.inputs.iter().map(|i| &values[i]).collect();
-                eval_op(op, &args, &bindings).map_err(|msg| InterpError::Op {
+                let args: Vec<&Value> = node.inputs.iter().map(|i| &*values[i]).collect();
+                Cow::Owned(eval_op(op, &args, &bindings).map_err(|msg| InterpError::Op {
                     op: op.name().to_string(),
                     loc: node.loc.clone(),
                     msg,
-                })?
+                })?)
             }
         };
         values.insert(id, value);
