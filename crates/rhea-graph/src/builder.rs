@@ -334,10 +334,7 @@ impl Var {
     pub fn select(&self, a: impl Operand, b: impl Operand) -> Result<Var> {
         let loc = Loc::from_caller(Location::caller());
         let a = a.to_var(self, &loc)?;
-        let b = match b.to_var(&a, &loc) {
-            Ok(b) => b,
-            Err(e) => return Err(e),
-        };
+        let b = b.to_var(&a, &loc)?;
         self.apply(Op::Where, &[&a, &b], loc)
     }
 

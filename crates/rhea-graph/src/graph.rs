@@ -376,6 +376,13 @@ impl Graph {
     }
 }
 
+/// The text dump (see [`crate::to_text`]).
+impl fmt::Debug for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::to_text(self, crate::TextOptions::default()))
+    }
+}
+
 /// Checks that `value` fits type `ty` (symbolic dims match any size).
 pub fn check_value(what: &str, ty: &TensorType, value: &Value) -> Result<(), GraphError> {
     let shape_ok = value.shape().len() == ty.shape.rank()
@@ -456,12 +463,5 @@ mod tests {
         assert_eq!((l.file(), l.line(), l.column()), ("src/a:b.rs", 12, 5));
         assert_eq!(l.full(), "src/a:b.rs:12:5");
         assert!(Loc::parse("nothing").is_none());
-    }
-}
-
-/// The text dump (see [`crate::to_text`]).
-impl fmt::Debug for Graph {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::to_text(self, crate::TextOptions::default()))
     }
 }

@@ -23,5 +23,5 @@ mod ops;
 mod verify;
 
 pub use error::InterpError;
-pub use eval::{Bindings, bind_inputs, eval_op, run, run_all, run_with};
+pub use eval::{Bindings, bind_inputs, eval_op, run, run_all, run_planned, run_with};
 pub use verify::{VerifyError, VerifyOptions, verify_grad};

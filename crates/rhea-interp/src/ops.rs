@@ -164,6 +164,8 @@ fn broadcast_dims(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     Ok(s.to_known().expect("known shapes broadcast to known shapes"))
 }
 
+// The comparison closures serve every dtype, bool included.
+#[allow(clippy::bool_comparison)]
 fn binary(fun: BinaryOp, a: &Value, b: &Value) -> R<Value> {
     use BinaryOp::*;
     macro_rules! same {

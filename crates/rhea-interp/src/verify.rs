@@ -109,7 +109,9 @@ pub fn verify_grad(
             moved[i] = Value::from_f64(DType::F64, p.shape(), &minus).expect("same shape");
             let down = cost_at(&moved)?;
             let numeric = (up - down) / (2.0 * opts.eps);
-            if !((s - numeric).abs() <= opts.atol + opts.rtol * numeric.abs()) {
+            // Written so that a NaN on either side fails.
+            let close = (s - numeric).abs() <= opts.atol + opts.rtol * numeric.abs();
+            if !close {
                 return Err(VerifyError::Mismatch { input: i, index: j, symbolic: s, numeric });
             }
         }

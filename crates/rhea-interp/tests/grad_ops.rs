@@ -7,6 +7,8 @@ use rhea_graph::{
 use rhea_interp::{VerifyOptions, verify_grad};
 
 type Build = Box<dyn Fn(&Builder, &[Var]) -> Result<Var, GraphError>>;
+/// Makes test points of a shape from a seed.
+type Domain = fn(&[usize], u64) -> Value;
 
 /// Deterministic f64 points in `[lo, hi)`, with a random sign if `signed`.
 fn pt(shape: &[usize], lo: f64, hi: f64, signed: bool, seed: u64) -> Value {
@@ -46,7 +48,7 @@ fn run_cases(cases: Vec<(&str, Build, Vec<Value>)>, opts: VerifyOptions) {
 fn unary_gradients() {
     use UnaryOp::*;
     let mut cases: Vec<(&str, Build, Vec<Value>)> = Vec::new();
-    let domains: [(UnaryOp, fn(&[usize], u64) -> Value); 20] = [
+    let domains: [(UnaryOp, Domain); 20] = [
         (Neg, away),
         (Abs, away),
         (Exp, away),

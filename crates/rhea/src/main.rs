@@ -1,1 +1,236 @@
-fn main() {}
+//! The `rhea` command-line tool: dump and run graph files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use rhea::{Graph, Op, TextOptions, Value};
+
+const MAIN_HELP: &str = "\
+Examples:
+  rhea dump model.json                       # the graph as text, one node per line
+  rhea dump model.json --format dot -o model.dot && dot -Tsvg model.dot > model.svg
+  rhea run model.json --inputs inputs.safetensors -o outputs.safetensors
+
+Graph files are rhea's JSON graph format (docs/graph-format.md); tensors are
+safetensors files. `cargo run --release --example quickstart` writes a graph and
+an inputs file to try these on.";
+
+const DUMP_HELP: &str = "\
+Examples:
+  rhea dump model.json
+  rhea dump model.json --locs                 # with the source line that built each node
+  rhea dump model.json --format dot -o model.dot && dot -Tsvg model.dot > model.svg
+  rhea dump model.json --format json          # normalized: renumbered, one record per line";
+
+const RUN_HELP: &str = "\
+Each tensor in the inputs file is matched by name: a graph input is fed, a
+shared variable (a weight) takes that value. Both must match the graph's
+dtype and shape; a name that is neither is an error.
+
+Example (making the inputs with numpy):
+  python3 -c 'import numpy as np; from safetensors.numpy import save_file
+  save_file({\"x\": np.random.rand(8, 4).astype(np.float32)}, \"inputs.safetensors\")'
+  rhea run model.json --inputs inputs.safetensors -o outputs.safetensors";
+
+/// A Theano-style tensor expression-graph compiler: inspect and run graph files.
+#[derive(Parser)]
+#[command(name = "rhea", version, after_help = MAIN_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a graph file as text (like Theano's debugprint), Graphviz DOT or normalized JSON.
+    #[command(after_help = DUMP_HELP)]
+    Dump(DumpArgs),
+    /// Evaluate a graph file's named outputs on inputs from a safetensors file.
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct DumpArgs {
+    /// The graph, a JSON graph file.
+    graph: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Which stage of compilation to show.
+    #[arg(long, value_enum, default_value_t = Stage::Raw)]
+    stage: Stage,
+    /// Show the source location (file:line) that built each node (text format).
+    #[arg(long)]
+    locs: bool,
+    /// Write to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// One line per node: id, op, inputs, dtype and shape.
+    Text,
+    /// Graphviz DOT.
+    Dot,
+    /// rhea's JSON graph format, which loads back.
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Stage {
+    /// The graph as built (or as stored in the file).
+    Raw,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The graph, a JSON graph file.
+    graph: PathBuf,
+    /// A safetensors file with the graph's inputs and, optionally, shared variable values.
+    #[arg(long, value_name = "FILE")]
+    inputs: Option<PathBuf>,
+    /// Which backend evaluates the graph.
+    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    backend: Backend,
+    /// Also write the outputs, by name, to this safetensors file.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// The reference interpreter (ndarray).
+    Interp,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dump(args) => dump(&args),
+        Command::Run(args) => run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_graph(path: &Path) -> Result<Graph> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read graph {}", path.display()))?;
+    rhea::from_json(&text).with_context(|| format!("cannot load graph {}", path.display()))
+}
+
+fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
+    match output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display())),
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`rhea dump g.json | head`) is not worth an error.
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+fn dump(args: &DumpArgs) -> Result<()> {
+    let graph = load_graph(&args.graph)?;
+    let graph = match args.stage {
+        Stage::Raw => graph,
+    };
+    let text = match args.format {
+        Format::Text => rhea::to_text(&graph, TextOptions { locs: args.locs }),
+        Format::Dot => rhea::to_dot(&graph),
+        Format::Json => rhea::to_json(&graph),
+    };
+    write_or_print(args.output.as_deref(), &text)
+}
+
+/// Splits the tensors of an inputs file into the graph's input feeds and
+/// shared variable values (set on `graph`), rejecting any other name.
+fn feed(graph: &mut Graph, tensors: Vec<(String, Value)>, file: Option<&Path>) -> Result<HashMap<String, Value>> {
+    let shown = file.map_or_else(String::new, |f| f.display().to_string());
+    let mut feeds = HashMap::new();
+    let mut unknown = Vec::new();
+    for (name, value) in tensors {
+        let Some(id) = graph.find(&name) else {
+            unknown.push(name);
+            continue;
+        };
+        if matches!(graph.node(id).op, Op::Input { .. }) {
+            feeds.insert(name, value);
+        } else {
+            graph.set_shared_value(id, value).with_context(|| shown.clone())?;
+        }
+    }
+    if !unknown.is_empty() {
+        let quoted = |names: Vec<&str>| names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+        let inputs = graph.inputs().into_iter().filter_map(|id| graph.leaf_name(id)).collect();
+        let shared = graph.shared().into_iter().filter_map(|id| graph.leaf_name(id)).collect();
+        bail!(
+            "{shown} has tensors that are neither inputs nor shared variables of the graph: {} \
+             (inputs: [{}]; shared variables: [{}])",
+            quoted(unknown.iter().map(String::as_str).collect()),
+            quoted(inputs),
+            quoted(shared),
+        );
+    }
+    let missing: Vec<String> = graph
+        .inputs()
+        .into_iter()
+        .filter(|&id| !feeds.contains_key(graph.leaf_name(id).unwrap_or_default()))
+        .map(|id| format!("{:?} ({})", graph.leaf_name(id).unwrap_or_default(), graph.ty(id)))
+        .collect();
+    if !missing.is_empty() {
+        let (s, it) = if missing.len() > 1 { ("s", "them") } else { ("", "it") };
+        let from = match file {
+            Some(_) => format!("{shown} does not have {it}"),
+            None => "no inputs file was given (--inputs FILE)".to_string(),
+        };
+        bail!("missing input{s} {}: {from}", missing.join(", "));
+    }
+    Ok(feeds)
+}
+
+fn run(args: &RunArgs) -> Result<()> {
+    let mut graph = load_graph(&args.graph)?;
+    let tensors = match &args.inputs {
+        Some(path) => rhea::io::load_safetensors(path)?,
+        None => Vec::new(),
+    };
+    let feeds = feed(&mut graph, tensors, args.inputs.as_deref())?;
+    let outputs: Vec<(String, rhea::NodeId)> = graph.outputs().iter().map(|(n, id)| (n.to_string(), *id)).collect();
+    if outputs.is_empty() {
+        bail!("{} declares no outputs: there is nothing to run", args.graph.display());
+    }
+    let ids: Vec<rhea::NodeId> = outputs.iter().map(|(_, id)| *id).collect();
+    let values = match args.backend {
+        Backend::Interp => rhea::interp::run(&graph, &feeds, &ids),
+    }
+    .with_context(|| format!("running {}", args.graph.display()))?;
+    if !graph.updates().is_empty() {
+        eprintln!(
+            "note: the graph's {} update(s) are not applied: `rhea run` evaluates outputs only",
+            graph.updates().len()
+        );
+    }
+    if let Some(path) = &args.output {
+        let named: Vec<(&str, &Value)> = outputs.iter().map(|(n, _)| n.as_str()).zip(&values).collect();
+        rhea::io::save_safetensors(path, &named)?;
+    }
+    let width = outputs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for ((name, _), value) in outputs.iter().zip(&values) {
+        println!("{name:<width$}  {}", value.summary());
+    }
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! Compiled functions: Theano's `function(inputs, outputs, updates=...)`.
+//!
+//! A [`Function`] holds its own copy of the part of the graph it needs
+//! (with `givens` substituted), specialized and cached per distinct set of
+//! input shapes. Shared variables stay in the builder's graph, so every
+//! function built on it sees the same parameters: a training step's updates
+//! are what an evaluation function reads next.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use rhea_graph::{Builder, Graph, GraphError, NodeId, Op, Value, Var};
+use rhea_interp::InterpError;
+
+/// Where a function runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The reference interpreter (`rhea-interp`).
+    #[default]
+    Interp,
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Backend, String> {
+        match s {
+            "interp" => Ok(Backend::Interp),
+            "cpu" | "cuda" => Err(format!("backend {s:?} is not built yet; available: interp")),
+            other => Err(format!("unknown backend {other:?}; available: interp")),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Interp => "interp",
+        })
+    }
+}
+
+/// What went wrong while compiling or calling a function.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    /// Building the function's graph failed.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// Running failed (a bad input, a value error in an op).
+    #[error(transparent)]
+    Run(#[from] InterpError),
+    /// The function's definition is inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+    /// A call gave the wrong number of inputs.
+    #[error("the function takes {expected} input(s) ({names}), got {got}")]
+    Arity {
+        /// How many it takes.
+        expected: usize,
+        /// Their names.
+        names: String,
+        /// How many were given.
+        got: usize,
+    },
+}
+
+type Result<T> = std::result::Result<T, FunctionError>;
+
+/// Starts a function from `inputs` to `outputs`; finish with
+/// [`FunctionBuilder::compile`].
+///
+/// ```
+/// use rhea::{Builder, DType, Value, function};
+/// let g = Builder::new();
+/// let x = g.input("x", DType::F64, [2])?;
+/// let total = g.shared("total", Value::from(0.0f64))?;
+/// let s = x.sum_all()?;
+/// let mut f = function(&[&x], &[&s]).updates([(total.clone(), &total + &s)]).compile()?;
+/// f.call(&[Value::from(ndarray::array![1.0f64, 2.0])])?;
+/// f.call(&[Value::from(ndarray::array![3.0f64, 4.0])])?;
+/// assert_eq!(f.shared("total")?, Value::from(10.0f64));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn function(inputs: &[&Var], outputs: &[&Var]) -> FunctionBuilder {
+    FunctionBuilder {
+        inputs: inputs.iter().map(|&v| v.clone()).collect(),
+        outputs: outputs.iter().map(|&v| v.clone()).collect(),
+        updates: Vec::new(),
+        givens: Vec::new(),
+        backend: Backend::default(),
+    }
+}
+
+/// A function being defined.
+pub struct FunctionBuilder {
+    inputs: Vec<Var>,
+    outputs: Vec<Var>,
+    updates: Vec<(Var, Var)>,
+    givens: Vec<(Var, Var)>,
+    backend: Backend,
+}
+
+impl FunctionBuilder {
+    /// After each call, each shared variable takes its paired value, all
+    /// computed from the values before the call.
+    pub fn updates(mut self, pairs: impl IntoIterator<Item = (Var, Var)>) -> Self {
+        self.updates.extend(pairs);
+        self
+    }
+
+    /// Replaces each first var by the second (of the same type) throughout
+    /// the function's graph.
+    pub fn givens(mut self, pairs: impl IntoIterator<Item = (Var, Var)>) -> Self {
+        self.givens.extend(pairs);
+        self
+    }
+
+    /// Chooses the backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Checks the definition and builds the function.
+    pub fn compile(self) -> Result<Function> {
+        let all = self.inputs.iter().chain(&self.outputs).chain(self.updates.iter().flat_map(|(a, b)| [a, b]));
+        let all: Vec<&Var> = all.chain(self.givens.iter().flat_map(|(a, b)| [a, b])).collect();
+        let builder = all
+            .first()
+            .ok_or_else(|| FunctionError::Invalid("a function needs at least one output or update".into()))?
+            .builder()
+            .clone();
+        if all.iter().any(|v| !v.builder().same_graph(&builder)) {
+            return Err(GraphError::ForeignVar.into());
+        }
+        let source = builder.graph();
+        let mut seen = HashSet::new();
+        for v in &self.inputs {
+            if !matches!(source.node(v.id()).op, Op::Input { .. }) {
+                return Err(FunctionError::Invalid(format!("function inputs must be graph inputs, got {v:?}")));
+            }
+            if !seen.insert(v.id()) {
+                return Err(FunctionError::Invalid(format!("input {v:?} is listed twice")));
+            }
+        }
+        let mut updated = HashSet::new();
+        for (s, value) in &self.updates {
+            let Op::Shared { name } = &source.node(s.id()).op else {
+                return Err(FunctionError::Invalid(format!("update target {s:?} is not a shared variable")));
+            };
+            if !updated.insert(s.id()) {
+                return Err(FunctionError::Invalid(format!("shared variable {name:?} is updated twice")));
+            }
+            if source.ty(value.id()) != source.ty(s.id()) {
+                return Err(FunctionError::Invalid(format!(
+                    "update of {name:?} ({}) has type {}; it must match exactly",
+                    source.ty(s.id()),
+                    source.ty(value.id())
+                )));
+            }
+        }
+        let givens: HashMap<NodeId, NodeId> = self.givens.iter().map(|(a, b)| (a.id(), b.id())).collect();
+        for (a, b) in &self.givens {
+            if source.ty(a.id()) != source.ty(b.id()) {
+                return Err(FunctionError::Invalid(format!("givens replaces {a:?} with {b:?} of another type")));
+            }
+        }
+        let declared: HashSet<NodeId> = self.inputs.iter().map(Var::id).collect();
+        let mut copy = Copier {
+            source: &source,
+            graph: Graph::new(),
+            map: HashMap::new(),
+            givens,
+            declared,
+            pending: HashSet::new(),
+        };
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|v| Ok((source.leaf_name(v.id()).expect("inputs have names").to_string(), copy.copy(v.id())?)))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = self.outputs.iter().map(|v| copy.copy(v.id())).collect::<Result<Vec<_>>>()?;
+        let updates = self.updates.iter().map(|(s, v)| Ok((s.id(), copy.copy(v.id())?))).collect::<Result<Vec<_>>>()?;
+        let shared_origin: HashMap<NodeId, NodeId> = copy
+            .map
+            .iter()
+            .filter(|(old, _)| matches!(source.node(**old).op, Op::Shared { .. }))
+            .map(|(&old, &new)| (new, old))
+            .collect();
+        let graph = copy.graph;
+        drop(source);
+        Ok(Function {
+            builder,
+            graph,
+            inputs,
+            outputs,
+            updates,
+            shared_origin,
+            backend: self.backend,
+            plans: HashMap::new(),
+        })
+    }
+}
+
+/// Copies the nodes a function needs into its own graph, substituting givens.
+struct Copier<'s> {
+    source: &'s Graph,
+    graph: Graph,
+    map: HashMap<NodeId, NodeId>,
+    givens: HashMap<NodeId, NodeId>,
+    declared: HashSet<NodeId>,
+    /// givens whose replacement is being copied
+    pending: HashSet<NodeId>,
+}
+
+impl Copier<'_> {
+    /// Copies `root` and what it depends on, iteratively (graphs can be deep).
+    fn copy(&mut self, root: NodeId) -> Result<NodeId> {
+        let mut stack = vec![(root, false)];
+        while let Some((id, expanded)) = stack.pop() {
+            if self.map.contains_key(&id) {
+                continue;
+            }
+            if let Some(&replacement) = self.givens.get(&id) {
+                if let Some(&done) = self.map.get(&replacement) {
+                    self.map.insert(id, done);
+                } else if !self.pending.insert(id) {
+                    return Err(FunctionError::Invalid(format!(
+                        "givens replaces {id} with an expression that depends on {id} itself"
+                    )));
+                } else {
+                    stack.push((id, false));
+                    stack.push((replacement, false));
+                }
+                continue;
+            }
+            let node = self.source.node(id);
+            if !expanded && !node.inputs.is_empty() {
+                stack.push((id, true));
+                stack.extend(node.inputs.iter().map(|&i| (i, false)));
+                continue;
+            }
+            let new = match &node.op {
+                Op::Input { name } => {
+                    if !self.declared.contains(&id) {
+                        return Err(FunctionError::Invalid(format!(
+                            "the outputs depend on input {name:?}, which is not an input of the function \
+                             (list it, or replace it with givens)"
+                        )));
+                    }
+                    self.graph.add_input(name, node.ty.clone(), node.loc.clone())?
+                }
+                Op::Shared { name } => self.graph.add_shared_declared(name, node.ty.clone(), node.loc.clone())?,
+                op => {
+                    let inputs: Vec<NodeId> = node.inputs.iter().map(|i| self.map[i]).collect();
+                    let new = self.graph.add(op.clone(), &inputs, node.loc.clone())?;
+                    if let Some(name) = &node.name {
+                        self.graph.set_name(new, name);
+                    }
+                    new
+                }
+            };
+            self.map.insert(id, new);
+        }
+        Ok(self.map[&root])
+    }
+}
+
+/// A callable compiled from a graph: positional `ndarray` values in,
+/// outputs out, shared variables updated.
+pub struct Function {
+    builder: Builder,
+    graph: Graph,
+    inputs: Vec<(String, NodeId)>,
+    outputs: Vec<NodeId>,
+    /// (shared variable in the builder's graph, new value in ours)
+    updates: Vec<(NodeId, NodeId)>,
+    /// our shared nodes -> the builder's
+    shared_origin: HashMap<NodeId, NodeId>,
+    backend: Backend,
+    /// evaluation order per distinct set of input shapes
+    plans: HashMap<Vec<Vec<usize>>, Vec<NodeId>>,
+}
+
+impl Function {
+    /// Calls the function: outputs and updates are computed from the values
+    /// before the call, then every updated shared variable changes together.
+    /// A call that fails changes nothing.
+    pub fn call(&mut self, inputs: &[Value]) -> Result<Vec<Value>> {
+        if inputs.len() != self.inputs.len() {
+            let names: Vec<&str> = self.inputs.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(FunctionError::Arity {
+                expected: self.inputs.len(),
+                names: names.join(", "),
+                got: inputs.len(),
+            });
+        }
+        let feeds: HashMap<String, Value> =
+            self.inputs.iter().zip(inputs).map(|((name, _), v)| (name.clone(), v.clone())).collect();
+        let key: Vec<Vec<usize>> = inputs.iter().map(|v| v.shape().to_vec()).collect();
+        let mut targets = self.outputs.clone();
+        targets.extend(self.updates.iter().map(|&(_, v)| v));
+        if !self.plans.contains_key(&key) {
+            rhea_interp::bind_inputs(&self.graph, &feeds)?;
+            let plan = match self.backend {
+                Backend::Interp => self.graph.ancestors(&targets),
+            };
+            self.plans.insert(key.clone(), plan);
+        }
+        let values = {
+            let source = self.builder.graph();
+            let lookup = |id: NodeId, _: &str| self.shared_origin.get(&id).and_then(|&o| source.shared_value(o));
+            rhea_interp::run_planned(&self.graph, &feeds, &lookup, &self.plans[&key], &targets)?
+        };
+        let (outputs, new_values) = values.split_at(self.outputs.len());
+        let mut source = self.builder.graph_mut();
+        for (&(shared, _), value) in self.updates.iter().zip(new_values) {
+            source.set_shared_value(shared, value.clone()).expect("update types were checked at compile time");
+        }
+        Ok(outputs.to_vec())
+    }
+
+    /// How many input-shape signatures have been compiled so far.
+    pub fn compiled_shapes(&self) -> usize {
+        self.plans.len()
+    }
+
+    /// The function's own graph (after givens, with only the nodes it needs).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The backend it runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The current value of a shared variable.
+    pub fn shared(&self, name: &str) -> Result<Value> {
+        let g = self.builder.graph();
+        let id = g.find(name).filter(|&id| matches!(g.node(id).op, Op::Shared { .. }));
+        id.and_then(|id| g.shared_value(id).cloned())
+            .ok_or_else(|| FunctionError::Invalid(format!("no shared variable called {name:?}")))
+    }
+
+    /// Sets a shared variable (its dtype and shape must match).
+    pub fn set_shared(&mut self, name: &str, value: Value) -> Result<()> {
+        let mut g = self.builder.graph_mut();
+        let id = g
+            .find(name)
+            .filter(|&id| matches!(g.node(id).op, Op::Shared { .. }))
+            .ok_or_else(|| FunctionError::Invalid(format!("no shared variable called {name:?}")))?;
+        Ok(g.set_shared_value(id, value)?)
+    }
+}
+
+impl rhea_nn::Callable for Function {
+    fn call(&mut self, inputs: &[Value]) -> rhea_nn::Result<Vec<Value>> {
+        Function::call(self, inputs).map_err(|e| rhea_nn::NnError::Run(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, array};
+    use rhea_graph::{DType, Dim};
+
+    #[test]
+    fn updates_see_old_values_and_land_together() {
+        let g = Builder::new();
+        let a = g.shared("a", Value::from(1.0f64)).unwrap();
+        let b = g.shared("b", Value::from(2.0f64)).unwrap();
+        let s = a.add(&b).unwrap();
+        let mut swap =
+            function(&[], &[&s, &a]).updates([(a.clone(), b.clone()), (b.clone(), a.clone())]).compile().unwrap();
+        let out = swap.call(&[]).unwrap();
+        assert_eq!(out, vec![Value::from(3.0f64), Value::from(1.0f64)]);
+        assert_eq!((swap.shared("a").unwrap(), swap.shared("b").unwrap()), (Value::from(2.0f64), Value::from(1.0f64)));
+    }
+
+    fn counter() -> (Builder, Var, Var, Var) {
+        let g = Builder::new();
+        let batch = g.dim("batch").unwrap();
+        let x = g.input("x", DType::F32, [batch, Dim::Known(2)]).unwrap();
+        let i = g.input("i", DType::I64, [1]).unwrap();
+        let w = g.shared("w", array![1.0f32, 1.0]).unwrap();
+        let picked = x.take(&i, 0).unwrap().sum_all().unwrap();
+        (g, x, i, w.clone().add(&picked).unwrap().sub(&picked).unwrap().add(1.0).unwrap())
+    }
+
+    #[test]
+    fn a_failed_call_changes_nothing() {
+        let (g, x, i, next) = counter();
+        let w = g.find("w").unwrap();
+        let mut f = function(&[&x, &i], &[&next]).updates([(w, next.clone())]).compile().unwrap();
+        let x2 = Value::from(Array2::<f32>::ones((3, 2)));
+        f.call(&[x2.clone(), Value::from(array![0i64])]).unwrap();
+        assert_eq!(f.shared("w").unwrap(), Value::from(array![2.0f32, 2.0]));
+        // Wrong dtype, wrong shape, and a value error inside an op: all fail, none updates.
+        let e = f.call(&[Value::from(Array2::<f64>::ones((3, 2))), Value::from(array![0i64])]).unwrap_err();
+        assert!(e.to_string().contains("input \"x\": expected f32[batch,2], got f64[3, 2]"), "{e}");
+        assert!(f.call(&[Value::from(Array2::<f32>::ones((3, 5))), Value::from(array![0i64])]).is_err());
+        let e = f.call(&[x2.clone(), Value::from(array![9i64])]).unwrap_err().to_string();
+        assert!(e.contains("index 9 is out of range"), "{e}");
+        assert_eq!(f.call(&[x2]).unwrap_err().to_string(), "the function takes 2 input(s) (x, i), got 1");
+        assert_eq!(f.shared("w").unwrap(), Value::from(array![2.0f32, 2.0]));
+    }
+
+    #[test]
+    fn each_input_shape_compiles_once() {
+        let (_, x, i, next) = counter();
+        let mut f = function(&[&x, &i], &[&next]).compile().unwrap();
+        let idx = Value::from(array![0i64]);
+        for rows in [10, 10, 4, 10, 4] {
+            f.call(&[Value::from(Array2::<f32>::ones((rows, 2))), idx.clone()]).unwrap();
+        }
+        assert_eq!(f.compiled_shapes(), 2);
+    }
+
+    #[test]
+    fn functions_share_parameters() {
+        let g = Builder::new();
+        let x = g.input("x", DType::F32, [2]).unwrap();
+        let w = g.shared("w", array![0.0f32, 0.0]).unwrap();
+        let y = x.mul(&w).unwrap().sum_all().unwrap();
+        let mut train = function(&[&x], &[&y]).updates([(w.clone(), w.add(&x).unwrap())]).compile().unwrap();
+        let mut eval = function(&[&x], &[&y]).compile().unwrap();
+        let one = Value::from(array![1.0f32, 1.0]);
+        train.call(std::slice::from_ref(&one)).unwrap();
+        assert_eq!(eval.call(&[one]).unwrap()[0], Value::from(2.0f32));
+    }
+
+    #[test]
+    fn givens_substitute_and_definitions_are_checked() {
+        let g = Builder::new();
+        let x = g.input("x", DType::F32, [2]).unwrap();
+        let z = g.input("z", DType::F32, [2]).unwrap();
+        let y = x.mul(2.0).unwrap().sum_all().unwrap();
+        let mut f = function(&[&z], &[&y]).givens([(x.clone(), z.add(1.0).unwrap())]).compile().unwrap();
+        assert_eq!(f.call(&[Value::from(array![0.0f32, 1.0])]).unwrap()[0], Value::from(6.0f32));
+        let e = function(&[], &[&y]).compile().err().unwrap().to_string();
+        assert!(e.contains("depend on input \"x\", which is not an input of the function"), "{e}");
+        let e = function(&[&y], &[&y]).compile().err().unwrap().to_string();
+        assert!(e.contains("must be graph inputs"), "{e}");
+        let e = function(&[&x], &[&y]).updates([(y.clone(), y.clone())]).compile().err().unwrap().to_string();
+        assert!(e.contains("is not a shared variable"), "{e}");
+        let e = function(&[&z], &[&y]).givens([(x.clone(), x.add(1.0).unwrap())]).compile().err().unwrap().to_string();
+        assert!(e.contains("depends on"), "{e}");
+        assert!(function(&[], &[]).compile().is_err());
+        let other = Builder::new().input("q", DType::F32, [2]).unwrap();
+        assert!(matches!(function(&[&other], &[&y]).compile(), Err(FunctionError::Graph(GraphError::ForeignVar))));
+    }
+}

@@ -1,0 +1,77 @@
+//! The dependency invariants of `docs/architecture.md`, checked against
+//! `cargo metadata`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// Each workspace crate's normal (non-dev) dependencies, by name.
+fn dependencies() -> BTreeMap<String, Vec<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
+    let mut crates = BTreeMap::new();
+    for package in meta["packages"].as_array().expect("a package list") {
+        let name = package["name"].as_str().expect("a package name").to_string();
+        let deps = package["dependencies"]
+            .as_array()
+            .expect("a dependency list")
+            .iter()
+            .filter(|d| d["kind"].is_null())
+            .map(|d| d["name"].as_str().expect("a dependency name").to_string())
+            .collect();
+        crates.insert(name, deps);
+    }
+    crates
+}
+
+fn rhea_deps(deps: &[String]) -> Vec<&str> {
+    deps.iter().map(String::as_str).filter(|d| d.starts_with("rhea")).collect()
+}
+
+#[test]
+fn the_crates_of_the_architecture_doc_exist() {
+    let crates = dependencies();
+    for name in ["rhea", "rhea-graph", "rhea-interp"] {
+        assert!(crates.contains_key(name), "{name} is not in the workspace: {:?}", crates.keys());
+    }
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/architecture.md")).unwrap();
+    for name in crates.keys() {
+        assert!(doc.contains(&format!("`{name}`")), "docs/architecture.md does not describe crate {name}");
+    }
+}
+
+#[test]
+fn the_graph_crate_depends_on_no_rhea_crate_and_nothing_heavy() {
+    let crates = dependencies();
+    let graph = &crates["rhea-graph"];
+    assert_eq!(rhea_deps(graph), Vec::<&str>::new(), "rhea-graph must not depend on other rhea crates");
+    let light = ["ndarray", "petgraph", "serde", "serde_json", "thiserror"];
+    for d in graph {
+        assert!(light.contains(&d.as_str()), "rhea-graph depends on {d}; it may only use {light:?}");
+    }
+}
+
+#[test]
+fn the_interpreter_depends_only_on_the_graph_crate_among_rhea_crates() {
+    let crates = dependencies();
+    assert_eq!(rhea_deps(&crates["rhea-interp"]), vec!["rhea-graph"]);
+}
+
+#[test]
+fn backends_never_depend_on_each_other_and_nothing_depends_on_the_facade() {
+    let crates = dependencies();
+    let backends = ["rhea-interp", "rhea-cpu", "rhea-cuda"];
+    for (name, deps) in &crates {
+        for d in rhea_deps(deps) {
+            assert_ne!(d, "rhea", "{name} depends on the facade crate rhea");
+            if backends.contains(&name.as_str()) {
+                assert!(!backends.contains(&d), "backend {name} depends on backend {d}");
+            }
+        }
+    }
+}
