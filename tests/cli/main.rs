@@ -9,6 +9,8 @@ mod architecture;
 mod docs;
 mod dump;
 mod errors;
+mod grad;
 mod python;
 mod run;
+mod sonar;
 mod support;

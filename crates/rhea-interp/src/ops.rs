@@ -360,72 +360,50 @@ fn arg_reduce(fun: ArgReduceOp, x: &Value, axis: usize, out_shape: &[usize]) -> 
     }))
 }
 
+/// matmul's operands as row-major batches: vectors promoted to matrices,
+/// batch dims broadcast. Returns (a, b, batches, m, k, n).
+fn batched<T: Num>(a: &ArrayD<T>, b: &ArrayD<T>) -> (Vec<T>, Vec<T>, usize, usize, usize, usize) {
+    let a2 = if a.ndim() == 1 { a.view().insert_axis(Axis(0)) } else { a.view() };
+    let b2 = if b.ndim() == 1 { b.view().insert_axis(Axis(1)) } else { b.view() };
+    let (m, k) = (a2.shape()[a2.ndim() - 2], a2.shape()[a2.ndim() - 1]);
+    let n = b2.shape()[b2.ndim() - 1];
+    let batch =
+        broadcast_dims(&a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2]).expect("checked by the shape rule");
+    let with = |r, c| {
+        let mut s = batch.clone();
+        s.extend([r, c]);
+        IxDyn(&s)
+    };
+    let av = a2.broadcast(with(m, k)).expect("batch dims broadcast").iter().copied().collect();
+    let bv = b2.broadcast(with(k, n)).expect("batch dims broadcast").iter().copied().collect();
+    (av, bv, batch.iter().product(), m, k, n)
+}
+
 /// numpy `matmul`. Floats accumulate in `f64` and round once; integers
 /// wrap, accumulating in their own type.
 fn dot(a: &Value, b: &Value, out_shape: &[usize]) -> R<Value> {
     fn go<T: Num>(a: &ArrayD<T>, b: &ArrayD<T>, out: &[usize]) -> ArrayD<T> {
-        // Promote vectors to matrices, as matmul does, and drop those dims at the end.
-        let a2 = if a.ndim() == 1 { a.view().insert_axis(Axis(0)) } else { a.view() };
-        let b2 = if b.ndim() == 1 { b.view().insert_axis(Axis(1)) } else { b.view() };
-        let (m, k) = (a2.shape()[a2.ndim() - 2], a2.shape()[a2.ndim() - 1]);
-        let n = b2.shape()[b2.ndim() - 1];
-        let batch = broadcast_dims(&a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2])
-            .expect("checked by the shape rule");
-        let nb: usize = batch.iter().product();
-        let full = |mut s: Vec<usize>, r, c| {
-            s.extend([r, c]);
-            IxDyn(&s).clone()
-        };
-        let av: Vec<f64> =
-            a2.broadcast(full(batch.clone(), m, k)).expect("batch dims broadcast").iter().map(|x| x.to_f64()).collect();
-        let bv: Vec<f64> =
-            b2.broadcast(full(batch.clone(), k, n)).expect("batch dims broadcast").iter().map(|x| x.to_f64()).collect();
-        let mut out_data = Vec::with_capacity(nb * m * n);
-        for bi in 0..nb {
-            let am = ndarray::ArrayView2::from_shape((m, k), &av[bi * m * k..(bi + 1) * m * k]).expect("m x k");
-            let bm = ndarray::ArrayView2::from_shape((k, n), &bv[bi * k * n..(bi + 1) * k * n]).expect("k x n");
-            out_data.extend(am.dot(&bm).iter().map(|&x| T::from_f64(x)));
-        }
-        from_rows(out_data, out)
-    }
-    if !a.dtype().is_float() {
-        return dot_int(a, b, out_shape);
-    }
-    Ok(match (a, b) {
-        (Value::F32(x), Value::F32(y)) => Value::F32(go(x, y, out_shape)),
-        (Value::F64(x), Value::F64(y)) => Value::F64(go(x, y, out_shape)),
-        _ => return Err(format!("dot of {} and {}", a.dtype(), b.dtype())),
-    })
-}
-
-fn dot_int(a: &Value, b: &Value, out_shape: &[usize]) -> R<Value> {
-    fn go<T: Num>(a: &ArrayD<T>, b: &ArrayD<T>, out: &[usize]) -> ArrayD<T> {
-        let a2 = if a.ndim() == 1 { a.view().insert_axis(Axis(0)) } else { a.view() };
-        let b2 = if b.ndim() == 1 { b.view().insert_axis(Axis(1)) } else { b.view() };
-        let (m, k) = (a2.shape()[a2.ndim() - 2], a2.shape()[a2.ndim() - 1]);
-        let n = b2.shape()[b2.ndim() - 1];
-        let batch = broadcast_dims(&a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2])
-            .expect("checked by the shape rule");
-        let nb: usize = batch.iter().product();
-        let with = |r, c| {
-            let mut s = batch.clone();
-            s.extend([r, c]);
-            IxDyn(&s).clone()
-        };
-        let av: Vec<T> = a2.broadcast(with(m, k)).expect("batch dims broadcast").iter().copied().collect();
-        let bv: Vec<T> = b2.broadcast(with(k, n)).expect("batch dims broadcast").iter().copied().collect();
+        let (av, bv, nb, m, k, n) = batched(a, b);
         let mut data = Vec::with_capacity(nb * m * n);
         for bi in 0..nb {
-            let (ab, bb) = (&av[bi * m * k..], &bv[bi * k * n..]);
-            for i in 0..m {
-                for j in 0..n {
-                    data.push((0..k).fold(T::ZERO, |acc, p| acc.add(ab[i * k + p].mul(bb[p * n + j]))));
+            let (ab, bb) = (&av[bi * m * k..(bi + 1) * m * k], &bv[bi * k * n..(bi + 1) * k * n]);
+            if T::IS_FLOAT {
+                let am = Array2::from_shape_fn((m, k), |(i, p)| ab[i * k + p].to_f64());
+                let bm = Array2::from_shape_fn((k, n), |(p, j)| bb[p * n + j].to_f64());
+                data.extend(am.dot(&bm).iter().map(|&x| T::from_f64(x)));
+            } else {
+                for i in 0..m {
+                    for j in 0..n {
+                        data.push((0..k).fold(T::ZERO, |acc, p| acc.add(ab[i * k + p].mul(bb[p * n + j]))));
+                    }
                 }
             }
         }
         from_rows(data, out)
     }
     Ok(match (a, b) {
+        (Value::F32(x), Value::F32(y)) => Value::F32(go(x, y, out_shape)),
+        (Value::F64(x), Value::F64(y)) => Value::F64(go(x, y, out_shape)),
         (Value::I32(x), Value::I32(y)) => Value::I32(go(x, y, out_shape)),
         (Value::I64(x), Value::I64(y)) => Value::I64(go(x, y, out_shape)),
         _ => return Err(format!("dot of {} and {}", a.dtype(), b.dtype())),

@@ -21,7 +21,7 @@ pub struct Table {
 /// numbers. A row with the wrong number of fields, or a field that is not a
 /// number, is an error naming the file, line and field.
 pub fn read_csv(path: &Path) -> Result<Table> {
-    let io = |source| NnError::Io { path: path.to_path_buf(), source };
+    let io = |error| NnError::Io { path: path.to_path_buf(), error };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
     let (mut data, mut labels, mut width) = (Vec::new(), Vec::new(), None);

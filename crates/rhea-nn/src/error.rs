@@ -9,12 +9,12 @@ pub enum NnError {
     #[error(transparent)]
     Graph(#[from] rhea_graph::GraphError),
     /// A data file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (part of the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// A CSV row is malformed.
     #[error("{path}:{line}: {msg}")]

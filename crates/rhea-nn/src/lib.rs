@@ -26,6 +26,7 @@ mod error;
 pub mod init;
 mod layers;
 mod losses;
+pub mod models;
 mod optimizers;
 mod train;
 

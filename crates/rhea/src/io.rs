@@ -68,6 +68,14 @@ pub enum IoError {
         /// The dtype as written in the header.
         dtype: String,
     },
+    /// The file's tensors do not fit the graph's shared variables.
+    #[error("{}: does not fit the graph's shared variables: {}", path.display(), problems.join("; "))]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found, one per tensor.
+        problems: Vec<String>,
+    },
     /// Two tensors share a name.
     #[error("{}: tensor name {name:?} appears twice", path.display())]
     DuplicateName {
@@ -296,6 +304,79 @@ pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Value)]) -> R
     let bytes = safetensors::serialize(views, None)
         .map_err(|e| IoError::Corrupt { path: path.into(), msg: format!("cannot encode: {e}") })?;
     std::fs::write(path, bytes).map_err(|error| IoError::Io { path: path.into(), error })
+}
+
+/// Writes every shared variable of `graph` that has a value, by name;
+/// returns how many were written.
+pub fn save_shared(graph: &rhea_graph::Graph, path: impl AsRef<Path>) -> Result<usize, IoError> {
+    let named: Vec<(&str, &Value)> =
+        graph.shared().into_iter().filter_map(|id| Some((graph.leaf_name(id)?, graph.shared_value(id)?))).collect();
+    save_safetensors(path, &named)?;
+    Ok(named.len())
+}
+
+/// Sets shared variables of `graph` by name from a safetensors file. Every
+/// tensor must name a shared variable and fit its dtype and shape; all
+/// problems are reported together, and nothing is set unless everything
+/// fits. Returns how many variables were set.
+pub fn load_shared(graph: &mut rhea_graph::Graph, path: impl AsRef<Path>) -> Result<usize, IoError> {
+    let path = path.as_ref();
+    let tensors = load_safetensors(path)?;
+    let mut problems = Vec::new();
+    let mut fits = Vec::with_capacity(tensors.len());
+    for (name, value) in tensors {
+        match graph.find(&name).filter(|&id| matches!(graph.node(id).op, rhea_graph::Op::Shared { .. })) {
+            None => problems.push(format!("{name:?} is not a shared variable of the graph")),
+            Some(id) => match rhea_graph::check_value(&format!("{name:?}"), graph.ty(id), &value) {
+                Ok(()) => fits.push((id, value)),
+                Err(e) => problems.push(e.to_string()),
+            },
+        }
+    }
+    if !problems.is_empty() {
+        return Err(IoError::Mismatch { path: path.into(), problems });
+    }
+    let n = fits.len();
+    for (id, value) in fits {
+        graph.set_shared_value(id, value).expect("checked against the variable's type above");
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    #[test]
+    fn shared_values_save_and_load_by_name_all_or_nothing() {
+        let g = rhea_graph::Builder::new();
+        g.shared("w", ndarray::array![[1.0f32, 2.0]]).unwrap();
+        g.shared("b", ndarray::array![0.5f64]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("params.safetensors");
+        assert_eq!(save_shared(&g.graph(), &path).unwrap(), 2);
+        let other = rhea_graph::Builder::new();
+        other.shared("w", ndarray::array![[0.0f32, 0.0]]).unwrap();
+        other.shared("b", ndarray::array![0.0f64]).unwrap();
+        assert_eq!(load_shared(&mut other.graph_mut(), &path).unwrap(), 2);
+        assert_eq!(
+            other.find("w").map(|w| other.graph().shared_value(w.id()).cloned()),
+            Some(Some(Value::from(ndarray::array![[1.0f32, 2.0]])))
+        );
+        // A file with one bad tensor and one unknown name changes nothing and names both.
+        let bad = dir.path().join("bad.safetensors");
+        let w3 = Value::from(ndarray::array![1.0f32, 2.0, 3.0]);
+        let b = Value::from(ndarray::array![9.0f64]);
+        let q = Value::from(1.0f32);
+        save_safetensors(&bad, &[("w", &w3), ("b", &b), ("q", &q)]).unwrap();
+        let e = load_shared(&mut other.graph_mut(), &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("\"w\": expected f32[1,2], got f32[3]") && e.contains("\"q\" is not a shared variable"),
+            "{e}"
+        );
+        let b_now = other.graph().shared_value(other.find("b").unwrap().id()).cloned();
+        assert_eq!(b_now, Some(Value::from(ndarray::array![0.5f64])));
+    }
 }
 
 #[cfg(test)]

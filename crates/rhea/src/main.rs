@@ -20,6 +20,8 @@ an inputs file to try these on.";
 
 const DUMP_HELP: &str = "\
 Examples:
+  rhea dump sonar-mlp --stage grad            # the Sonar MLP's training step: forward, loss, gradients, Adam
+  rhea dump model.json --stage grad --grad-of loss --wrt w,b
   rhea dump model.json
   rhea dump model.json --locs                 # with the source line that built each node
   rhea dump model.json --format dot -o model.dot && dot -Tsvg model.dot > model.svg
@@ -33,7 +35,8 @@ dtype and shape; a name that is neither is an error.
 Example (making the inputs with numpy):
   python3 -c 'import numpy as np; from safetensors.numpy import save_file
   save_file({\"x\": np.random.rand(8, 4).astype(np.float32)}, \"inputs.safetensors\")'
-  rhea run model.json --inputs inputs.safetensors -o outputs.safetensors";
+  rhea run model.json --inputs inputs.safetensors -o outputs.safetensors
+  rhea run model.json --inputs inputs.safetensors --grad-of loss --wrt w   # adds output grad/w";
 
 /// A Theano-style tensor expression-graph compiler: inspect and run graph files.
 #[derive(Parser)]
@@ -53,9 +56,12 @@ enum Command {
     Run(RunArgs),
 }
 
+/// Built-in models that GRAPH may name instead of a file.
+const MODELS: &[&str] = &["sonar-mlp"];
+
 #[derive(clap::Args)]
 struct DumpArgs {
-    /// The graph, a JSON graph file.
+    /// The graph: a JSON graph file, or a built-in model (sonar-mlp).
     graph: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -66,6 +72,8 @@ struct DumpArgs {
     /// Show the source location (file:line) that built each node (text format).
     #[arg(long)]
     locs: bool,
+    #[command(flatten)]
+    grad: GradArgs,
     /// Write to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -81,15 +89,35 @@ enum Format {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Stage {
     /// The graph as built (or as stored in the file).
     Raw,
+    /// With gradient nodes: of --grad-of with respect to --wrt, output as
+    /// `grad/<name>`; a built-in model shows its whole training step.
+    Grad,
+}
+
+/// Which gradients to add.
+#[derive(clap::Args)]
+struct GradArgs {
+    /// The output to differentiate (a float scalar); needed unless the graph has one output.
+    #[arg(long, value_name = "OUTPUT")]
+    grad_of: Option<String>,
+    /// Inputs or shared variables to differentiate with respect to (default: every float shared variable).
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
+    wrt: Vec<String>,
+}
+
+impl GradArgs {
+    fn given(&self) -> bool {
+        self.grad_of.is_some() || !self.wrt.is_empty()
+    }
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The graph, a JSON graph file.
+    /// The graph: a JSON graph file, or a built-in model (sonar-mlp).
     graph: PathBuf,
     /// A safetensors file with the graph's inputs and, optionally, shared variable values.
     #[arg(long, value_name = "FILE")]
@@ -100,6 +128,9 @@ struct RunArgs {
     /// Also write the outputs, by name, to this safetensors file.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Also compute gradients, written as outputs `grad/<name>`.
+    #[command(flatten)]
+    grad: GradArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,9 +154,56 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_graph(path: &Path) -> Result<Graph> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read graph {}", path.display()))?;
+/// Loads a graph file, or builds a built-in model: its training step for
+/// `training`, else its forward graph and loss.
+fn load_graph(path: &Path, training: bool) -> Result<Graph> {
+    let name = path.to_string_lossy();
+    if !path.exists() && MODELS.contains(&name.as_ref()) {
+        let model = if training { rhea::nn::models::sonar_mlp(1)? } else { rhea::nn::models::sonar_mlp_forward(1)? };
+        return Ok(model.graph.to_graph());
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read graph {} (built-in models: {})", path.display(), MODELS.join(", ")))?;
     rhea::from_json(&text).with_context(|| format!("cannot load graph {}", path.display()))
+}
+
+/// Adds the gradients of `--grad-of` with respect to `--wrt` as outputs
+/// named `grad/<name>`.
+fn add_gradients(graph: &mut Graph, args: &GradArgs) -> Result<()> {
+    let outputs: Vec<(String, rhea::NodeId)> = graph.outputs().iter().map(|(n, id)| (n.to_string(), *id)).collect();
+    let names = || outputs.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+    let cost = match (&args.grad_of, outputs.as_slice()) {
+        (Some(name), _) => outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
+            .with_context(|| format!("--grad-of {name:?} is not an output of the graph (outputs: {})", names()))?,
+        (None, [(_, id)]) => *id,
+        (None, _) => {
+            bail!("the graph has several outputs; say which to differentiate with --grad-of (outputs: {})", names())
+        }
+    };
+    let wrt: Vec<String> = if args.wrt.is_empty() {
+        graph
+            .shared()
+            .into_iter()
+            .filter(|&id| graph.ty(id).dtype.is_float())
+            .filter_map(|id| graph.leaf_name(id).map(str::to_string))
+            .collect()
+    } else {
+        args.wrt.clone()
+    };
+    let ids = wrt
+        .iter()
+        .map(|n| {
+            graph.find(n).with_context(|| format!("--wrt {n:?} is neither an input nor a shared variable of the graph"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let grads = rhea::grad_nodes(graph, cost, &ids, rhea::Disconnected::Raise)?;
+    for (name, g) in wrt.iter().zip(grads) {
+        graph.set_output(&format!("grad/{name}"), g);
+    }
+    Ok(())
 }
 
 fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
@@ -144,10 +222,14 @@ fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
 }
 
 fn dump(args: &DumpArgs) -> Result<()> {
-    let graph = load_graph(&args.graph)?;
-    let graph = match args.stage {
-        Stage::Raw => graph,
-    };
+    let builtin_step = args.stage == Stage::Grad && !args.grad.given();
+    let mut graph = load_graph(&args.graph, builtin_step)?;
+    match args.stage {
+        Stage::Raw if args.grad.given() => bail!("--grad-of and --wrt need --stage grad"),
+        Stage::Raw => {}
+        Stage::Grad if builtin_step && MODELS.contains(&args.graph.to_string_lossy().as_ref()) => {}
+        Stage::Grad => add_gradients(&mut graph, &args.grad)?,
+    }
     let text = match args.format {
         Format::Text => rhea::to_text(&graph, TextOptions { locs: args.locs }),
         Format::Dot => rhea::to_dot(&graph),
@@ -203,7 +285,10 @@ fn feed(graph: &mut Graph, tensors: Vec<(String, Value)>, file: Option<&Path>) -
 }
 
 fn run(args: &RunArgs) -> Result<()> {
-    let mut graph = load_graph(&args.graph)?;
+    let mut graph = load_graph(&args.graph, false)?;
+    if args.grad.given() {
+        add_gradients(&mut graph, &args.grad)?;
+    }
     let tensors = match &args.inputs {
         Some(path) => rhea::io::load_safetensors(path)?,
         None => Vec::new(),
