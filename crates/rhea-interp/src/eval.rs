@@ -14,6 +14,12 @@ pub type Bindings = HashMap<Symbol, usize>;
 /// Checks `feeds` against the graph's inputs (every input given, none
 /// unknown, dtypes and shapes matching) and binds the symbolic dims.
 pub fn bind_inputs(graph: &Graph, feeds: &HashMap<String, Value>) -> Result<Bindings, InterpError> {
+    bind(graph, feeds, &graph.inputs())
+}
+
+/// [`bind_inputs`] for the inputs `needed` only; feeds naming no input of
+/// the graph are still an error.
+fn bind(graph: &Graph, feeds: &HashMap<String, Value>, needed: &[NodeId]) -> Result<Bindings, InterpError> {
     let inputs = graph.inputs();
     for name in feeds.keys() {
         if !inputs.iter().any(|&id| graph.leaf_name(id) == Some(name.as_str())) {
@@ -23,7 +29,7 @@ pub fn bind_inputs(graph: &Graph, feeds: &HashMap<String, Value>) -> Result<Bind
     }
     let mut bindings = Bindings::new();
     let mut bound_by: HashMap<Symbol, String> = HashMap::new();
-    for &id in &inputs {
+    for &id in needed {
         let name = graph.leaf_name(id).expect("inputs have names");
         let value = feeds.get(name).ok_or_else(|| InterpError::MissingInput(name.to_string()))?;
         let ty = graph.ty(id);
@@ -122,7 +128,9 @@ fn evaluate<'a>(
     shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
     order: &[NodeId],
 ) -> Result<HashMap<NodeId, Cow<'a, Value>>, InterpError> {
-    let bindings = bind_inputs(graph, feeds)?;
+    let needed: Vec<NodeId> =
+        order.iter().copied().filter(|&id| matches!(graph.node(id).op, Op::Input { .. })).collect();
+    let bindings = bind(graph, feeds, &needed)?;
     let mut values: HashMap<NodeId, Cow<'a, Value>> = HashMap::with_capacity(order.len());
     for &id in order {
         let node = graph.node(id);

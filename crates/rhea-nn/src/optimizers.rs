@@ -14,11 +14,15 @@ pub trait Optimizer {
 }
 
 fn name_of(p: &Var) -> Result<String> {
-    p.builder()
-        .graph()
-        .leaf_name(p.id())
-        .map(str::to_string)
-        .ok_or_else(|| NnError::Data(format!("optimizer parameters must be shared variables, got {p:?}")))
+    match &p.builder().graph().node(p.id()).op {
+        rhea_graph::Op::Shared { name } => Ok(name.to_string()),
+        _ => Err(NnError::Data(format!("optimizer parameters must be shared variables, got {p:?}"))),
+    }
+}
+
+/// Checks that every parameter is a shared variable (only those can be updated).
+fn check_params(params: &[Var]) -> Result<()> {
+    params.iter().try_for_each(|p| name_of(p).map(drop))
 }
 
 /// A shared state variable shaped like `p`, starting at zero.
@@ -49,6 +53,7 @@ impl Default for Sgd {
 
 impl Optimizer for Sgd {
     fn updates(&self, loss: &Var, params: &[Var]) -> Result<Vec<(Var, Var)>> {
+        check_params(params)?;
         let refs: Vec<&Var> = params.iter().collect();
         let grads = grad(loss, &refs)?;
         let mut out = Vec::new();
@@ -93,6 +98,7 @@ impl Default for Adam {
 impl Optimizer for Adam {
     fn updates(&self, loss: &Var, params: &[Var]) -> Result<Vec<(Var, Var)>> {
         let first = params.first().ok_or_else(|| NnError::Data("Adam needs at least one parameter".into()))?;
+        check_params(params)?;
         let g = first.builder();
         let refs: Vec<&Var> = params.iter().collect();
         let grads = grad(loss, &refs)?;
