@@ -90,7 +90,9 @@ fn sgd_momentum_and_nesterov_follow_keras() {
     assert!((value(&g, &w) - 2.08).abs() < 1e-12, "{}", value(&g, &w));
     // Nesterov: m1 = 0.4, w1 = 1 + 0.9 * 0.4 + 0.4 = 1.76.
     let (g, w, loss) = quadratic(1.0);
-    let ups = Sgd { lr: 0.1, momentum: 0.9, nesterov: true, ..Sgd::default() }.updates(&loss, &[w.clone()]).unwrap();
+    let ups = Sgd { lr: 0.1, momentum: 0.9, nesterov: true, ..Sgd::default() }
+        .updates(&loss, std::slice::from_ref(&w))
+        .unwrap();
     step(&g, &ups);
     assert!((value(&g, &w) - 1.76).abs() < 1e-12, "{}", value(&g, &w));
 }
