@@ -18,7 +18,6 @@
 
 mod error;
 mod eval;
-mod num;
 mod ops;
 mod verify;
 

@@ -12,7 +12,8 @@ use rhea_graph::{
 };
 
 use crate::Bindings;
-use crate::num::{Num, Prim, float};
+use rhea_kernel::num::{Num, Prim};
+use rhea_kernel::scalar::{arith, unary_f64};
 
 type R<T> = Result<T, String>;
 
@@ -102,44 +103,24 @@ macro_rules! numeric {
     };
 }
 
-/// Applies an `f64 -> f64` function to a float value, rounding once.
-fn float_map(v: &Value, f: impl Fn(f64) -> f64) -> R<Value> {
-    Ok(match v {
-        Value::F32(a) => Value::F32(a.mapv(|x| f(x as f64) as f32)),
-        Value::F64(a) => Value::F64(a.mapv(f)),
-        other => return Err(format!("{} is not a float", other.dtype())),
-    })
-}
-
+/// Elementwise unary functions: floats through the shared scalar definition
+/// (`rhea_kernel::scalar`), integers with wrapping arithmetic.
 fn unary(fun: UnaryOp, x: &Value) -> R<Value> {
     use UnaryOp::*;
     Ok(match fun {
-        Neg => numeric!(x, a => a.mapv(Num::neg)),
-        Abs => numeric!(x, a => a.mapv(Num::abs)),
-        Sign => numeric!(x, a => a.mapv(Num::sign)),
-        Square => numeric!(x, a => a.mapv(|v| v.mul(v))),
-        Relu => numeric!(x, a => a.mapv(|v| v.max_nan(Num::ZERO))),
-        Exp => float_map(x, f64::exp)?,
-        Log => float_map(x, f64::ln)?,
-        Log1p => float_map(x, f64::ln_1p)?,
-        Expm1 => float_map(x, f64::exp_m1)?,
-        Sqrt => float_map(x, f64::sqrt)?,
-        Rsqrt => float_map(x, |v| 1.0 / v.sqrt())?,
-        Reciprocal => float_map(x, |v| 1.0 / v)?,
-        Tanh => float_map(x, f64::tanh)?,
-        Sigmoid => float_map(x, float::sigmoid)?,
-        Softplus => float_map(x, float::softplus)?,
-        Sin => float_map(x, f64::sin)?,
-        Cos => float_map(x, f64::cos)?,
-        Floor => float_map(x, f64::floor)?,
-        Ceil => float_map(x, f64::ceil)?,
-        Round => float_map(x, f64::round_ties_even)?,
         Not => match x {
             Value::Bool(a) => Value::Bool(a.mapv(|b| !b)),
             other => return Err(format!("not of {}", other.dtype())),
         },
         IsNan => Value::Bool(predicate(x, f64::is_nan)),
         IsInf => Value::Bool(predicate(x, f64::is_infinite)),
+        _ => match x {
+            Value::F32(a) => Value::F32(a.mapv(|v| unary_f64(fun, v as f64) as f32)),
+            Value::F64(a) => Value::F64(a.mapv(|v| unary_f64(fun, v))),
+            Value::I32(a) => Value::I32(a.mapv(|v| rhea_kernel::scalar::unary_int(fun, v))),
+            Value::I64(a) => Value::I64(a.mapv(|v| rhea_kernel::scalar::unary_int(fun, v))),
+            Value::Bool(_) => return Err(format!("{} of bool", fun.name())),
+        },
     })
 }
 
@@ -209,13 +190,8 @@ fn binary(fun: BinaryOp, a: &Value, b: &Value) -> R<Value> {
         };
     }
     Ok(match fun {
-        Add => same!(x, y => zip2(x, y, Num::add)?),
-        Sub => same!(x, y => zip2(x, y, Num::sub)?),
-        Mul => same!(x, y => zip2(x, y, Num::mul)?),
-        Maximum => same!(x, y => zip2(x, y, Num::max_nan)?),
-        Minimum => same!(x, y => zip2(x, y, Num::min_nan)?),
-        Div => float2!(|p: f64, q: f64| p / q),
-        Pow => float2!(f64::powf),
+        Add | Sub | Mul | Maximum | Minimum => same!(x, y => zip2(x, y, |p, q| arith(fun, p, q))?),
+        Div | Pow => float2!(|p: f64, q: f64| arith(fun, p, q)),
         Eq => compare!(|p, q| p == q),
         Ne => compare!(|p, q| p != q),
         Lt => compare!(|p, q| p < q),

@@ -3,7 +3,8 @@
 //! once, which for `f32` is at least as exact as native `f32` math.
 
 /// A numeric element type: `f32`, `f64`, `i32` or `i64`.
-pub(crate) trait Num: Copy + PartialOrd + Send + Sync + std::fmt::Debug + 'static {
+#[allow(missing_docs)]
+pub trait Num: Copy + PartialOrd + Send + Sync + std::fmt::Debug + 'static {
     const ZERO: Self;
     const ONE: Self;
     const IS_FLOAT: bool;
@@ -127,7 +128,8 @@ int_num!(i64);
 /// Conversions between every pair of element types, with Rust's `as`
 /// semantics: floats truncate toward zero and saturate into integers (NaN
 /// becomes 0), wider integers wrap into narrower ones, non-zero is `true`.
-pub(crate) trait Prim: Copy {
+#[allow(missing_docs)]
+pub trait Prim: Copy {
     fn as_f32(self) -> f32;
     fn as_f64(self) -> f64;
     fn as_i32(self) -> i32;
@@ -168,7 +170,7 @@ impl Prim for bool {
 }
 
 /// The reference definitions of the float functions, on `f64`.
-pub(crate) mod float {
+pub mod float {
     /// `1 / (1 + exp(-x))` without overflow for large `|x|`.
     pub fn sigmoid(x: f64) -> f64 {
         if x >= 0.0 {
