@@ -56,10 +56,32 @@ fn the_graph_crate_depends_on_no_rhea_crate_and_nothing_heavy() {
     }
 }
 
+/// DESIGN.md's layers: `rhea-graph -> rhea-kernel -> rhea-opt -> backends
+/// -> rhea`, with `rhea-nn` on the graph alone. Each crate may depend on the
+/// rhea crates listed for it and no others; a new crate must be added here.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("rhea-graph", &[]),
+    ("rhea-kernel", &["rhea-graph"]),
+    ("rhea-opt", &["rhea-graph", "rhea-kernel"]),
+    ("rhea-interp", &["rhea-graph", "rhea-kernel", "rhea-opt"]),
+    ("rhea-cpu", &["rhea-graph", "rhea-kernel", "rhea-opt"]),
+    ("rhea-cuda", &["rhea-graph", "rhea-kernel", "rhea-opt"]),
+    ("rhea-nn", &["rhea-graph"]),
+    ("rhea", &["rhea-graph", "rhea-kernel", "rhea-opt", "rhea-interp", "rhea-cpu", "rhea-cuda", "rhea-nn"]),
+];
+
 #[test]
-fn the_interpreter_depends_only_on_the_graph_crate_among_rhea_crates() {
-    let crates = dependencies();
-    assert_eq!(rhea_deps(&crates["rhea-interp"]), vec!["rhea-graph"]);
+fn every_crate_depends_only_on_the_layers_below_it() {
+    for (name, deps) in &dependencies() {
+        let allowed = ALLOWED
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("crate {name} is missing from the layer table in tests/cli/architecture.rs"))
+            .1;
+        for d in rhea_deps(deps) {
+            assert!(allowed.contains(&d), "{name} depends on {d}; it may depend on {allowed:?}");
+        }
+    }
 }
 
 #[test]

@@ -17,8 +17,9 @@ pub fn bind_inputs(graph: &Graph, feeds: &HashMap<String, Value>) -> Result<Bind
     bind(graph, feeds, &graph.inputs())
 }
 
-/// [`bind_inputs`] for the inputs `needed` only; feeds naming no input of
-/// the graph are still an error.
+/// Checks the inputs `needed` are fed and binds symbolic dims from every
+/// fed input (a gradient can need `batch` without reading the input that
+/// carries it); feeds naming no input of the graph are an error.
 fn bind(graph: &Graph, feeds: &HashMap<String, Value>, needed: &[NodeId]) -> Result<Bindings, InterpError> {
     let inputs = graph.inputs();
     for name in feeds.keys() {
@@ -27,11 +28,17 @@ fn bind(graph: &Graph, feeds: &HashMap<String, Value>, needed: &[NodeId]) -> Res
             return Err(InterpError::UnknownInput(name.clone(), names.join(", ")));
         }
     }
-    let mut bindings = Bindings::new();
-    let mut bound_by: HashMap<Symbol, String> = HashMap::new();
     for &id in needed {
         let name = graph.leaf_name(id).expect("inputs have names");
-        let value = feeds.get(name).ok_or_else(|| InterpError::MissingInput(name.to_string()))?;
+        if !feeds.contains_key(name) {
+            return Err(InterpError::MissingInput(name.to_string()));
+        }
+    }
+    let mut bindings = Bindings::new();
+    let mut bound_by: HashMap<Symbol, String> = HashMap::new();
+    for &id in &inputs {
+        let name = graph.leaf_name(id).expect("inputs have names");
+        let Some(value) = feeds.get(name) else { continue };
         let ty = graph.ty(id);
         let mismatch = || InterpError::InputMismatch {
             name: name.to_string(),
