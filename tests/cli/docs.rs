@@ -47,6 +47,7 @@ fn tag(op: &Op) -> &'static str {
         Op::Reduce { .. } => "reduce",
         Op::ArgReduce { .. } => "arg_reduce",
         Op::Dot => "dot",
+        Op::Gemm { .. } => "gemm",
         Op::Reshape { .. } => "reshape",
         Op::DimShuffle { .. } => "dimshuffle",
         Op::BroadcastTo { .. } => "broadcast_to",
@@ -70,7 +71,7 @@ fn tag(op: &Op) -> &'static str {
     }
 }
 
-const ALL_TAGS: [&str; 30] = [
+const ALL_TAGS: [&str; 31] = [
     "input",
     "shared",
     "const",
@@ -81,6 +82,7 @@ const ALL_TAGS: [&str; 30] = [
     "reduce",
     "arg_reduce",
     "dot",
+    "gemm",
     "reshape",
     "dimshuffle",
     "broadcast_to",

@@ -489,6 +489,7 @@ fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool]) -> Resul
             out
         }
         Op::RandomUniform(_) | Op::RandomNormal(_) => x.iter().map(|_| None).collect(),
+        Op::Gemm { .. } => return Err(not_supported("gemm is made by the optimizer; differentiate before optimizing")),
         Op::Conv2dInputGrad(_) | Op::Conv2dWeightGrad(_) | Op::MaxPool2dGrad(_) | Op::AvgPool2dGrad(_) => {
             return Err(not_supported("second derivatives of convolution and pooling"));
         }

@@ -376,6 +376,93 @@ impl Graph {
     }
 }
 
+impl Graph {
+    /// Makes every use of `old` (as an input, an output or an update value)
+    /// use `new` instead. Consumers are re-interned, so a consumer that
+    /// becomes identical to an existing node is merged into it, and so on
+    /// upward. `old` stays in the graph, dead, until [`Graph::remove_dead`].
+    pub fn replace_all_uses(&mut self, old: NodeId, new: NodeId) -> Result<(), GraphError> {
+        if self.ty(old) != self.ty(new) {
+            return Err(GraphError::Mismatch(format!(
+                "cannot replace {old} ({}) with {new} ({}): the types differ",
+                self.ty(old),
+                self.ty(new)
+            )));
+        }
+        let mut work = vec![(old, new)];
+        while let Some((old, new)) = work.pop() {
+            if old == new {
+                continue;
+            }
+            if self.node(new).name.is_none()
+                && let Some(name) = self.node(old).name.clone()
+            {
+                self.set_name(new, &name);
+            }
+            for slot in self.outputs.iter_mut().filter(|(_, id)| *id == old) {
+                slot.1 = new;
+            }
+            for slot in self.updates.iter_mut().filter(|(_, v)| *v == old) {
+                slot.1 = new;
+            }
+            for c in self.consumers(old) {
+                let node = &self.nodes[c.0];
+                let key = (node.op.clone(), node.inputs.clone());
+                if self.interned.get(&key) == Some(&c) {
+                    self.interned.remove(&key);
+                }
+                let moved: Vec<usize> = (0..node.inputs.len()).filter(|&p| node.inputs[p] == old).collect();
+                let inputs: Box<[NodeId]> = node.inputs.iter().map(|&i| if i == old { new } else { i }).collect();
+                let stale: Vec<_> =
+                    self.nodes.edges_connecting(old.0, c.0).map(|e| petgraph::visit::EdgeRef::id(&e)).collect();
+                for e in stale {
+                    self.nodes.remove_edge(e);
+                }
+                for pos in moved {
+                    self.nodes.add_edge(new.0, c.0, pos as u32);
+                }
+                self.nodes[c.0].inputs = inputs.clone();
+                let key = (self.nodes[c.0].op.clone(), inputs);
+                match self.interned.get(&key) {
+                    Some(&dup) if dup != c => work.push((c, dup)),
+                    _ => {
+                        self.interned.insert(key, c);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every node that no output or update needs, keeping inputs
+    /// and updated shared variables (a function's signature). Returns how
+    /// many nodes were removed.
+    pub fn remove_dead(&mut self) -> usize {
+        let mut roots: Vec<NodeId> = self.outputs.iter().map(|(_, id)| *id).collect();
+        roots.extend(self.updates.iter().flat_map(|&(s, v)| [s, v]));
+        roots.extend(self.inputs());
+        let live: std::collections::HashSet<NodeId> = self.ancestors(&roots).into_iter().collect();
+        let dead: Vec<NodeId> = self.nodes.node_indices().map(NodeId).filter(|id| !live.contains(id)).collect();
+        for &id in &dead {
+            let node = self.nodes.remove_node(id.0).expect("listed from the graph");
+            let key = (node.op, node.inputs);
+            if self.interned.get(&key) == Some(&id) {
+                self.interned.remove(&key);
+            }
+            if let Op::Input { name } | Op::Shared { name } = &key.0 {
+                self.names.remove(&**name);
+                self.shared_values.remove(&id);
+            }
+        }
+        dead.len()
+    }
+
+    /// Every node id, in no particular order.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.node_indices().map(NodeId).collect()
+    }
+}
+
 /// The text dump (see [`crate::to_text`]).
 impl fmt::Debug for Graph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -391,6 +478,13 @@ pub fn check_value(what: &str, ty: &TensorType, value: &Value) -> Result<(), Gra
         return Err(GraphError::Mismatch(format!("{what}: expected {ty}, got {}{:?}", value.dtype(), value.shape())));
     }
     Ok(())
+}
+
+#[cfg(test)]
+impl Graph {
+    fn to_string_for_test(&self) -> String {
+        crate::to_text(self, crate::TextOptions::default())
+    }
 }
 
 #[cfg(test)]
@@ -455,6 +549,30 @@ mod tests {
         let e = g.add(Op::Unary { fun: UnaryOp::Exp }, &[w], None).unwrap();
         g.add_update(w, e).unwrap();
         assert!(g.add_update(w, e).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn replacing_uses_merges_consumers_that_become_identical() {
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::F32, [3]), None).unwrap();
+        let e = g.add(Op::Unary { fun: UnaryOp::Exp }, &[x], None).unwrap();
+        let t = g.add(Op::Unary { fun: UnaryOp::Tanh }, &[x], None).unwrap();
+        let a = g.add(Op::Unary { fun: UnaryOp::Neg }, &[e], None).unwrap();
+        let b = g.add(Op::Unary { fun: UnaryOp::Neg }, &[t], None).unwrap();
+        let s = g.add(Op::Binary { fun: BinaryOp::Add }, &[a, b], None).unwrap();
+        g.set_output("s", s);
+        // exp -> tanh makes neg(exp x) identical to neg(tanh x): they merge, and
+        // the sum becomes neg(tanh x) + neg(tanh x).
+        g.replace_all_uses(e, t).unwrap();
+        let s2 = g.outputs()[0].1;
+        assert_eq!(&*g.node(s2).inputs, &[b, b]);
+        assert_eq!(g.remove_dead(), 2 + usize::from(s2 != s));
+        assert_eq!(
+            g.to_string_for_test(),
+            "%0 = input \"x\" : f32[3]\n%1 = tanh(%0) : f32[3]\n%2 = neg(%1) : f32[3]\n%3 = add(%2, %2) : f32[3]\noutput \"s\" = %3\n"
+        );
+        let y = g.add_input("y", TensorType::new(DType::F32, [4]), None).unwrap();
+        assert!(g.replace_all_uses(x, y).unwrap_err().to_string().contains("types differ"));
     }
 
     #[test]

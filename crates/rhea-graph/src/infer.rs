@@ -165,6 +165,25 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> Rule {
             need_numeric(op, a)?;
             Ok(TensorType::new(a.dtype, matmul_shape(&a.shape, &b.shape)?))
         }
+        Op::Gemm { trans_a, trans_b, .. } => {
+            need(inputs.len() == 2 || inputs.len() == 3, || format!("gemm takes 2 or 3 inputs, got {}", inputs.len()))?;
+            let (a, b) = (inputs[0], inputs[1]);
+            same_dtype(op, a, b)?;
+            need(a.dtype.is_float(), || format!("gemm needs float matrices, got {}", a.dtype))?;
+            need(a.shape.rank() == 2 && b.shape.rank() == 2, || {
+                format!("gemm needs matrices, got {} and {}", a.shape, b.shape)
+            })?;
+            let (m, ka) = if *trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+            let (kb, n) = if *trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+            need(ka == kb, || format!("gemm of {} and {}: inner dims {ka} and {kb} differ", a.shape, b.shape))?;
+            let out = Shape::from([m, n]);
+            if let Some(c) = inputs.get(2) {
+                same_dtype(op, a, c)?;
+                let b = broadcast_shapes(&c.shape, &out)?;
+                need(b == out, || format!("gemm: C of shape {} does not broadcast to {out}", c.shape))?;
+            }
+            Ok(TensorType::new(a.dtype, out))
+        }
         Op::Reshape { shape } => {
             arity(op, inputs, 1)?;
             let x = inputs[0];

@@ -67,6 +67,19 @@ pub enum Op {
     },
     /// numpy's `matmul`: vector/matrix products, batch dims broadcast.
     Dot,
+    /// BLAS's `alpha * op(A) @ op(B) + beta * C` on matrices, where `op`
+    /// transposes when its flag is set and `C` (the optional third input)
+    /// broadcasts to the result. The optimizer makes these from `dot`.
+    Gemm {
+        /// Scale of the product.
+        alpha: F64,
+        /// Scale of `C`.
+        beta: F64,
+        /// Use `A` transposed.
+        trans_a: bool,
+        /// Use `B` transposed.
+        trans_b: bool,
+    },
     /// Same elements, new shape (row-major order).
     Reshape {
         /// The target shape, fully resolved.
@@ -583,6 +596,7 @@ impl Op {
             Op::Reduce { fun, .. } => fun.name(),
             Op::ArgReduce { fun, .. } => fun.name(),
             Op::Dot => "dot",
+            Op::Gemm { .. } => "gemm",
             Op::Reshape { .. } => "reshape",
             Op::DimShuffle { .. } => "dimshuffle",
             Op::BroadcastTo { .. } => "broadcast_to",
@@ -622,6 +636,11 @@ impl Op {
             Op::Const { value } => value.to_string(),
             Op::Unary { .. } | Op::Binary { .. } | Op::Where | Op::Dot => String::new(),
             Op::Cast { to } => to.to_string(),
+            Op::Gemm { alpha, beta, trans_a, trans_b } => format!(
+                "alpha={alpha}, beta={beta}{}{}",
+                if *trans_a { ", trans_a" } else { "" },
+                if *trans_b { ", trans_b" } else { "" }
+            ),
             Op::Reduce { axes, keepdims, .. } => {
                 format!("axes={}{}", list(axes), if *keepdims { ", keepdims" } else { "" })
             }

@@ -35,6 +35,7 @@ pub(crate) fn eval(op: &Op, inputs: &[&Value], bindings: &Bindings) -> R<Value> 
         Op::Reduce { fun, axes, keepdims } => reduce(*fun, inputs[0], axes, &out_shape, *keepdims),
         Op::ArgReduce { fun, axis, .. } => arg_reduce(*fun, inputs[0], *axis, &out_shape),
         Op::Dot => dot(inputs[0], inputs[1], &out_shape),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => gemm(inputs, alpha.0, beta.0, *trans_a, *trans_b, &out_shape),
         Op::Reshape { .. } => Ok(reshape(inputs[0], &out_shape)),
         Op::DimShuffle { pattern } => Ok(dimshuffle(inputs[0], pattern)),
         Op::BroadcastTo { .. } => Ok(
@@ -384,6 +385,21 @@ fn dot(a: &Value, b: &Value, out_shape: &[usize]) -> R<Value> {
         (Value::I64(x), Value::I64(y)) => Value::I64(go(x, y, out_shape)),
         _ => return Err(format!("dot of {} and {}", a.dtype(), b.dtype())),
     })
+}
+
+/// `alpha * op(A) @ op(B) + beta * C`, in `f64`, rounded once.
+fn gemm(inputs: &[&Value], alpha: f64, beta: f64, ta: bool, tb: bool, out_shape: &[usize]) -> R<Value> {
+    let mat = |v: &Value, t: bool| -> Array2<f64> {
+        let a = as_f64(v).into_dimensionality::<ndarray::Ix2>().expect("gemm inputs are matrices");
+        if t { a.reversed_axes() } else { a }
+    };
+    let mut out = (mat(inputs[0], ta).dot(&mat(inputs[1], tb)) * alpha).into_dyn();
+    if let Some(c) = inputs.get(2) {
+        let c = as_f64(c);
+        let c = c.broadcast(IxDyn(out_shape)).ok_or("gemm: C does not broadcast")?;
+        out.zip_mut_with(&c, |o, &c| *o += beta * c);
+    }
+    Ok(back(out, inputs[0].dtype()))
 }
 
 fn reshape(x: &Value, shape: &[usize]) -> Value {
@@ -838,6 +854,19 @@ mod tests {
         let m = v.iter().sum::<f64>() / v.len() as f64;
         let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64).sqrt();
         assert!((m - 2.0).abs() < 0.02 && (sd - 0.5).abs() < 0.02, "{m} {sd}");
+    }
+
+    #[test]
+    fn gemm_transposes_scales_and_adds() {
+        let a = Value::from(array![[1.0f32, 2.0], [3.0, 4.0]]);
+        let b = Value::from(array![[1.0f32, 0.0], [1.0, 1.0]]);
+        let c = Value::from(array![10.0f32, 20.0]);
+        let op = |ta, tb| Op::Gemm { alpha: F64(2.0), beta: F64(0.5), trans_a: ta, trans_b: tb };
+        // 2 * A @ B + 0.5 * C = 2 * [[3, 2], [7, 4]] + [5, 10]
+        assert_eq!(eval0(op(false, false), &[&a, &b, &c]), Value::from(array![[11.0f32, 14.0], [19.0, 18.0]]));
+        // A^T @ B^T = [[1, 4], [2, 6]]
+        let t = Op::Gemm { alpha: F64(1.0), beta: F64(0.0), trans_a: true, trans_b: true };
+        assert_eq!(eval0(t, &[&a, &b]), Value::from(array![[1.0f32, 4.0], [2.0, 6.0]]));
     }
 
     #[test]
