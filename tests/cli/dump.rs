@@ -97,7 +97,7 @@ fn help_says_what_each_command_does_with_an_example() {
 fn stages_and_formats_that_do_not_exist_are_refused() {
     let dir = tempdir();
     let g = &write_graph(dir.path(), "g.json", &mlp());
-    rhea(&["dump", g, "--stage", "optimized"]).fails_with(&["optimized", "raw"]);
+    rhea(&["dump", g, "--stage", "lowered"]).fails_with(&["lowered", "raw", "optimized"]);
     rhea(&["dump", g, "--format", "svg"]).fails_with(&["svg"]);
     rhea(&["frobnicate"]).fails_with(&["frobnicate"]);
 }

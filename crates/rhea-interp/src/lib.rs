@@ -19,8 +19,10 @@
 mod error;
 mod eval;
 mod ops;
+mod program;
 mod verify;
 
 pub use error::InterpError;
 pub use eval::{Bindings, bind_inputs, eval_op, run, run_all, run_planned, run_with};
+pub use program::{fold_constant, run_program};
 pub use verify::{VerifyError, VerifyOptions, verify_grad};

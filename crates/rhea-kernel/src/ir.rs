@@ -236,6 +236,7 @@ impl fmt::Display for Kernel {
         for (r, (inst, dtype)) in self.body.iter().enumerate() {
             let rhs = match inst {
                 Inst::Load { input } => format!("load in{input}"),
+                Inst::Const { value: Const::Float(x) } if *dtype == DType::F32 => format!("const {}", x.0 as f32),
                 Inst::Const { value } => format!("const {value}"),
                 Inst::Unary { op, x } => format!("{} %{x}", op.name()),
                 Inst::Binary { op, a, b } => format!("{} %{a}, %{b}", op.name()),

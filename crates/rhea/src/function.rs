@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use rhea_graph::{Builder, Graph, GraphError, NodeId, Op, Value, Var};
 use rhea_interp::InterpError;
+use rhea_opt::{MemoryPlan, Mode, OptError, Options, Program};
 
 /// Where a function runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +50,9 @@ pub enum FunctionError {
     /// Running failed (a bad input, a value error in an op).
     #[error(transparent)]
     Run(#[from] InterpError),
+    /// The optimizer failed (a compiler bug, named by pass).
+    #[error(transparent)]
+    Opt(#[from] OptError),
     /// The function's definition is inconsistent.
     #[error("{0}")]
     Invalid(String),
@@ -88,7 +92,14 @@ pub fn function(inputs: &[&Var], outputs: &[&Var]) -> FunctionBuilder {
         updates: Vec::new(),
         givens: Vec::new(),
         backend: Backend::default(),
+        options: default_options(),
     }
+}
+
+/// The optimizer's defaults for compiled functions: every pass, constants
+/// folded by the interpreter.
+pub fn default_options() -> Options {
+    Options { evaluator: Some(rhea_interp::fold_constant), ..Options::default() }
 }
 
 /// A function being defined.
@@ -98,9 +109,22 @@ pub struct FunctionBuilder {
     updates: Vec<(Var, Var)>,
     givens: Vec<(Var, Var)>,
     backend: Backend,
+    options: Options,
 }
 
 impl FunctionBuilder {
+    /// The optimizer mode: `Mode::Fast` (the default) or `Mode::None`.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.options.mode = mode;
+        self
+    }
+
+    /// All optimizer options (rules excluded or included, budgets).
+    pub fn optimizer(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
     /// After each call, each shared variable takes its paired value, all
     /// computed from the values before the call.
     pub fn updates(mut self, pairs: impl IntoIterator<Item = (Var, Var)>) -> Self {
@@ -187,11 +211,23 @@ impl FunctionBuilder {
             .filter(|(old, _)| matches!(source.node(**old).op, Op::Shared { .. }))
             .map(|(&old, &new)| (new, old))
             .collect();
-        let graph = copy.graph;
+        let mut graph = copy.graph;
         drop(source);
+        // The optimizer keeps what outputs and updates need; ids may change,
+        // so the roots are read back from the optimized graph.
+        for (i, &o) in outputs.iter().enumerate() {
+            graph.set_output(&format!("out{i}"), o);
+        }
+        let private_shared: HashMap<NodeId, NodeId> = shared_origin.iter().map(|(&p, &o)| (o, p)).collect();
+        for &(shared, value) in &updates {
+            graph.add_update(private_shared[&shared], value)?;
+        }
+        let program = rhea_opt::compile(graph, &self.options)?;
+        let outputs = program.graph.outputs().iter().map(|(_, id)| *id).collect();
+        let updates = program.graph.updates().iter().map(|&(s, v)| (shared_origin[&s], v)).collect();
         Ok(Function {
             builder,
-            graph,
+            program,
             inputs,
             outputs,
             updates,
@@ -270,7 +306,7 @@ impl Copier<'_> {
 /// outputs out, shared variables updated.
 pub struct Function {
     builder: Builder,
-    graph: Graph,
+    program: Program,
     inputs: Vec<(String, NodeId)>,
     outputs: Vec<NodeId>,
     /// (shared variable in the builder's graph, new value in ours)
@@ -278,8 +314,8 @@ pub struct Function {
     /// our shared nodes -> the builder's
     shared_origin: HashMap<NodeId, NodeId>,
     backend: Backend,
-    /// evaluation order per distinct set of input shapes
-    plans: HashMap<Vec<Vec<usize>>, Vec<NodeId>>,
+    /// memory plan per distinct set of input shapes
+    plans: HashMap<Vec<Vec<usize>>, MemoryPlan>,
 }
 
 impl Function {
@@ -301,16 +337,18 @@ impl Function {
         let mut targets = self.outputs.clone();
         targets.extend(self.updates.iter().map(|&(_, v)| v));
         if !self.plans.contains_key(&key) {
-            rhea_interp::bind_inputs(&self.graph, &feeds)?;
+            let bindings = rhea_interp::bind_inputs(&self.program.graph, &feeds)?;
+            let p = &self.program;
             let plan = match self.backend {
-                Backend::Interp => self.graph.ancestors(&targets),
+                Backend::Interp => rhea_opt::memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)
+                    .map_err(|msg| OptError { pass: "plan".into(), msg })?,
             };
             self.plans.insert(key.clone(), plan);
         }
         let values = {
             let source = self.builder.graph();
             let lookup = |id: NodeId, _: &str| self.shared_origin.get(&id).and_then(|&o| source.shared_value(o));
-            rhea_interp::run_planned(&self.graph, &feeds, &lookup, &self.plans[&key], &targets)?
+            rhea_interp::run_program(&self.program, &self.plans[&key], &feeds, &lookup, &targets)?
         };
         let (outputs, new_values) = values.split_at(self.outputs.len());
         let mut source = self.builder.graph_mut();
@@ -325,9 +363,19 @@ impl Function {
         self.plans.len()
     }
 
-    /// The function's own graph (after givens, with only the nodes it needs).
+    /// The function's optimized graph (after givens and the rewrite passes).
     pub fn graph(&self) -> &Graph {
-        &self.graph
+        &self.program.graph
+    }
+
+    /// The optimized program: kernels, steps and what the optimizer did.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The memory plan for the most recent input shapes planned, if any.
+    pub fn memory_plans(&self) -> impl Iterator<Item = &MemoryPlan> {
+        self.plans.values()
     }
 
     /// The backend it runs on.

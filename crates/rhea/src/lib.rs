@@ -45,6 +45,9 @@ pub use rhea_interp as interp;
 pub mod io;
 
 mod function;
-pub use function::{Backend, Function, FunctionBuilder, FunctionError, function};
+pub use function::{Backend, Function, FunctionBuilder, FunctionError, default_options, function};
 /// Layers, losses, optimizers, data loaders and the training loop.
 pub use rhea_nn as nn;
+/// The optimizer: rewrite passes, fusion into kernel IR, memory plan.
+pub use rhea_opt as opt;
+pub use rhea_opt::Mode;

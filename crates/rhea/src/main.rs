@@ -21,6 +21,8 @@ an inputs file to try these on.";
 const DUMP_HELP: &str = "\
 Examples:
   rhea dump sonar-mlp --stage grad            # the Sonar MLP's training step: forward, loss, gradients, Adam
+  rhea dump sonar-mlp --stage optimized --trace --explain-fusion   # after rewrites and fusion
+  rhea dump model.json --stage optimized --after stabilize          # the graph right after one pass
   rhea dump model.json --stage grad --grad-of loss --wrt w,b
   rhea dump model.json
   rhea dump model.json --locs                 # with the source line that built each node
@@ -74,6 +76,8 @@ struct DumpArgs {
     locs: bool,
     #[command(flatten)]
     grad: GradArgs,
+    #[command(flatten)]
+    opt: OptArgs,
     /// Write to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -96,6 +100,40 @@ enum Stage {
     /// With gradient nodes: of --grad-of with respect to --wrt, output as
     /// `grad/<name>`; a built-in model shows its whole training step.
     Grad,
+    /// After the optimizer: rewritten, fused into kernels (whose bodies are
+    /// printed), scheduled.
+    Optimized,
+}
+
+/// How to optimize, for `--stage optimized`.
+#[derive(clap::Args)]
+struct OptArgs {
+    /// Optimizer mode: fast (every pass) or none (no rewrites, one kernel per op).
+    #[arg(long, value_enum, default_value_t = ModeArg::Fast)]
+    mode: ModeArg,
+    /// Switch a rewrite rule off (repeatable, or comma-separated).
+    #[arg(long, value_name = "RULE", value_delimiter = ',')]
+    exclude: Vec<String>,
+    /// Switch a rewrite rule on (with --mode none, the only rules that run).
+    #[arg(long, value_name = "RULE", value_delimiter = ',')]
+    include: Vec<String>,
+    /// Print every rewrite that fired (and risky patterns left).
+    #[arg(long)]
+    trace: bool,
+    /// Show the graph right after the named pass instead of the end result.
+    #[arg(long, value_name = "PASS")]
+    after: Option<String>,
+    /// Say for each elementwise node why it was or was not fused with its neighbours.
+    #[arg(long)]
+    explain_fusion: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Every pass.
+    Fast,
+    /// No rewrites, one kernel per op.
+    None,
 }
 
 /// Which gradients to add.
@@ -222,18 +260,80 @@ fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
 }
 
 fn dump(args: &DumpArgs) -> Result<()> {
-    let builtin_step = args.stage == Stage::Grad && !args.grad.given();
-    let mut graph = load_graph(&args.graph, builtin_step)?;
+    let builtin = MODELS.contains(&args.graph.to_string_lossy().as_ref()) && !args.graph.exists();
+    let training = args.stage != Stage::Raw && !args.grad.given();
+    let mut graph = load_graph(&args.graph, training)?;
     match args.stage {
-        Stage::Raw if args.grad.given() => bail!("--grad-of and --wrt need --stage grad"),
+        Stage::Raw if args.grad.given() => bail!("--grad-of and --wrt need --stage grad or optimized"),
         Stage::Raw => {}
-        Stage::Grad if builtin_step && MODELS.contains(&args.graph.to_string_lossy().as_ref()) => {}
-        Stage::Grad => add_gradients(&mut graph, &args.grad)?,
+        _ if builtin && !args.grad.given() => {}
+        Stage::Grad | Stage::Optimized if args.grad.given() || args.stage == Stage::Grad => {
+            add_gradients(&mut graph, &args.grad)?
+        }
+        Stage::Grad | Stage::Optimized => {}
+    }
+    if args.stage == Stage::Optimized {
+        return dump_optimized(args, graph);
+    }
+    let o = &args.opt;
+    if o.trace || o.after.is_some() || o.explain_fusion || !o.include.is_empty() || !o.exclude.is_empty() {
+        bail!("--trace, --after, --explain-fusion, --include and --exclude need --stage optimized");
     }
     let text = match args.format {
         Format::Text => rhea::to_text(&graph, TextOptions { locs: args.locs }),
         Format::Dot => rhea::to_dot(&graph),
         Format::Json => rhea::to_json(&graph),
+    };
+    write_or_print(args.output.as_deref(), &text)
+}
+
+fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
+    let o = &args.opt;
+    let opts = rhea::opt::Options {
+        mode: match o.mode {
+            ModeArg::Fast => rhea::Mode::Fast,
+            ModeArg::None => rhea::Mode::None,
+        },
+        exclude: o.exclude.clone(),
+        include: o.include.clone(),
+        stop_after: o.after.clone(),
+        verify: true,
+        ..rhea::default_options()
+    };
+    let text = if o.after.is_some() {
+        let mut g = graph;
+        let report = rhea::opt::optimize(&mut g, &opts)?;
+        let mut text = match args.format {
+            Format::Text => rhea::to_text(&g, TextOptions { locs: args.locs }),
+            Format::Dot => rhea::to_dot(&g),
+            Format::Json => rhea::to_json(&g),
+        };
+        if o.trace && matches!(args.format, Format::Text) {
+            let p = rhea::opt::Program { graph: g, fusion: Default::default(), steps: vec![], report };
+            text.push_str(&rhea::opt::print::trace(&p));
+        }
+        text
+    } else {
+        let p = rhea::opt::compile(graph, &opts)?;
+        let mut text = match args.format {
+            Format::Text => rhea::opt::print::to_text_optimized(&p, TextOptions { locs: args.locs }),
+            Format::Dot => rhea::opt::print::to_dot_optimized(&p),
+            Format::Json => rhea::to_json(&p.graph),
+        };
+        let summary = rhea::opt::print::summary(&p);
+        match args.format {
+            Format::Text => {
+                if o.trace {
+                    text.push_str(&rhea::opt::print::trace(&p));
+                }
+                if o.explain_fusion {
+                    text.push_str(&rhea::opt::print::explain_fusion(&p));
+                }
+                text.push_str(&format!("# {summary}\n"));
+            }
+            _ => eprintln!("{summary}"),
+        }
+        text
     };
     write_or_print(args.output.as_deref(), &text)
 }

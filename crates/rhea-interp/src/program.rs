@@ -1,0 +1,82 @@
+//! Runs optimized programs: kernels through the kernel-IR evaluator,
+//! library ops through the op semantics, every intermediate stored in the
+//! buffer the memory plan gave it. A plan that reuses a buffer too early is
+//! caught here, by name, instead of giving a wrong answer.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use rhea_graph::{NodeId, Op, Value};
+use rhea_opt::{MemoryPlan, Program, StepKind};
+
+use crate::{Bindings, InterpError, bind_inputs, eval_op};
+
+/// Evaluates one op on constants: the optimizer's constant folder.
+pub fn fold_constant(op: &Op, inputs: &[&Value]) -> Result<Value, String> {
+    eval_op(op, inputs, &Bindings::new())
+}
+
+/// Runs `program` with buffers placed by `memory` and returns the values of
+/// `wanted` (outputs and update values).
+pub fn run_program<'a>(
+    program: &Program,
+    memory: &MemoryPlan,
+    feeds: &'a HashMap<String, Value>,
+    shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
+    wanted: &[NodeId],
+) -> Result<Vec<Value>, InterpError> {
+    let g = &program.graph;
+    let bindings = bind_inputs(g, feeds)?;
+    let mut slots: Vec<Option<(NodeId, Value)>> = vec![None; memory.buffer_bytes.len()];
+    let plan_bug = |msg: String| InterpError::Op { op: "plan".into(), loc: None, msg };
+    let get = |slots: &[Option<(NodeId, Value)>], id: NodeId| -> Result<Cow<'a, Value>, InterpError> {
+        let node = g.node(id);
+        match &node.op {
+            Op::Input { name } => {
+                feeds.get(&**name).map(Cow::Borrowed).ok_or_else(|| InterpError::MissingInput(name.to_string()))
+            }
+            Op::Shared { name } => {
+                let v = shared(id, name).ok_or_else(|| InterpError::MissingShared(name.to_string()))?;
+                rhea_graph::check_value(&format!("shared variable {name:?}"), &node.ty, v)
+                    .map_err(|e| InterpError::Op { op: "shared".into(), loc: node.loc.clone(), msg: e.to_string() })?;
+                Ok(Cow::Borrowed(v))
+            }
+            Op::Const { value } => Ok(Cow::Owned(value.value().clone())),
+            _ => {
+                let b = *memory.buffer_of.get(&id).ok_or_else(|| plan_bug(format!("{id} has no buffer")))?;
+                match &slots[b] {
+                    Some((holder, v)) if *holder == id => Ok(Cow::Owned(v.clone())),
+                    Some((holder, _)) => Err(plan_bug(format!("buffer {b} holds {holder} when {id} is read"))),
+                    None => Err(plan_bug(format!("{id} is read before it is written"))),
+                }
+            }
+        }
+    };
+    for step in &program.steps {
+        let args = step.inputs.iter().map(|&i| get(&slots, i)).collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&Value> = args.iter().map(|v| &**v).collect();
+        let outputs = match &step.kind {
+            StepKind::Kernel(k) => {
+                let group = &program.fusion.groups[*k];
+                rhea_kernel::eval_kernel(&group.kernel, &refs, &bindings).map_err(|msg| InterpError::Op {
+                    op: format!("kernel k{k}"),
+                    loc: g.node(group.root).loc.clone(),
+                    msg,
+                })?
+            }
+            StepKind::Op(id) => {
+                let node = g.node(*id);
+                vec![eval_op(&node.op, &refs, &bindings).map_err(|msg| InterpError::Op {
+                    op: node.op.name().to_string(),
+                    loc: node.loc.clone(),
+                    msg,
+                })?]
+            }
+        };
+        for (&out, value) in step.outputs.iter().zip(outputs) {
+            let b = *memory.buffer_of.get(&out).ok_or_else(|| plan_bug(format!("{out} has no buffer")))?;
+            slots[b] = Some((out, value));
+        }
+    }
+    wanted.iter().map(|&id| get(&slots, id).map(Cow::into_owned)).collect()
+}

@@ -1,0 +1,186 @@
+//! The plan: fused kernels and library ops in an executable order, and a
+//! liveness-based memory plan that reuses buffers and runs elementwise
+//! kernels in place where an input dies.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+
+use rhea_graph::{Graph, NodeId, Op};
+use rhea_kernel::{Bindings, resolve};
+
+use crate::fuse::Fusion;
+
+/// What a step runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// Fused kernel number `k` of the fusion.
+    Kernel(usize),
+    /// One graph op run as a library call (dot, gemm, conv2d, gather...).
+    Op(NodeId),
+}
+
+/// One step of the plan.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// What it runs.
+    pub kind: StepKind,
+    /// The values it reads.
+    pub inputs: Vec<NodeId>,
+    /// The values it writes.
+    pub outputs: Vec<NodeId>,
+}
+
+/// Orders kernels and library ops so that every step comes after the steps
+/// that produce its inputs; ties go to the step whose first node is oldest.
+pub fn schedule(g: &Graph, fusion: &Fusion) -> Vec<Step> {
+    let order = g.topo_order();
+    let index: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut steps: Vec<Step> = fusion
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(k, grp)| Step { kind: StepKind::Kernel(k), inputs: grp.inputs.clone(), outputs: grp.outputs.clone() })
+        .collect();
+    for &id in &order {
+        let node = g.node(id);
+        if !node.op.is_leaf() && !fusion.group_of.contains_key(&id) {
+            steps.push(Step { kind: StepKind::Op(id), inputs: node.inputs.to_vec(), outputs: vec![id] });
+        }
+    }
+    let producer: HashMap<NodeId, usize> =
+        steps.iter().enumerate().flat_map(|(s, st)| st.outputs.iter().map(move |&o| (o, s))).collect();
+    // Nodes computed inside a kernel but not written out are still produced by it.
+    let producer_of = |id: &NodeId| producer.get(id).copied().or_else(|| fusion.group_of.get(id).copied());
+    let first = |st: &Step| match st.kind {
+        StepKind::Kernel(k) => fusion.groups[k].members.iter().map(|m| index[m]).min().unwrap_or(0),
+        StepKind::Op(id) => index[&id],
+    };
+    let mut pending = vec![0usize; steps.len()];
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    for (s, st) in steps.iter().enumerate() {
+        let deps: HashSet<usize> = st.inputs.iter().filter_map(producer_of).filter(|&p| p != s).collect();
+        pending[s] = deps.len();
+        for d in deps {
+            users[d].push(s);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(usize, usize)>> =
+        (0..steps.len()).filter(|&s| pending[s] == 0).map(|s| Reverse((first(&steps[s]), s))).collect();
+    let mut out = Vec::with_capacity(steps.len());
+    while let Some(Reverse((_, s))) = ready.pop() {
+        out.push(s);
+        for &u in &users[s] {
+            pending[u] -= 1;
+            if pending[u] == 0 {
+                ready.push(Reverse((first(&steps[u]), u)));
+            }
+        }
+    }
+    debug_assert_eq!(out.len(), steps.len(), "fusion made a cycle");
+    out.into_iter().map(|s| steps[s].clone()).collect()
+}
+
+/// Where each intermediate value lives.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryPlan {
+    /// The buffer of each value a step writes.
+    pub buffer_of: HashMap<NodeId, usize>,
+    /// Each buffer's size in bytes.
+    pub buffer_bytes: Vec<usize>,
+    /// The total of all buffers: the most memory intermediates need at once.
+    pub peak_bytes: usize,
+    /// Outputs written over a dying input of the same step.
+    pub in_place: usize,
+    /// Shared-variable updates a backend may write in place (the old value
+    /// is read by no later step).
+    pub in_place_updates: usize,
+}
+
+/// Plans buffers for `steps` at the sizes `bindings` give: values whose
+/// last reader has run free their buffer for later values of the same size,
+/// and an elementwise kernel writes over an input that dies there.
+pub fn memory_plan(g: &Graph, steps: &[Step], fusion: &Fusion, bindings: &Bindings) -> Result<MemoryPlan, String> {
+    let mut last_use: HashMap<NodeId, usize> = HashMap::new();
+    for (s, st) in steps.iter().enumerate() {
+        for &i in &st.inputs {
+            last_use.insert(i, s);
+        }
+    }
+    let mut keep: HashSet<NodeId> = g.outputs().iter().map(|(_, id)| *id).collect();
+    keep.extend(g.updates().iter().map(|&(_, v)| v));
+    let bytes = |id: NodeId| -> Result<usize, String> {
+        let ty = g.ty(id);
+        Ok(resolve(&ty.shape, bindings)?.iter().product::<usize>() * ty.dtype.size_bytes())
+    };
+    let mut plan = MemoryPlan::default();
+    let mut free: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (s, st) in steps.iter().enumerate() {
+        let elementwise = match &st.kind {
+            StepKind::Kernel(k) => fusion.groups[*k].kernel.reduce.is_none(),
+            StepKind::Op(_) => false,
+        };
+        let mut reused: HashSet<usize> = HashSet::new();
+        for &out in &st.outputs {
+            let size = bytes(out)?;
+            let in_place = elementwise
+                .then(|| {
+                    let k = match &st.kind {
+                        StepKind::Kernel(k) => &fusion.groups[*k],
+                        StepKind::Op(_) => unreachable!("elementwise steps are kernels"),
+                    };
+                    k.inputs.iter().zip(&k.kernel.inputs).find_map(|(&i, spec)| {
+                        let identity =
+                            spec.shape == k.kernel.domain && spec.axes.iter().enumerate().all(|(d, a)| *a == Some(d));
+                        let b = *plan.buffer_of.get(&i)?;
+                        let dies = last_use.get(&i) == Some(&s) && !keep.contains(&i);
+                        (identity && dies && !reused.contains(&b) && plan.buffer_bytes[b] == size).then_some(b)
+                    })
+                })
+                .flatten();
+            let buffer = match in_place {
+                Some(b) => {
+                    plan.in_place += 1;
+                    b
+                }
+                None => match free.get_mut(&size).and_then(Vec::pop) {
+                    Some(b) => b,
+                    None => {
+                        plan.buffer_bytes.push(size);
+                        plan.buffer_bytes.len() - 1
+                    }
+                },
+            };
+            reused.insert(buffer);
+            plan.buffer_of.insert(out, buffer);
+        }
+        for &i in &st.inputs {
+            if last_use.get(&i) == Some(&s)
+                && !keep.contains(&i)
+                && let Some(&b) = plan.buffer_of.get(&i)
+                && !reused.contains(&b)
+            {
+                free.entry(plan.buffer_bytes[b]).or_default().push(b);
+                reused.insert(b);
+            }
+        }
+    }
+    plan.peak_bytes = plan.buffer_bytes.iter().sum();
+    let step_of: HashMap<NodeId, usize> =
+        steps.iter().enumerate().flat_map(|(s, st)| st.outputs.iter().map(move |&o| (o, s))).collect();
+    plan.in_place_updates = g
+        .updates()
+        .iter()
+        .filter(|&&(shared, value)| {
+            step_of.get(&value).is_some_and(|&s| {
+                matches!(steps[s].kind, StepKind::Kernel(_)) && last_use.get(&shared).is_none_or(|&u| u <= s)
+            })
+        })
+        .count();
+    Ok(plan)
+}
+
+/// The value of a leaf as a step input: inputs, shared variables and
+/// constants live outside the buffers.
+pub fn is_external(g: &Graph, id: NodeId) -> bool {
+    matches!(g.node(id).op, Op::Input { .. } | Op::Shared { .. } | Op::Const { .. })
+}

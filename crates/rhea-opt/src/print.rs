@@ -1,0 +1,134 @@
+//! Dumps of optimized programs: text with each kernel's body, DOT with
+//! kernels drawn as clusters around the ops they fuse, the rewrite trace,
+//! the fusion explanation and a summary line.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use rhea_graph::{Graph, NodeId, TextOptions, numbering, to_dot, to_text};
+use rhea_kernel::Bindings;
+
+use crate::{Program, StepKind, memory_plan};
+
+fn w(out: &mut String, args: std::fmt::Arguments) {
+    out.write_fmt(args).expect("writing to a String");
+}
+
+/// The optimized graph as text: leaves and library ops one per line as in
+/// the raw dump, each kernel as a header naming the nodes it computes and
+/// writes, followed by its body.
+pub fn to_text_optimized(p: &Program, opts: TextOptions) -> String {
+    let g = &p.graph;
+    let (_, number) = numbering(g);
+    let n = |id: &NodeId| format!("%{}", number[id]);
+    let list = |ids: &[NodeId]| ids.iter().map(n).collect::<Vec<_>>().join(", ");
+    let raw = to_text(g, opts);
+    let lines: HashMap<usize, &str> = raw.lines().enumerate().filter(|(_, l)| l.starts_with('%')).collect();
+    let mut out = String::new();
+    for id in g.topo_order() {
+        if g.node(id).op.is_leaf() {
+            w(&mut out, format_args!("{}\n", lines[&number[&id]]));
+        }
+    }
+    for step in &p.steps {
+        match &step.kind {
+            StepKind::Op(id) => w(&mut out, format_args!("{}\n", lines[&number[id]])),
+            StepKind::Kernel(k) => {
+                let grp = &p.fusion.groups[*k];
+                w(
+                    &mut out,
+                    format_args!(
+                        "kernel k{k}({}) -> {}  # fuses {}\n",
+                        list(&grp.inputs),
+                        list(&grp.outputs),
+                        list(&grp.members)
+                    ),
+                );
+                for line in grp.kernel.to_string().lines() {
+                    w(&mut out, format_args!("  {line}\n"));
+                }
+            }
+        }
+    }
+    for line in raw.lines().filter(|l| l.starts_with("output ") || l.starts_with("update ")) {
+        w(&mut out, format_args!("{line}\n"));
+    }
+    out
+}
+
+/// DOT with each kernel drawn as a cluster around the ops it fuses.
+pub fn to_dot_optimized(p: &Program) -> String {
+    let (_, number) = numbering(&p.graph);
+    let mut dot = to_dot(&p.graph);
+    let mut clusters = String::new();
+    for (k, grp) in p.fusion.groups.iter().enumerate() {
+        w(
+            &mut clusters,
+            format_args!(
+                "  subgraph cluster_k{k} {{\n    label=\"kernel k{k}\"; style=\"rounded,dashed\"; color=\"#3c78d8\";\n"
+            ),
+        );
+        for m in &grp.members {
+            w(&mut clusters, format_args!("    n{};\n", number[m]));
+        }
+        clusters.push_str("  }\n");
+    }
+    let end = dot.rfind('}').expect("a DOT graph ends with }");
+    dot.insert_str(end, &clusters);
+    dot
+}
+
+/// Every rewrite that fired, one per line: pass, rule, before -> after, and
+/// the user's line that built the replaced node.
+pub fn trace(p: &Program) -> String {
+    let mut out = String::new();
+    for r in &p.report.rewrites {
+        let at = r.loc.as_ref().map_or_else(String::new, |l| format!("  @ {l}"));
+        w(&mut out, format_args!("{:<12} {:<18} {} -> {}{at}\n", r.pass, r.rule, r.before, r.after));
+    }
+    for (id, risk) in &p.report.risks {
+        if let Some(node) = p.graph.get(*id) {
+            let at = node.loc.as_ref().map_or_else(String::new, |l| format!("  @ {l}"));
+            w(&mut out, format_args!("risk         {}: {risk}{at}\n", crate::describe(&p.graph, *id, 2)));
+        }
+    }
+    out
+}
+
+/// For each fusible node, why it was or was not fused with its neighbours.
+pub fn explain_fusion(p: &Program) -> String {
+    let (_, number) = numbering(&p.graph);
+    let mut out = String::new();
+    for (id, note) in &p.fusion.notes {
+        w(&mut out, format_args!("%{} {}: {note}\n", number[id], p.graph.node(*id).op.name()));
+    }
+    out
+}
+
+/// One line: nodes before -> after, kernels, steps, peak intermediate
+/// memory (symbolic dims at 1), time per pass.
+pub fn summary(p: &Program) -> String {
+    let g: &Graph = &p.graph;
+    let mut bindings = Bindings::new();
+    for id in g.node_ids() {
+        for d in g.ty(id).shape.iter() {
+            if let rhea_graph::Dim::Sym(s) = d {
+                bindings.insert(*s, 1);
+            }
+        }
+    }
+    let peak = memory_plan(g, &p.steps, &p.fusion, &bindings).map(|m| m.peak_bytes);
+    let times: Vec<String> =
+        p.report.passes.iter().map(|r| format!("{} {:.2}ms", r.name, r.time.as_secs_f64() * 1e3)).collect();
+    let peak = peak.map_or_else(|e| format!("unknown ({e})"), |b| format!("{b} B"));
+    let syms = if bindings.is_empty() { String::new() } else { " with symbolic dims at 1".into() };
+    format!(
+        "nodes {} -> {}, {} kernels, {} steps, {} rewrites, peak intermediate memory {peak}{syms}; {}",
+        p.report.nodes_before,
+        p.report.nodes_after,
+        p.kernels(),
+        p.steps.len(),
+        p.report.rewrites.len(),
+        times.join(", ")
+    )
+}

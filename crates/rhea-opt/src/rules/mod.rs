@@ -1,0 +1,6 @@
+//! The rule families, one file each.
+
+pub mod canonicalize;
+pub mod specialize;
+pub mod stabilize;
+pub mod useless;

@@ -1,0 +1,105 @@
+//! Specialization: general ops replaced by cheaper special cases, and
+//! matrix products by GEMM with transposes, scaling and bias folded in.
+
+use rhea_graph::{BinaryOp, F64, NodeId, Op, UnaryOp};
+
+use crate::rule::{Ctx, Rule};
+
+/// The rules of this family.
+pub const RULES: &[Rule] = &[
+    Rule { name: "mul_self", identity: "x * x -> square(x)", apply: mul_self },
+    Rule { name: "pow_const", identity: "pow(x, 2|0.5|-1|-0.5) -> square|sqrt|reciprocal|rsqrt", apply: pow_const },
+    Rule { name: "dot_gemm", identity: "dot(A, B) of matrices -> gemm(1, A, B)", apply: dot_gemm },
+    Rule { name: "gemm_transpose", identity: "gemm(A^T, ...) -> gemm(A, ..., trans_a)", apply: gemm_transpose },
+    Rule { name: "gemm_bias", identity: "gemm(a, A, B) + C -> gemm(a, A, B, 1, C)", apply: gemm_bias },
+    Rule { name: "gemm_scale", identity: "gemm(a, A, B, b, C) * s -> gemm(a s, A, B, b s, C)", apply: gemm_scale },
+];
+
+// x * x -> square(x)
+fn mul_self(cx: &mut Ctx) -> Option<NodeId> {
+    let (a, b) = cx.binary_args(cx.id, BinaryOp::Mul)?;
+    if a == b { cx.un(UnaryOp::Square, a) } else { None }
+}
+
+// pow(x, 2) -> square(x); 0.5 -> sqrt; -1 -> reciprocal; -0.5 -> rsqrt
+fn pow_const(cx: &mut Ctx) -> Option<NodeId> {
+    let (x, e) = cx.binary_args(cx.id, BinaryOp::Pow)?;
+    let fun = match cx.scalar(e)? {
+        2.0 => UnaryOp::Square,
+        0.5 => UnaryOp::Sqrt,
+        -1.0 => UnaryOp::Reciprocal,
+        -0.5 => UnaryOp::Rsqrt,
+        _ => return None,
+    };
+    let out = cx.un(fun, x)?;
+    (cx.ty(out) == cx.node().ty).then_some(out)
+}
+
+// dot(A, B) -> gemm(alpha=1, A, B, beta=0) for float matrices
+fn dot_gemm(cx: &mut Ctx) -> Option<NodeId> {
+    let Op::Dot = cx.op() else { return None };
+    let (a, b) = (cx.input(0), cx.input(1));
+    if cx.ty(a).shape.rank() != 2 || cx.ty(b).shape.rank() != 2 || !cx.ty(a).dtype.is_float() {
+        return None;
+    }
+    cx.make(Op::Gemm { alpha: F64(1.0), beta: F64(0.0), trans_a: false, trans_b: false }, &[a, b])
+}
+
+/// If `id` transposes a matrix, the matrix.
+fn transposed(cx: &Ctx, id: NodeId) -> Option<NodeId> {
+    match cx.op_of(id) {
+        Op::DimShuffle { pattern } if **pattern == [Some(1), Some(0)] => Some(cx.inputs_of(id)[0]),
+        _ => None,
+    }
+}
+
+// gemm(A^T, B) -> gemm(A, B, trans_a), likewise for B
+fn gemm_transpose(cx: &mut Ctx) -> Option<NodeId> {
+    let Op::Gemm { alpha, beta, trans_a, trans_b } = *cx.op() else { return None };
+    let mut inputs = cx.node().inputs.to_vec();
+    let (ta, tb) = (transposed(cx, inputs[0]), transposed(cx, inputs[1]));
+    if ta.is_none() && tb.is_none() {
+        return None;
+    }
+    let (mut na, mut nb) = (trans_a, trans_b);
+    if let Some(a) = ta {
+        inputs[0] = a;
+        na = !na;
+    }
+    if let Some(b) = tb {
+        inputs[1] = b;
+        nb = !nb;
+    }
+    cx.make(Op::Gemm { alpha, beta, trans_a: na, trans_b: nb }, &inputs)
+}
+
+// gemm(a, A, B) + C -> gemm(a, A, B, 1, C)  (C broadcasts to the product)
+fn gemm_bias(cx: &mut Ctx) -> Option<NodeId> {
+    let (x, y) = cx.binary_args(cx.id, BinaryOp::Add)?;
+    for (g, c) in [(x, y), (y, x)] {
+        if let Op::Gemm { alpha, trans_a, trans_b, .. } = *cx.op_of(g)
+            && cx.inputs_of(g).len() == 2
+            && cx.g.consumers(g).len() == 1
+        {
+            let mut inputs = cx.inputs_of(g);
+            inputs.push(c);
+            let out = cx.make(Op::Gemm { alpha, beta: F64(1.0), trans_a, trans_b }, &inputs)?;
+            if cx.ty(out) == cx.node().ty {
+                return Some(out);
+            }
+        }
+    }
+    None
+}
+
+// gemm(a, A, B, b, C) * s -> gemm(a s, A, B, b s, C)  (s a scalar constant)
+fn gemm_scale(cx: &mut Ctx) -> Option<NodeId> {
+    let (g, s) = cx.binary_args(cx.id, BinaryOp::Mul)?;
+    let Op::Gemm { alpha, beta, trans_a, trans_b } = *cx.op_of(g) else { return None };
+    let s = cx.scalar(s)?;
+    if cx.g.consumers(g).len() != 1 || cx.ty(cx.input(1)).shape.rank() != 0 {
+        return None;
+    }
+    let inputs = cx.inputs_of(g);
+    cx.make(Op::Gemm { alpha: F64(alpha.0 * s), beta: F64(beta.0 * s), trans_a, trans_b }, &inputs)
+}
