@@ -10,6 +10,7 @@ mod docs;
 mod dump;
 mod errors;
 mod grad;
+mod optimized;
 mod python;
 mod run;
 mod sonar;

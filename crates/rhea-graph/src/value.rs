@@ -199,7 +199,9 @@ fn format_number(x: f64, dtype: DType) -> String {
     match dtype {
         DType::Bool => (x != 0.0).to_string(),
         DType::I32 | DType::I64 => format!("{}", x as i64),
-        _ => format!("{x}"),
+        // The shortest text that is this f32, not its widening to f64.
+        DType::F32 => format!("{}", x as f32),
+        DType::F64 => format!("{x}"),
     }
 }
 

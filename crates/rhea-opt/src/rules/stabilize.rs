@@ -164,7 +164,12 @@ pub fn risks(g: &Graph) -> Vec<(NodeId, String)> {
                 Op::Binary { fun: BinaryOp::Sub } => {
                     out.push((id, "log of a difference: cancellation can make its argument 0 or negative".into()))
                 }
-                Op::Unary { fun: UnaryOp::Sigmoid | UnaryOp::Exp } | Op::Softmax { .. } => {}
+                Op::Unary { fun: UnaryOp::Exp } => {}
+                Op::Unary { fun: UnaryOp::Sigmoid } | Op::Softmax { .. } => out.push((
+                    id,
+                    "log of a sigmoid or softmax output underflows to -inf (the stable forms are -softplus(-x) and log_softmax)"
+                        .into(),
+                )),
                 Op::Binary { fun: BinaryOp::Div } => {
                     out.push((id, "log of a quotient: the quotient can underflow to 0".into()))
                 }

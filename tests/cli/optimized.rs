@@ -1,0 +1,69 @@
+//! `--stage optimized` and its flags, with golden dumps of the optimized
+//! Sonar training step and of a softmax cross-entropy graph.
+
+use rhea::{Builder, DType, Dim};
+
+use crate::support::*;
+
+/// The dump without its summary line, whose timings vary.
+fn stable(text: &str) -> String {
+    text.lines().filter(|l| !l.starts_with("# nodes")).map(|l| format!("{l}\n")).collect()
+}
+
+/// Keras' categorical cross-entropy on softmax probabilities (clipped).
+fn softmax_ce() -> rhea::Graph {
+    let g = Builder::new();
+    let b = g.dim("batch").unwrap();
+    let x = g.input("x", DType::F32, [b, Dim::Known(4)]).unwrap();
+    let y = g.input("y", DType::F32, [b, Dim::Known(3)]).unwrap();
+    let w = g.shared("w", ndarray::Array2::<f32>::zeros((4, 3))).unwrap();
+    let probs = x.dot(&w).unwrap().softmax(-1).unwrap();
+    let loss = rhea::nn::categorical_crossentropy(&probs, &y).unwrap();
+    g.output("loss", &loss).unwrap();
+    g.to_graph()
+}
+
+#[test]
+fn the_optimized_sonar_training_step_matches_its_golden_dump() {
+    let out = rhea(&["dump", "sonar-mlp", "--stage", "optimized"]).ok().to_string();
+    golden("sonar-mlp-optimized.txt", &stable(&out));
+    let summary = out.lines().last().unwrap();
+    assert!(
+        summary.starts_with("# nodes ")
+            && summary.contains(" kernels, ")
+            && summary.contains("peak intermediate memory")
+    );
+}
+
+#[test]
+fn softmax_cross_entropy_is_stabilized_to_log_softmax() {
+    let dir = tempdir();
+    let graph = write_graph(dir.path(), "ce.json", &softmax_ce());
+    let out = rhea(&["dump", &graph, "--stage", "optimized", "--trace"]).ok().to_string();
+    golden("softmax-ce-optimized.txt", &stable(&out));
+    assert!(out.contains("log_softmax") && !out.contains("= log("), "{out}");
+    assert!(out.contains("stabilize    log_clip") && out.contains("stabilize    log_softmax"), "{out}");
+}
+
+#[test]
+fn flags_show_passes_fusion_and_modes() {
+    let dir = tempdir();
+    let graph = &write_graph(dir.path(), "ce.json", &softmax_ce());
+    let after = rhea(&["dump", graph, "--stage", "optimized", "--after", "canonicalize"]).ok().to_string();
+    assert!(after.contains("= log(") && !after.contains("kernel"), "stabilize has not run yet:\n{after}");
+    let why = rhea(&["dump", graph, "--stage", "optimized", "--explain-fusion"]).ok().to_string();
+    assert!(why.contains("fused into kernel") && why.contains("not fusible: log_softmax"), "{why}");
+    let none = rhea(&["dump", graph, "--stage", "optimized", "--mode", "none"]).ok().to_string();
+    assert!(none.contains(" = log %") && !none.contains("log_softmax"), "mode none rewrites nothing:\n{none}");
+    let excluded =
+        rhea(&["dump", graph, "--stage", "optimized", "--exclude", "log_softmax", "--trace"]).ok().to_string();
+    assert!(!excluded.contains("stabilize    log_softmax") && excluded.contains("risk"), "{excluded}");
+    let dot = rhea(&["dump", graph, "--stage", "optimized", "--format", "dot"]);
+    assert!(dot.ok().contains("subgraph cluster_k0") && dot.stderr.starts_with("nodes "));
+    let json = rhea(&["dump", graph, "--stage", "optimized", "--format", "json"]).ok().to_string();
+    assert!(rhea::from_json(&json).is_ok(), "the optimized graph's JSON loads back");
+    rhea(&["dump", graph, "--trace"]).fails_with(&["need --stage optimized"]);
+    rhea(&["dump", graph, "--stage", "optimized", "--include", "nope"]).fails_with(&["unknown rule \"nope\""]);
+    rhea(&["dump", graph, "--stage", "optimized", "--after", "nope"])
+        .fails_with(&["unknown pass \"nope\"", "stabilize"]);
+}

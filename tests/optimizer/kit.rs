@@ -1,0 +1,67 @@
+//! Running a graph raw and optimized, and comparing the results.
+
+use std::collections::HashMap;
+
+use rhea::opt::{Mode, Options, Program, compile, memory_plan};
+use rhea::{Graph, Value};
+
+/// The optimizer options of a test: verification on, the interpreter folding.
+pub fn options(mode: Mode, include: &[&str]) -> Options {
+    Options { mode, include: include.iter().map(|s| s.to_string()).collect(), verify: true, ..rhea::default_options() }
+}
+
+/// Compiles `g` (which must declare its outputs).
+pub fn program(g: &Graph, opts: &Options) -> Program {
+    compile(g.clone(), opts).unwrap_or_else(|e| panic!("{e}\n{g:?}"))
+}
+
+/// The graph's outputs, computed from the raw graph.
+pub fn run_raw(g: &Graph, feeds: &HashMap<String, Value>) -> Vec<Value> {
+    let ids: Vec<_> = g.outputs().iter().map(|(_, id)| *id).collect();
+    rhea::interp::run(g, feeds, &ids).unwrap_or_else(|e| panic!("raw run: {e}\n{g:?}"))
+}
+
+/// The program's outputs, run through its kernels and memory plan.
+pub fn run_program(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
+    let bindings = rhea::interp::bind_inputs(&p.graph, feeds).map_err(|e| e.to_string())?;
+    let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
+    let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
+    rhea::interp::run_program(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids).map_err(|e| e.to_string())
+}
+
+/// Checks two values agree: same dtype and shape, floats within a relative
+/// tolerance (NaN matching NaN, infinities matching exactly).
+pub fn close(a: &Value, b: &Value, tol: f64) -> Result<(), String> {
+    if a.dtype() != b.dtype() || a.shape() != b.shape() {
+        return Err(format!("{}{:?} vs {}{:?}", a.dtype(), a.shape(), b.dtype(), b.shape()));
+    }
+    for (i, (x, y)) in a.to_f64_vec().iter().zip(b.to_f64_vec()).enumerate() {
+        let same = (x.is_nan() && y.is_nan()) || x == &y || (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs()));
+        if !same {
+            return Err(format!("element {i}: {x} vs {y}"));
+        }
+    }
+    Ok(())
+}
+
+/// Asserts the optimized program computes what the raw graph does.
+#[track_caller]
+pub fn assert_same(g: &Graph, p: &Program, feeds: &HashMap<String, Value>, tol: f64) {
+    let want = run_raw(g, feeds);
+    let got = run_program(p, feeds).unwrap_or_else(|e| {
+        panic!("optimized run: {e}\n{}", rhea::opt::print::to_text_optimized(p, Default::default()))
+    });
+    for (k, (w, o)) in want.iter().zip(&got).enumerate() {
+        if let Err(e) = close(w, o, tol) {
+            panic!(
+                "output {k} differs after optimizing: {e}\nraw:\n{g:?}\noptimized:\n{}",
+                rhea::opt::print::to_text_optimized(p, Default::default())
+            );
+        }
+    }
+}
+
+/// Feeds from (name, value) pairs.
+pub fn feeds(items: &[(&str, Value)]) -> HashMap<String, Value> {
+    items.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}

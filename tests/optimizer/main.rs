@@ -1,0 +1,8 @@
+//! The optimizer end to end: every rule, fusion and the memory plan, and
+//! random graphs, each checked against the unoptimized graph on the
+//! interpreter.
+
+mod kit;
+mod plan;
+mod random;
+mod rules;

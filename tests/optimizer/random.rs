@@ -1,0 +1,145 @@
+//! Random graphs from the op set, with broadcasting and several dtypes,
+//! give the same outputs before and after optimizing, in every mode.
+//! `RHEA_RANDOM_GRAPHS=N` runs N graphs (default 300).
+
+use std::collections::HashMap;
+
+use rhea::opt::Mode;
+use rhea::{Builder, DType, Graph, Value, Var, rng};
+
+use crate::kit::*;
+
+/// A small deterministic generator (rhea's counter-based one).
+struct Rng {
+    stream: u64,
+    i: u64,
+}
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.i += 1;
+        (rng::bits(self.stream, self.i) % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+    fn unit(&mut self) -> f64 {
+        self.i += 1;
+        rng::uniform01(self.stream, self.i)
+    }
+}
+
+const SHAPES: [&[usize]; 6] = [&[], &[3], &[2, 3], &[1, 3], &[2, 1], &[2, 2, 3]];
+
+fn value(r: &mut Rng, dtype: DType, shape: &[usize]) -> Value {
+    let n: usize = shape.iter().product();
+    let data: Vec<f64> = (0..n)
+        .map(|_| match dtype {
+            DType::Bool => (r.unit() < 0.5) as u8 as f64,
+            DType::I32 | DType::I64 => (r.below(7) as f64) - 3.0,
+            _ => r.unit() * 4.0 - 2.0,
+        })
+        .collect();
+    Value::from_f64(dtype, shape, &data).unwrap()
+}
+
+/// Applies a random op to vars of the pool; `None` if the draw does not type.
+fn step(r: &mut Rng, g: &Builder, pool: &[Var]) -> Option<Var> {
+    let a = r.pick(pool).clone();
+    let b = r.pick(pool).clone();
+    use rhea::UnaryOp::*;
+    let safe = [Neg, Abs, Exp, Tanh, Sigmoid, Softplus, Relu, Sin, Cos, Square, Sign, Floor, Expm1];
+    let out = match r.below(16) {
+        0..=3 => a.map(*r.pick(&safe)).ok()?,
+        4..=7 => {
+            use rhea::BinaryOp::*;
+            a.zip(*r.pick(&[Add, Sub, Mul, Maximum, Minimum]), &b).ok()?
+        }
+        8 => a.mul(*r.pick(&[0.0, 1.0, 2.0, 0.5, -1.0])).ok()?,
+        9 => a.add(*r.pick(&[0.0, 1.0, -1.0])).ok()?,
+        10 => {
+            let axes: Vec<isize> = (0..a.rank() as isize).filter(|_| r.unit() < 0.5).collect();
+            match r.below(4) {
+                0 => a.sum(&axes, r.unit() < 0.5).ok()?,
+                1 => a.mean(&axes, r.unit() < 0.5).ok()?,
+                2 if a.shape().iter().all(|d| *d != rhea::Dim::Known(0)) => a.max(&axes, r.unit() < 0.5).ok()?,
+                _ => a.logsumexp(&axes, false).ok()?,
+            }
+        }
+        11 => a.greater(&b).ok()?.select(&a, &b).ok()?,
+        12 if a.rank() >= 1 => a.softmax(-1).ok()?,
+        12 => return None,
+        13 => match r.below(4) {
+            0 => a.sigmoid().ok()?.log().ok()?,
+            1 => (1.0 - &a.sigmoid().ok()?).log().ok()?,
+            2 => a.abs().ok()?.add(1.0).ok()?.log().ok()?,
+            _ => a.exp().ok()?.sub(1.0).ok()?,
+        },
+        14 if a.rank() == 2 => a
+            .transpose()
+            .ok()?
+            .transpose()
+            .ok()?
+            .dot(&g.constant(value(r, a.dtype(), &[a.shape()[1].known()?, 2])))
+            .ok()?,
+        14 => a.expand_dims(0).ok()?.squeeze(&[0]).ok()?,
+        _ => a.cast(DType::F64).ok()?.cast(a.dtype()).ok()?,
+    };
+    Some(out)
+}
+
+fn random_graph(seed: u64) -> (Graph, HashMap<String, Value>) {
+    let mut r = Rng { stream: rng::stream(seed, 77), i: 0 };
+    let g = Builder::new();
+    let dtype = *r.pick(&[DType::F32, DType::F32, DType::F64]);
+    let mut pool = Vec::new();
+    let mut feeds = HashMap::new();
+    for i in 0..2 + r.below(2) {
+        let shape = *r.pick(&SHAPES);
+        let name = format!("x{i}");
+        pool.push(g.input(&name, dtype, shape).unwrap());
+        feeds.insert(name, value(&mut r, dtype, shape));
+    }
+    for _ in 0..6 + r.below(10) {
+        if let Some(v) = step(&mut r, &g, &pool) {
+            pool.push(v);
+        }
+    }
+    // A few outputs, one of them an intermediate (multi-output kernels).
+    let n = pool.len();
+    g.output("last", &pool[n - 1]).unwrap();
+    g.output("mid", &pool[n / 2]).unwrap();
+    g.output("total", &pool[n - 2].sum_all().unwrap()).unwrap();
+    (g.to_graph(), feeds)
+}
+
+#[test]
+fn random_graphs_agree_before_and_after_optimizing() {
+    let count: u64 = std::env::var("RHEA_RANDOM_GRAPHS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let mut failures = Vec::new();
+    for seed in 0..count {
+        let (graph, feeds) = random_graph(seed);
+        let want = run_raw(&graph, &feeds);
+        for mode in [Mode::Fast, Mode::None] {
+            let p = match rhea::opt::compile(graph.clone(), &options(mode, &[])) {
+                Ok(p) => p,
+                Err(e) => {
+                    failures.push(format!("seed {seed} {mode:?}: {e}"));
+                    continue;
+                }
+            };
+            match run_program(&p, &feeds) {
+                Err(e) => failures.push(format!("seed {seed} {mode:?}: {e}")),
+                Ok(got) => {
+                    for (k, (w, o)) in want.iter().zip(&got).enumerate() {
+                        if let Err(e) = close(w, o, 1e-4) {
+                            failures.push(format!("seed {seed} {mode:?} output {k}: {e}\n{graph:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {count} random graphs failed:\n{}", failures.len(), failures.join("\n"));
+    eprintln!("random graphs: {count} checked in modes fast and none");
+}
