@@ -117,6 +117,10 @@ pub struct Graph {
     shared_values: HashMap<NodeId, Value>,
     outputs: Vec<(Box<str>, NodeId)>,
     updates: Vec<(NodeId, NodeId)>,
+    /// How many outputs and update values each node is (to find them fast).
+    root_count: HashMap<NodeId, usize>,
+    /// Shared variables that have an update.
+    updated: std::collections::HashSet<NodeId>,
 }
 
 impl Graph {
@@ -159,6 +163,11 @@ impl Graph {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// True if some node uses `id` as an input.
+    pub fn is_used(&self, id: NodeId) -> bool {
+        self.nodes.neighbors_directed(id.0, Direction::Outgoing).next().is_some()
     }
 
     /// Adds `op` applied to `inputs`, checking the op's shape and dtype rule,
@@ -296,9 +305,15 @@ impl Graph {
     /// Declares `id` an output called `name` (replacing an output of that name).
     pub fn set_output(&mut self, name: &str, id: NodeId) {
         match self.outputs.iter_mut().find(|(n, _)| &**n == name) {
-            Some(slot) => slot.1 = id,
+            Some(slot) => {
+                let old = std::mem::replace(&mut slot.1, id);
+                if let Some(n) = self.root_count.get_mut(&old) {
+                    *n -= 1;
+                }
+            }
             None => self.outputs.push((name.into(), id)),
         }
+        *self.root_count.entry(id).or_default() += 1;
     }
 
     /// Named outputs, in the order declared.
@@ -323,10 +338,12 @@ impl Graph {
                 s.ty
             )));
         }
-        if self.updates.iter().any(|&(t, _)| t == shared) {
+        if self.updated.contains(&shared) {
             return Err(GraphError::Mismatch(format!("shared variable {name:?} is updated twice")));
         }
+        self.updated.insert(shared);
         self.updates.push((shared, value));
+        *self.root_count.entry(value).or_default() += 1;
         Ok(())
     }
 
@@ -338,14 +355,14 @@ impl Graph {
     /// Every node, inputs before the nodes that use them; ties go to the
     /// older node, so the order is deterministic.
     pub fn topo_order(&self) -> Vec<NodeId> {
-        let mut pending: HashMap<NodeIndex<u32>, usize> = HashMap::new();
+        let mut pending = vec![0usize; petgraph::visit::NodeIndexable::node_bound(&self.nodes)];
         let mut ready = BinaryHeap::new();
         for ix in self.nodes.node_indices() {
             let n = self.nodes[ix].inputs.len();
             if n == 0 {
                 ready.push(std::cmp::Reverse(ix));
             } else {
-                pending.insert(ix, n);
+                pending[ix.index()] = n;
             }
         }
         let mut order = Vec::with_capacity(self.len());
@@ -353,9 +370,8 @@ impl Graph {
             order.push(NodeId(ix));
             for e in self.nodes.edges_directed(ix, Direction::Outgoing) {
                 let t = petgraph::visit::EdgeRef::target(&e);
-                let left = pending.get_mut(&t).expect("every consumer has pending inputs");
-                *left -= 1;
-                if *left == 0 {
+                pending[t.index()] -= 1;
+                if pending[t.index()] == 0 {
                     ready.push(std::cmp::Reverse(t));
                 }
             }
@@ -365,6 +381,12 @@ impl Graph {
 
     /// The nodes needed to compute `roots`, in topological order.
     pub fn ancestors(&self, roots: &[NodeId]) -> Vec<NodeId> {
+        let needed = self.needed_by(roots);
+        self.topo_order().into_iter().filter(|id| needed[id.index()]).collect()
+    }
+
+    /// A mark per node index: true for `roots` and everything they depend on.
+    fn needed_by(&self, roots: &[NodeId]) -> Vec<bool> {
         let mut needed = vec![false; petgraph::visit::NodeIndexable::node_bound(&self.nodes)];
         let mut stack: Vec<NodeId> = roots.to_vec();
         while let Some(id) = stack.pop() {
@@ -372,7 +394,7 @@ impl Graph {
                 stack.extend(self.node(id).inputs.iter().copied());
             }
         }
-        self.topo_order().into_iter().filter(|id| needed[id.index()]).collect()
+        needed
     }
 }
 
@@ -399,11 +421,15 @@ impl Graph {
             {
                 self.set_name(new, &name);
             }
-            for slot in self.outputs.iter_mut().filter(|(_, id)| *id == old) {
-                slot.1 = new;
-            }
-            for slot in self.updates.iter_mut().filter(|(_, v)| *v == old) {
-                slot.1 = new;
+            if self.root_count.get(&old).is_some_and(|&n| n > 0) {
+                for slot in self.outputs.iter_mut().filter(|(_, id)| *id == old) {
+                    slot.1 = new;
+                }
+                for slot in self.updates.iter_mut().filter(|(_, v)| *v == old) {
+                    slot.1 = new;
+                }
+                let n = self.root_count.remove(&old).unwrap_or(0);
+                *self.root_count.entry(new).or_default() += n;
             }
             for c in self.consumers(old) {
                 let node = &self.nodes[c.0];
@@ -441,8 +467,8 @@ impl Graph {
         let mut roots: Vec<NodeId> = self.outputs.iter().map(|(_, id)| *id).collect();
         roots.extend(self.updates.iter().flat_map(|&(s, v)| [s, v]));
         roots.extend(self.inputs());
-        let live: std::collections::HashSet<NodeId> = self.ancestors(&roots).into_iter().collect();
-        let dead: Vec<NodeId> = self.nodes.node_indices().map(NodeId).filter(|id| !live.contains(id)).collect();
+        let live = self.needed_by(&roots);
+        let dead: Vec<NodeId> = self.nodes.node_indices().map(NodeId).filter(|id| !live[id.index()]).collect();
         for &id in &dead {
             let node = self.nodes.remove_node(id.0).expect("listed from the graph");
             let key = (node.op, node.inputs);

@@ -117,7 +117,8 @@ pub struct Report {
 /// A pass of the pipeline.
 #[derive(Clone, Copy)]
 enum Pass {
-    /// Checks that no two live nodes are identical (hash-consing keeps it so).
+    /// Hash-consing keeps the graph free of duplicates (on insert and on
+    /// every replacement); with `verify` on, this pass checks it.
     Merge,
     /// Removes nodes no output or update needs.
     Dead,
@@ -192,7 +193,10 @@ pub fn optimize(g: &mut Graph, opts: &Options) -> Result<Report, OptError> {
     for &(name, pass) in PIPELINE {
         let start = Instant::now();
         let (rewrites, stop) = match pass {
-            Pass::Merge => (check_merged(g).map_err(|msg| OptError { pass: name.into(), msg })?, Stop::Saturated),
+            Pass::Merge if opts.verify => {
+                (check_merged(g).map_err(|msg| OptError { pass: name.into(), msg })?, Stop::Saturated)
+            }
+            Pass::Merge => (0, Stop::Saturated),
             Pass::Dead => (0, Stop::Saturated),
             Pass::Fold if opts.mode == Mode::Fast => (fold(g, opts, &mut report), Stop::Saturated),
             Pass::Fold => (0, Stop::Saturated),
@@ -258,7 +262,7 @@ fn fixed_point(
         let mut fired = 0;
         let mut keep = roots(g);
         for id in g.topo_order() {
-            if g.get(id).is_none() || (g.consumers(id).is_empty() && !keep.contains(&id)) {
+            if g.get(id).is_none() || (!g.is_used(id) && !keep.contains(&id)) {
                 continue;
             }
             for rule in rules {
@@ -275,7 +279,9 @@ fn fixed_point(
                     loc: g.node(id).loc.clone(),
                 });
                 g.replace_all_uses(id, new).map_err(|e| format!("rule {}: {e}", rule.name))?;
-                keep = roots(g);
+                if keep.contains(&id) {
+                    keep.insert(new);
+                }
                 fired += 1;
                 break;
             }
