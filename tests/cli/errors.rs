@@ -241,3 +241,47 @@ fn unwritable_outputs_are_errors() {
     rhea(&["run", &graph, "--inputs", &inputs, "-o", &nowhere]).fails_with(&["no/such/dir/out.safetensors"]);
     rhea(&["dump", &graph, "-o", &path_in(dir.path(), "no/such/dir/g.txt")]).fails_with(&["no/such/dir/g.txt"]);
 }
+
+/// A graph file with one input and one op record, written by hand.
+fn hostile(input: &str, op: &str) -> String {
+    format!(
+        "{{\"format\":\"rhea-graph\",\"version\":1,\"nodes\":[{{\"id\":0,\"op\":\"input\",\"name\":\"x\",\"type\":\"{input}\"}},{op}],\
+         \"outputs\":[{{\"name\":\"y\",\"node\":1}}]}}"
+    )
+}
+
+#[test]
+fn hostile_attributes_are_clear_errors_not_panics() {
+    let dir = tempdir();
+    // A slice step of i64::MAX takes one element; nothing overflows.
+    let slice = hostile(
+        "f32[5]",
+        r#"{"id":1,"op":"slice","specs":[{"start":1,"stop":null,"step":9223372036854775807}],"inputs":[0],"type":"f32[1]"}"#,
+    );
+    let g = write_text(dir.path(), "slice.json", &slice);
+    let x =
+        write_tensors(dir.path(), "x.safetensors", &[("x", Value::from(ndarray::array![0.0f32, 1.5, 2.0, 3.0, 4.0]))]);
+    assert!(rhea(&["run", &g, "--inputs", &x]).ok().contains("[1.5]"));
+    // A one-hot too large to hold is refused by name.
+    let onehot = hostile(
+        "i64[1]",
+        r#"{"id":1,"op":"one_hot","depth":1152921504606846976,"dtype":"bool","inputs":[0],"type":"bool[1,1152921504606846976]"}"#,
+    );
+    let g = write_text(dir.path(), "onehot.json", &onehot);
+    let i = write_tensors(dir.path(), "i.safetensors", &[("x", Value::from(ndarray::array![0i64]))]);
+    rhea(&["run", &g, "--inputs", &i]).fails_with(&["one_hot", "too large to evaluate"]);
+    // Window arithmetic that overflows is a load error naming the node.
+    let pool = hostile(
+        "f32[1,1,4,4]",
+        r#"{"id":1,"op":"max_pool2d","kernel":[18446744073709551615,2],"stride":[1,1],"padding":[9223372036854775807,0],"inputs":[0],"type":"f32[1,1,1,1]"}"#,
+    );
+    let g = write_text(dir.path(), "pool.json", &pool);
+    rhea(&["dump", &g]).fails_with(&["node 1 (max_pool2d)", "overflow"]);
+    let random = hostile(
+        "f32[1]",
+        r#"{"id":1,"op":"random_uniform","shape":[1152921504606846976],"dtype":"f32","low":0.0,"high":1.0,"seed":1,"type":"f32[1152921504606846976]"}"#,
+    );
+    let g = write_text(dir.path(), "random.json", &random);
+    let one = write_tensors(dir.path(), "one.safetensors", &[("x", Value::from(ndarray::array![0.0f32]))]);
+    rhea(&["run", &g, "--inputs", &one]).fails_with(&["random_uniform", "too large to evaluate"]);
+}

@@ -39,6 +39,22 @@ fn prints_keras_style_epoch_lines_and_reports_bad_input() {
     std::fs::write(&bad, "0.1,0.2,R\n0.3,oops,M\n").unwrap();
     let out = Command::new(example()).arg("--data").arg(&bad).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains(":2: field 2 is \"oops\", not a number"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains(":2: field 2 is \"oops\", not a finite number"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn cross_validation_standardization_and_graph_dumps_run() {
+    let out = Command::new(example()).args(["--quiet", "--epochs", "3", "--cv", "3"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("fold 3/3: test accuracy "), "{stdout}");
+    assert!(stdout.contains("3-fold cross-validation accuracy: 0.") && stdout.contains(" ± "), "{stdout}");
+    assert!(test_accuracy(&["--quiet", "--epochs", "3", "--standardize"]) > 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sonar.json");
+    let out = Command::new(example()).args(["--quiet", "--epochs", "1", "--dump-graph"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let written = std::fs::read_to_string(&path).unwrap();
+    let builtin = crate::support::rhea(&["dump", "sonar-mlp", "--stage", "grad", "--format", "json"]).ok().to_string();
+    assert_eq!(written, builtin, "--dump-graph writes the same training graph as the built-in model");
 }

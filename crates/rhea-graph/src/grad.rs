@@ -318,7 +318,12 @@ fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool]) -> Resul
                         None
                     };
                     let gb = if need[1] {
-                        let l = e.un(UnaryOp::Log, a)?;
+                        // d/db a^b = a^b log a, taken as 0 at a = 0 (as JAX and PyTorch do).
+                        let zero = e.scalar(0.0, a);
+                        let one = e.scalar(1.0, a);
+                        let at_zero = e.bin(Eq, a, zero)?;
+                        let safe = e.select(at_zero, one, a)?;
+                        let l = e.un(UnaryOp::Log, safe)?;
                         let d = e.mul(y, l)?;
                         Some(e.mul(gy, d)?)
                     } else {
@@ -380,10 +385,25 @@ fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool]) -> Resul
                     e.bin(BinaryOp::Div, spread, count)?
                 }
                 ReduceOp::Prod => {
+                    // Theano's zero-aware rule: with no zero in a group, y / x;
+                    // with exactly one, the product of the others at the zero
+                    // and 0 elsewhere; with more, 0 everywhere.
+                    let zero = e.scalar(0.0, a);
+                    let one = e.scalar(1.0, a);
+                    let is_zero = e.bin(BinaryOp::Eq, a, zero)?;
+                    let zeros = e.op(Op::Cast { to: xt[0].dtype }, &[is_zero])?;
+                    let n_zeros = e.sum(zeros, axes.to_vec(), true)?;
+                    let nonzero = e.select(is_zero, one, a)?;
+                    let others =
+                        e.op(Op::Reduce { fun: ReduceOp::Prod, axes: axes.clone(), keepdims: true }, &[nonzero])?;
                     let yk = e.keep(y, shape, axes, *keepdims)?;
-                    let gyk = e.mul(g, yk)?;
-                    let spread = e.broadcast_to(gyk, shape)?;
-                    e.bin(BinaryOp::Div, spread, a)?
+                    let quotient = e.bin(BinaryOp::Div, yk, nonzero)?;
+                    let none = e.bin(BinaryOp::Eq, n_zeros, zero)?;
+                    let single = e.bin(BinaryOp::Eq, n_zeros, one)?;
+                    let at_zero = e.select(is_zero, others, zero)?;
+                    let with_one = e.select(single, at_zero, zero)?;
+                    let d = e.select(none, quotient, with_one)?;
+                    e.mul(d, g)?
                 }
                 ReduceOp::Max | ReduceOp::Min => {
                     // The extremes share the gradient equally.

@@ -262,7 +262,7 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> Rule {
             let mut out = x.shape.to_vec();
             for (a, spec) in specs.iter().enumerate() {
                 out[a] = match x.shape[a] {
-                    Dim::Known(n) => Dim::Known(spec.indices(n)?.len()),
+                    Dim::Known(n) => Dim::Known(spec.count(n)?),
                     sym if spec.is_full() => sym,
                     sym => return Err(format!("slice {spec} of symbolic axis {a} ({sym}): only ':' is allowed there")),
                 };
@@ -319,7 +319,11 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> Rule {
             arity(op, inputs, 2)?;
             let (gy, w) = (inputs[0], inputs[1]);
             need(gy.shape.rank() == 4 && w.shape.rank() == 4, || format!("{} needs rank-4 inputs", op.name()))?;
-            let chans = w.shape[1].known().ok_or("conv2d: weight channels must be known")? * g.conv.groups;
+            let chans = w.shape[1]
+                .known()
+                .ok_or("conv2d: weight channels must be known")?
+                .checked_mul(g.conv.groups)
+                .ok_or("conv2d: channels times groups overflows")?;
             let x = TensorType::new(
                 gy.dtype,
                 [gy.shape[0], Dim::Known(chans), Dim::Known(g.size[0]), Dim::Known(g.size[1])],
@@ -405,7 +409,7 @@ fn conv_shape(op: &Op, c: &Conv2d, x: &TensorType, w: &TensorType) -> Rule {
     let known = |d: Dim, what: &str| d.known().ok_or_else(|| format!("conv2d: {what} must be known, got {d}"));
     let chans = known(x.shape[1], "input channels")?;
     let (o, i) = (known(w.shape[0], "output channels")?, known(w.shape[1], "weight input channels")?);
-    need(chans % c.groups == 0 && o % c.groups == 0 && i * c.groups == chans, || {
+    need(chans % c.groups == 0 && o % c.groups == 0 && i.checked_mul(c.groups) == Some(chans), || {
         format!(
             "conv2d: input has {chans} channels, weights {} take {i} per group and groups is {}; need channels = {i} x {}",
             w.shape, c.groups, c.groups
@@ -459,8 +463,9 @@ pub fn window_count(
     padding: usize,
     dilation: usize,
 ) -> Result<usize, String> {
-    let span = dilation * (kernel.max(1) - 1) + 1;
-    let padded = size + 2 * padding;
+    let overflow = || format!("{op}: kernel {kernel}, dilation {dilation}, padding {padding} overflow");
+    let span = dilation.checked_mul(kernel.max(1) - 1).and_then(|v| v.checked_add(1)).ok_or_else(overflow)?;
+    let padded = padding.checked_mul(2).and_then(|p| p.checked_add(size)).ok_or_else(overflow)?;
     if padded < span {
         return Err(format!(
             "{op}: window of {span} (kernel {kernel}, dilation {dilation}) is larger than the padded input {padded}"
@@ -600,6 +605,23 @@ mod tests {
         assert_eq!(ok(dropout(0.5), &[f(&[2])]), "f32[2]");
         assert!(err(dropout(1.0), &[f(&[2])]).contains("[0, 1)"));
         assert!(err(dropout(0.5), &[f(&[2]), f(&[])]).contains("i64 scalar"));
+    }
+
+    #[test]
+    fn hostile_attributes_are_errors_not_overflows() {
+        let pool = Op::MaxPool2d(Box::new(Pool2d {
+            kernel: [usize::MAX, 2],
+            stride: [1, 1],
+            padding: [usize::MAX / 2, 0],
+            count_include_pad: false,
+        }));
+        assert!(err(pool, &[f(&[1, 1, 4, 4])]).contains("overflow"));
+        let conv = Op::Conv2d(Box::new(Conv2d { dilation: [usize::MAX, 1], ..Conv2d::default() }));
+        assert!(err(conv, &[f(&[1, 1, 4, 4]), f(&[1, 1, 3, 3])]).contains("overflow"));
+        let conv = Op::Conv2d(Box::new(Conv2d { groups: usize::MAX, ..Conv2d::default() }));
+        assert!(!err(conv, &[f(&[1, 2, 4, 4]), f(&[2, 2, 3, 3])]).is_empty());
+        let sl = Op::Slice { specs: [SliceSpec::new(Some(1), None, i64::MAX)].into() };
+        assert_eq!(ok(sl, &[f(&[5])]), "f32[1]");
     }
 
     #[test]

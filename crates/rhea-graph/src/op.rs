@@ -441,34 +441,38 @@ impl SliceSpec {
         SliceSpec { start: Some(start), stop: Some(stop), step: 1 }
     }
 
-    /// The indices this slice takes from an axis of length `len`, in order,
-    /// following Python's `slice.indices`.
-    pub fn indices(&self, len: usize) -> Result<Vec<usize>, String> {
+    /// Python's `slice.indices(len)`: the first index and the count taken
+    /// (a count of 0 means the slice is empty). Exact for any bounds and
+    /// steps, with no overflow.
+    fn span(&self, len: usize) -> Result<(i128, usize), String> {
         if self.step == 0 {
             return Err("slice step cannot be zero".into());
         }
-        let len = len as i64;
-        let clamp = |v: i64, lo: i64, hi: i64| v.clamp(lo, hi);
-        let resolve = |v: i64, lo: i64, hi: i64| clamp(if v < 0 { v + len } else { v }, lo, hi);
-        let mut out = Vec::new();
-        if self.step > 0 {
-            let start = self.start.map_or(0, |v| resolve(v, 0, len));
-            let stop = self.stop.map_or(len, |v| resolve(v, 0, len));
-            let mut i = start;
-            while i < stop {
-                out.push(i as usize);
-                i += self.step;
-            }
+        let (len, step) = (len as i128, self.step as i128);
+        let resolve = |v: i64, lo: i128, hi: i128| {
+            let v = v as i128;
+            (if v < 0 { v + len } else { v }).clamp(lo, hi)
+        };
+        let (start, stop) = if step > 0 {
+            (self.start.map_or(0, |v| resolve(v, 0, len)), self.stop.map_or(len, |v| resolve(v, 0, len)))
         } else {
-            let start = self.start.map_or(len - 1, |v| resolve(v, -1, len - 1));
-            let stop = self.stop.map_or(-1, |v| resolve(v, -1, len - 1));
-            let mut i = start;
-            while i > stop {
-                out.push(i as usize);
-                i += self.step;
-            }
-        }
-        Ok(out)
+            (self.start.map_or(len - 1, |v| resolve(v, -1, len - 1)), self.stop.map_or(-1, |v| resolve(v, -1, len - 1)))
+        };
+        let gap = if step > 0 { stop - start } else { start - stop };
+        let count = if gap > 0 { (gap - 1) / step.abs() + 1 } else { 0 };
+        Ok((start, count as usize))
+    }
+
+    /// How many indices this slice takes from an axis of length `len`.
+    pub fn count(&self, len: usize) -> Result<usize, String> {
+        self.span(len).map(|(_, n)| n)
+    }
+
+    /// The indices this slice takes from an axis of length `len`, in order,
+    /// following Python's `slice.indices`.
+    pub fn indices(&self, len: usize) -> Result<Vec<usize>, String> {
+        let (start, count) = self.span(len)?;
+        Ok((0..count as i128).map(|k| (start + k * self.step as i128) as usize).collect())
     }
 
     /// True for `:` (the whole axis in order).
@@ -522,9 +526,14 @@ pub struct Pool2d {
     /// Padding on each side, (height, width); at most half the kernel.
     pub padding: [usize; 2],
     /// Average pooling only: divide by the whole window including padding
-    /// (PyTorch's default) rather than by the valid elements.
-    #[serde(default)]
+    /// (PyTorch's default, and the default in graph files) rather than by
+    /// the valid elements.
+    #[serde(default = "yes")]
     pub count_include_pad: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Pool2d {
@@ -729,6 +738,11 @@ mod tests {
         assert_eq!(idx(SliceSpec::new(None, Some(-10), -1), 3), vec![2, 1, 0]);
         assert_eq!(idx(SliceSpec::new(None, None, 2), 0), Vec::<usize>::new());
         assert!(SliceSpec::new(None, None, 0).indices(3).is_err());
+        // Huge steps and bounds neither overflow nor allocate.
+        assert_eq!(idx(SliceSpec::new(Some(1), None, i64::MAX), 5), vec![1]);
+        assert_eq!(idx(SliceSpec::new(Some(i64::MIN), Some(i64::MAX), i64::MIN), 5), Vec::<usize>::new());
+        assert_eq!(idx(SliceSpec::new(None, None, i64::MIN), 5), vec![4]);
+        assert_eq!(SliceSpec::new(None, None, 2).count(usize::MAX).unwrap(), usize::MAX / 2 + 1);
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub(crate) fn eval(op: &Op, inputs: &[&Value], bindings: &Bindings) -> R<Value> 
     let refs: Vec<&TensorType> = types.iter().collect();
     let out = rhea_graph::infer(&op, &refs)?;
     let out_shape = out.shape.to_known().expect("inputs and resolved attributes are concrete");
+    // The interpreter works in f64 where it computes: refuse what it cannot allocate.
+    let elements = out_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if elements.and_then(|n| n.checked_mul(8)).is_none_or(|b| b > isize::MAX as usize) {
+        return Err(format!("the output {out} is too large to evaluate"));
+    }
     match &op {
         Op::Input { .. } | Op::Shared { .. } => Err(format!("{} nodes are fed, not evaluated", op.name())),
         Op::Const { value } => Ok(value.value().clone()),

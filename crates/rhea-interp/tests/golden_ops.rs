@@ -1,6 +1,6 @@
 //! Checks the interpreter against golden values computed independently with
-//! numpy by `scripts/gen_op_golden.py` (regenerate `tests/golden/ops.json`
-//! with `python3 scripts/gen_op_golden.py`).
+//! numpy by `tests/golden/gen_op_golden.py` (regenerate `tests/golden/ops.json`
+//! with `python3 crates/rhea-interp/tests/golden/gen_op_golden.py`).
 //!
 //! Each case is `{"name", "op", "inputs", "expected"}` or, for run-time
 //! errors, `{"name", "op", "inputs", "error"}` where `error` is a substring

@@ -153,6 +153,41 @@ fn reduction_gradients() {
 }
 
 #[test]
+fn prod_and_pow_gradients_at_zero_match_hand_values() {
+    // prod([0, 2, 3]): the gradient at the zero is the product of the others.
+    let g = Builder::new();
+    let x = g.input("x", DType::F64, [3]).unwrap();
+    let p = x.prod(&[0], false).unwrap();
+    let dx = grad(&p, &[&x]).unwrap();
+    let feeds = [("x".to_string(), Value::from(ndarray::array![0.0f64, 2.0, 3.0]))].into();
+    let out = rhea_interp::run(&g.graph(), &feeds, &[dx[0].id()]).unwrap();
+    assert_eq!(out[0], Value::from(ndarray::array![6.0f64, 0.0, 0.0]));
+    let feeds = [("x".to_string(), Value::from(ndarray::array![0.0f64, 0.0, 3.0]))].into();
+    let out = rhea_interp::run(&g.graph(), &feeds, &[dx[0].id()]).unwrap();
+    assert_eq!(out[0], Value::from(ndarray::array![0.0f64, 0.0, 0.0]));
+    // ... and finite differences agree at zeros, per group of a 2-d reduction.
+    let pts = Value::from(ndarray::array![[0.0f64, 1.5, -2.0], [0.5, 0.0, 0.0], [1.0, 2.0, 3.0]]);
+    verify_grad(|_, v| v[0].prod(&[1], false), &[pts], VerifyOptions::default()).unwrap();
+    // pow's exponent gradient at base 0 is 0, not NaN.
+    let g = Builder::new();
+    let b = g.input("b", DType::F64, [2]).unwrap();
+    let y = g.constant(ndarray::array![0.0f64, 2.0]).pow(&b).unwrap().sum_all().unwrap();
+    let db = grad(&y, &[&b]).unwrap();
+    let feeds = [("b".to_string(), Value::from(ndarray::array![2.0f64, 3.0]))].into();
+    let out = rhea_interp::run(&g.graph(), &feeds, &[db[0].id()]).unwrap();
+    assert_eq!(out[0], Value::from(ndarray::array![0.0f64, 8.0 * 2f64.ln()]));
+    // floor's gradient is exactly zero.
+    let g = Builder::new();
+    let x = g.input("x", DType::F64, [2]).unwrap();
+    let dx = grad(&x.floor().unwrap().sum_all().unwrap(), &[&x]).unwrap();
+    let feeds = [("x".to_string(), Value::from(ndarray::array![0.3f64, -1.7]))].into();
+    assert_eq!(
+        rhea_interp::run(&g.graph(), &feeds, &[dx[0].id()]).unwrap()[0],
+        Value::from(ndarray::array![0.0f64, 0.0])
+    );
+}
+
+#[test]
 fn dot_gradients_in_every_rank_combination() {
     let shapes: [(&[usize], &[usize]); 6] = [
         (&[3], &[3]),

@@ -44,8 +44,12 @@ pub fn read_csv(path: &Path) -> Result<Table> {
             _ => {}
         }
         for (i, field) in record.iter().take(record.len() - 1).enumerate() {
-            let v: f32 =
-                field.trim().parse().map_err(|_| err(format!("field {} is {field:?}, not a number", i + 1)))?;
+            let v: f32 = field
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f32| v.is_finite())
+                .ok_or_else(|| err(format!("field {} is {field:?}, not a finite number", i + 1)))?;
             data.push(v);
         }
         labels.push(record[record.len() - 1].trim().to_string());
@@ -187,7 +191,9 @@ mod tests {
     fn malformed_rows_name_file_line_and_field() {
         let f = csv("0.1,0.2,R\n0.3,x,M\n");
         let e = read_csv(f.path()).unwrap_err().to_string();
-        assert!(e.ends_with(":2: field 2 is \"x\", not a number"), "{e}");
+        assert!(e.ends_with(":2: field 2 is \"x\", not a finite number"), "{e}");
+        let f = csv("0.1,nan,R\n");
+        assert!(read_csv(f.path()).unwrap_err().to_string().contains("field 2 is \"nan\""));
         let f = csv("0.1,0.2,R\n0.3,M\n");
         let e = read_csv(f.path()).unwrap_err().to_string();
         assert!(e.ends_with(":2: 2 fields, but the first row has 3"), "{e}");

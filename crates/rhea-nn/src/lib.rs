@@ -24,6 +24,7 @@
 pub mod data;
 mod error;
 pub mod init;
+pub mod io;
 mod layers;
 mod losses;
 pub mod models;

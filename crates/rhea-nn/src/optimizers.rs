@@ -3,7 +3,7 @@
 //! `updates`. Their own state (moments, step count) is shared variables too,
 //! so it is saved, loaded and updated like the parameters.
 
-use rhea_graph::{Value, Var, grad};
+use rhea_graph::{DType, Value, Var, grad};
 
 use crate::{NnError, Result, init};
 
@@ -102,14 +102,25 @@ impl Optimizer for Adam {
         let g = first.builder();
         let refs: Vec<&Var> = params.iter().collect();
         let grads = grad(loss, &refs)?;
-        let dtype = first.dtype();
-        let iterations = g.shared(&format!("{}.iterations", self.name), Value::scalar(0.0, dtype))?;
-        let t = iterations.add(1.0)?;
-        let beta1_power = g.scalar(self.beta1, dtype).pow(&t)?;
-        let beta2_power = g.scalar(self.beta2, dtype).pow(&t)?;
-        let alpha = (1.0 - &beta2_power).sqrt()?.mul(self.lr)?.div(&(1.0 - &beta1_power))?;
-        let mut out = vec![(iterations.clone(), t.clone())];
+        // The step count is an integer, as in Keras: f32 counts exactly only to 2^24.
+        let iterations = g.shared(&format!("{}.iterations", self.name), Value::from(0i64))?;
+        let step = iterations.add(1i64)?;
+        let mut out = vec![(iterations.clone(), step.clone())];
+        // One step size per parameter dtype (mixed f32/f64 models work).
+        let mut alphas: std::collections::HashMap<DType, Var> = std::collections::HashMap::new();
         for (p, gr) in params.iter().zip(&grads) {
+            let dtype = p.dtype();
+            let alpha = match alphas.get(&dtype) {
+                Some(a) => a.clone(),
+                None => {
+                    let t = step.cast(dtype)?;
+                    let beta1_power = g.scalar(self.beta1, dtype).pow(&t)?;
+                    let beta2_power = g.scalar(self.beta2, dtype).pow(&t)?;
+                    let a = (1.0 - &beta2_power).sqrt()?.mul(self.lr)?.div(&(1.0 - &beta1_power))?;
+                    alphas.insert(dtype, a.clone());
+                    a
+                }
+            };
             let m = slot(p, &self.name, "m")?;
             let v = slot(p, &self.name, "v")?;
             let m_new = m.add(&gr.sub(&m)?.mul(1.0 - self.beta1)?)?;

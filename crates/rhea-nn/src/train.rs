@@ -111,7 +111,8 @@ pub fn fit(
         bar
     });
     for epoch in 1..=opts.epochs {
-        let order: Vec<usize> = if opts.shuffle { shuffled(n, opts.seed ^ epoch as u64) } else { (0..n).collect() };
+        let epoch_seed = rhea_graph::rng::stream(opts.seed, epoch as i64);
+        let order: Vec<usize> = if opts.shuffle { shuffled(n, epoch_seed) } else { (0..n).collect() };
         let (xs, ys) = (take_rows(x, &order), take_rows(y, &order));
         let (mut loss, mut acc) = (0.0, 0.0);
         if let Some(bar) = &bar {

@@ -115,6 +115,15 @@ fn adam_follows_keras() {
     }
     let it = g.find("adam.iterations").unwrap();
     assert_eq!(value(&g, &it), 3.0);
+    assert_eq!(it.dtype(), DType::I64);
+    // Mixed f32 and f64 parameters each get a step size of their own dtype.
+    let g2 = Builder::new();
+    let a = g2.shared("a", Value::from(1.0f32)).unwrap();
+    let b = g2.shared("b", Value::from(1.0f64)).unwrap();
+    let l = a.cast(DType::F64).unwrap().add(&b).unwrap().square().unwrap();
+    let ups = Adam::default().updates(&l, &[a.clone(), b.clone()]).unwrap();
+    step(&g2, &ups);
+    assert!(value(&g2, &a) < 1.0 && value(&g2, &b) < 1.0);
     assert!(Adam::default().updates(&loss, &[]).is_err());
     let x = g.input("x", DType::F64, [1]).unwrap();
     let e = Sgd::default().updates(&x.sum_all().unwrap(), &[x]).unwrap_err().to_string();

@@ -480,6 +480,25 @@ mod tests {
     }
 
     #[test]
+    fn shared_values_are_set_by_name_and_predict_runs_on_a_function() {
+        let g = Builder::new();
+        let x = g.input("x", DType::F32, [g.dim("n").unwrap(), Dim::Known(2)]).unwrap();
+        let w = g.shared("w", array![[1.0f32], [1.0]]).unwrap();
+        let p = x.dot(&w).unwrap().sigmoid().unwrap();
+        let mut f = function(&[&x], &[&p]).compile().unwrap();
+        f.set_shared("w", Value::from(array![[0.0f32], [0.0]])).unwrap();
+        let xs = Array2::<f32>::ones((5, 2));
+        let probs = rhea_nn::predict(&mut f, &xs, 2).unwrap();
+        assert_eq!(probs, Array2::from_elem((5, 1), 0.5f32));
+        let e = f.set_shared("w", Value::from(array![0.0f32])).unwrap_err().to_string();
+        assert!(e.contains("shared variable \"w\": expected f32[2,1], got f32[1]"), "{e}");
+        assert!(
+            f.set_shared("q", Value::from(0.0f32)).unwrap_err().to_string().contains("no shared variable called \"q\"")
+        );
+        assert_eq!(f.shared("w").unwrap(), Value::from(array![[0.0f32], [0.0]]));
+    }
+
+    #[test]
     fn givens_substitute_and_definitions_are_checked() {
         let g = Builder::new();
         let x = g.input("x", DType::F32, [2]).unwrap();

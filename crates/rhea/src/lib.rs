@@ -42,7 +42,8 @@ pub use rhea_graph::*;
 /// The reference interpreter: the meaning of every op, on `ndarray`.
 pub use rhea_interp as interp;
 
-pub mod io;
+/// Tensor files: safetensors, read with every header checked.
+pub use rhea_nn::io;
 
 mod function;
 pub use function::{Backend, Function, FunctionBuilder, FunctionError, default_options, function};

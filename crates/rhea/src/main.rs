@@ -217,6 +217,7 @@ fn add_gradients(graph: &mut Graph, args: &GradArgs) -> Result<()> {
             .map(|(_, id)| *id)
             .with_context(|| format!("--grad-of {name:?} is not an output of the graph (outputs: {})", names()))?,
         (None, [(_, id)]) => *id,
+        (None, []) => bail!("the graph declares no outputs: there is nothing to differentiate"),
         (None, _) => {
             bail!("the graph has several outputs; say which to differentiate with --grad-of (outputs: {})", names())
         }

@@ -2,7 +2,7 @@
 """Writes crates/rhea-interp/tests/golden/ops.json: golden values for every
 op of rhea's interpreter, computed independently with numpy (2.x).
 
-Usage: python3 scripts/gen_op_golden.py
+Usage: python3 crates/rhea-interp/tests/golden/gen_op_golden.py
 
 The output is a JSON list of cases, sorted by name:
 
@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 OUT = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "crates", "rhea-interp", "tests", "golden", "ops.json"
+    os.path.dirname(os.path.abspath(__file__)), "ops.json"
 )
 
 DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}

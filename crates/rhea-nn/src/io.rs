@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 
-use crate::{DType, Value};
+use rhea_graph::{DType, Value};
 
 /// The reference reader refuses headers larger than this; so do we, early.
 const MAX_HEADER_BYTES: u64 = 100_000_000;
