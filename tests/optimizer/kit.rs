@@ -29,6 +29,18 @@ pub fn run_program(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Va
     rhea::interp::run_program(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids).map_err(|e| e.to_string())
 }
 
+/// The program's outputs with its kernels compiled by the CPU backend.
+pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
+    let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
+    let cpu = rhea_cpu::CpuKernels::compile(&kernels).map_err(|e| e.to_string())?;
+    let bindings = rhea::interp::bind_inputs(&p.graph, feeds).map_err(|e| e.to_string())?;
+    let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
+    let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
+    let run = |k: usize, inputs: &[&Value], b: &rhea::interp::Bindings| cpu.run(k, inputs, b);
+    rhea::interp::run_program_with(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids, &run)
+        .map_err(|e| e.to_string())
+}
+
 /// Checks two values agree: same dtype and shape, floats within a relative
 /// tolerance (NaN matching NaN, infinities matching exactly).
 pub fn close(a: &Value, b: &Value, tol: f64) -> Result<(), String> {

@@ -2,6 +2,7 @@
 //! random graphs, each checked against the unoptimized graph on the
 //! interpreter.
 
+mod golden_cpu;
 mod kit;
 mod plan;
 mod random;

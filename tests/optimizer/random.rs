@@ -128,12 +128,14 @@ fn random_graphs_agree_before_and_after_optimizing() {
                     continue;
                 }
             };
-            match run_program(&p, &feeds) {
-                Err(e) => failures.push(format!("seed {seed} {mode:?}: {e}")),
-                Ok(got) => {
-                    for (k, (w, o)) in want.iter().zip(&got).enumerate() {
-                        if let Err(e) = close(w, o, 1e-4) {
-                            failures.push(format!("seed {seed} {mode:?} output {k}: {e}\n{graph:?}"));
+            for (backend, result) in [("interp", run_program(&p, &feeds)), ("cpu", run_cpu(&p, &feeds))] {
+                match result {
+                    Err(e) => failures.push(format!("seed {seed} {mode:?} {backend}: {e}")),
+                    Ok(got) => {
+                        for (k, (w, o)) in want.iter().zip(&got).enumerate() {
+                            if let Err(e) = close(w, o, 1e-4) {
+                                failures.push(format!("seed {seed} {mode:?} {backend} output {k}: {e}\n{graph:?}"));
+                            }
                         }
                     }
                 }
@@ -141,5 +143,5 @@ fn random_graphs_agree_before_and_after_optimizing() {
         }
     }
     assert!(failures.is_empty(), "{} of {count} random graphs failed:\n{}", failures.len(), failures.join("\n"));
-    eprintln!("random graphs: {count} checked in modes fast and none");
+    eprintln!("random graphs: {count} checked in modes fast and none, on the interpreter and the CPU backend");
 }

@@ -16,14 +16,34 @@ pub fn fold_constant(op: &Op, inputs: &[&Value]) -> Result<Value, String> {
     eval_op(op, inputs, &Bindings::new())
 }
 
+/// Runs kernel `k` of a program on its inputs.
+pub type KernelRunner<'r> = &'r dyn Fn(usize, &[&Value], &Bindings) -> Result<Vec<Value>, String>;
+
 /// Runs `program` with buffers placed by `memory` and returns the values of
-/// `wanted` (outputs and update values).
+/// `wanted` (outputs and update values); kernels run on the kernel-IR
+/// evaluator.
 pub fn run_program<'a>(
     program: &Program,
     memory: &MemoryPlan,
     feeds: &'a HashMap<String, Value>,
     shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
     wanted: &[NodeId],
+) -> Result<Vec<Value>, InterpError> {
+    let evaluate = |k: usize, inputs: &[&Value], b: &Bindings| {
+        rhea_kernel::eval_kernel(&program.fusion.groups[k].kernel, inputs, b)
+    };
+    run_program_with(program, memory, feeds, shared, wanted, &evaluate)
+}
+
+/// [`run_program`] with kernels run by `kernels` (compiled code, say) and
+/// library ops by the interpreter.
+pub fn run_program_with<'a>(
+    program: &Program,
+    memory: &MemoryPlan,
+    feeds: &'a HashMap<String, Value>,
+    shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
+    wanted: &[NodeId],
+    kernels: KernelRunner,
 ) -> Result<Vec<Value>, InterpError> {
     let g = &program.graph;
     let bindings = bind_inputs(g, feeds)?;
@@ -58,7 +78,7 @@ pub fn run_program<'a>(
         let outputs = match &step.kind {
             StepKind::Kernel(k) => {
                 let group = &program.fusion.groups[*k];
-                rhea_kernel::eval_kernel(&group.kernel, &refs, &bindings).map_err(|msg| InterpError::Op {
+                kernels(*k, &refs, &bindings).map_err(|msg| InterpError::Op {
                     op: format!("kernel k{k}"),
                     loc: g.node(group.root).loc.clone(),
                     msg,

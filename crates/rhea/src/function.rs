@@ -20,6 +20,9 @@ pub enum Backend {
     /// The reference interpreter (`rhea-interp`).
     #[default]
     Interp,
+    /// Kernels compiled to machine code with Cranelift (`rhea-cpu`); library
+    /// ops (GEMM, convolution, gathers...) still run on the interpreter.
+    Cpu,
 }
 
 impl FromStr for Backend {
@@ -27,8 +30,9 @@ impl FromStr for Backend {
     fn from_str(s: &str) -> std::result::Result<Backend, String> {
         match s {
             "interp" => Ok(Backend::Interp),
-            "cpu" | "cuda" => Err(format!("backend {s:?} is not built yet; available: interp")),
-            other => Err(format!("unknown backend {other:?}; available: interp")),
+            "cpu" => Ok(Backend::Cpu),
+            "cuda" => Err(format!("backend {s:?} is not built yet; available: interp, cpu")),
+            other => Err(format!("unknown backend {other:?}; available: interp, cpu")),
         }
     }
 }
@@ -37,6 +41,7 @@ impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Backend::Interp => "interp",
+            Backend::Cpu => "cpu",
         })
     }
 }
@@ -53,6 +58,9 @@ pub enum FunctionError {
     /// The optimizer failed (a compiler bug, named by pass).
     #[error(transparent)]
     Opt(#[from] OptError),
+    /// Code generation failed.
+    #[error(transparent)]
+    Cpu(#[from] rhea_cpu::CpuError),
     /// The function's definition is inconsistent.
     #[error("{0}")]
     Invalid(String),
@@ -225,7 +233,15 @@ impl FunctionBuilder {
         let program = rhea_opt::compile(graph, &self.options)?;
         let outputs = program.graph.outputs().iter().map(|(_, id)| *id).collect();
         let updates = program.graph.updates().iter().map(|&(s, v)| (shared_origin[&s], v)).collect();
+        let compiled = match self.backend {
+            Backend::Interp => None,
+            Backend::Cpu => {
+                let kernels: Vec<_> = program.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
+                Some(rhea_cpu::CpuKernels::compile(&kernels)?)
+            }
+        };
         Ok(Function {
+            compiled,
             builder,
             program,
             inputs,
@@ -307,6 +323,8 @@ impl Copier<'_> {
 pub struct Function {
     builder: Builder,
     program: Program,
+    /// The kernels as machine code, on the CPU backend.
+    compiled: Option<rhea_cpu::CpuKernels>,
     inputs: Vec<(String, NodeId)>,
     outputs: Vec<NodeId>,
     /// (shared variable in the builder's graph, new value in ours)
@@ -339,16 +357,21 @@ impl Function {
         if !self.plans.contains_key(&key) {
             let bindings = rhea_interp::bind_inputs(&self.program.graph, &feeds)?;
             let p = &self.program;
-            let plan = match self.backend {
-                Backend::Interp => rhea_opt::memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)
-                    .map_err(|msg| OptError { pass: "plan".into(), msg })?,
-            };
+            let plan = rhea_opt::memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)
+                .map_err(|msg| OptError { pass: "plan".into(), msg })?;
             self.plans.insert(key.clone(), plan);
         }
         let values = {
             let source = self.builder.graph();
             let lookup = |id: NodeId, _: &str| self.shared_origin.get(&id).and_then(|&o| source.shared_value(o));
-            rhea_interp::run_program(&self.program, &self.plans[&key], &feeds, &lookup, &targets)?
+            let plan = &self.plans[&key];
+            match &self.compiled {
+                Some(cpu) => {
+                    let run = |k: usize, inputs: &[&Value], b: &rhea_interp::Bindings| cpu.run(k, inputs, b);
+                    rhea_interp::run_program_with(&self.program, plan, &feeds, &lookup, &targets, &run)?
+                }
+                None => rhea_interp::run_program(&self.program, plan, &feeds, &lookup, &targets)?,
+            }
         };
         let (outputs, new_values) = values.split_at(self.outputs.len());
         let mut source = self.builder.graph_mut();
@@ -381,6 +404,11 @@ impl Function {
     /// The backend it runs on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The Cranelift IR of each compiled kernel (CPU backend), in kernel order.
+    pub fn kernel_clif(&self) -> Vec<&str> {
+        self.compiled.as_ref().map_or_else(Vec::new, |c| (0..self.program.kernels()).map(|k| c.clif(k)).collect())
     }
 
     /// The current value of a shared variable.

@@ -1,0 +1,241 @@
+//! Compiling a program's kernels with Cranelift's JIT, and calling them.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::{AbiParam, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+use ndarray::{ArrayD, IxDyn};
+use rhea_graph::{DType, Value};
+use rhea_kernel::{Bindings, Combine, Kernel, resolve};
+
+use crate::lower::{Helpers, lower, signature};
+use crate::math;
+
+type KernelFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *const i64, *const i64, *const i64);
+
+/// What went wrong compiling kernels.
+#[derive(Debug, thiserror::Error)]
+#[error("cpu backend: {0}")]
+pub struct CpuError(pub String);
+
+fn err(e: impl std::fmt::Display) -> CpuError {
+    CpuError(e.to_string())
+}
+
+/// A program's kernels as machine code. The code is freed when this drops.
+pub struct CpuKernels {
+    module: Option<JITModule>,
+    functions: Vec<KernelFn>,
+    kernels: Vec<Kernel>,
+    clif: Vec<String>,
+}
+
+// The JIT code is immutable once finalized and the kernels only read their
+// arguments, so calling from several threads is fine.
+unsafe impl Send for CpuKernels {}
+
+impl CpuKernels {
+    /// Compiles every kernel.
+    pub fn compile(kernels: &[Kernel]) -> Result<CpuKernels, CpuError> {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").map_err(err)?;
+        flags.set("use_colocated_libcalls", "false").map_err(err)?;
+        flags.set("is_pic", "false").map_err(err)?;
+        let isa = cranelift_native::builder().map_err(err)?.finish(settings::Flags::new(flags)).map_err(err)?;
+        let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+        for (_, name, ptr) in math::unary_symbols() {
+            jb.symbol(name, ptr);
+        }
+        jb.symbol("rhea_pow", math::rhea_pow as *const u8);
+        let mut module = JITModule::new(jb);
+        let mut one = module.make_signature();
+        one.params.push(AbiParam::new(types::F64));
+        one.returns.push(AbiParam::new(types::F64));
+        let mut two = one.clone();
+        two.params.push(AbiParam::new(types::F64));
+        let mut unary = HashMap::new();
+        for (op, name, _) in math::unary_symbols() {
+            unary.insert(op, module.declare_function(name, Linkage::Import, &one).map_err(err)?);
+        }
+        let pow = module.declare_function("rhea_pow", Linkage::Import, &two).map_err(err)?;
+        let helpers = Helpers { unary, pow };
+        let mut ids = Vec::with_capacity(kernels.len());
+        let mut clif = Vec::with_capacity(kernels.len());
+        let mut ctx = module.make_context();
+        for (i, k) in kernels.iter().enumerate() {
+            k.verify().map_err(err)?;
+            ctx.func.signature = signature(&module);
+            lower(&mut module, &helpers, k, &mut ctx.func).map_err(err)?;
+            clif.push(ctx.func.display().to_string());
+            let id = module.declare_function(&format!("k{i}"), Linkage::Local, &ctx.func.signature).map_err(err)?;
+            module.define_function(id, &mut ctx).map_err(|e| CpuError(format!("kernel {i}: {e:?}")))?;
+            module.clear_context(&mut ctx);
+            ids.push(id);
+        }
+        module.finalize_definitions().map_err(err)?;
+        let functions = ids
+            .iter()
+            // SAFETY: each id names a function defined above with the kernel signature.
+            .map(|&id| unsafe { std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(id)) })
+            .collect();
+        Ok(CpuKernels { module: Some(module), functions, kernels: kernels.to_vec(), clif })
+    }
+
+    /// The Cranelift IR of kernel `k`, as compiled.
+    pub fn clif(&self, k: usize) -> &str {
+        &self.clif[k]
+    }
+
+    /// Runs kernel `k` on `inputs`, giving its outputs in order.
+    pub fn run(&self, k: usize, inputs: &[&Value], bindings: &Bindings) -> Result<Vec<Value>, String> {
+        let kernel = &self.kernels[k];
+        let dims = resolve(&kernel.domain, bindings)?;
+        let rank = dims.len();
+        if inputs.len() != kernel.inputs.len() {
+            return Err(format!("kernel takes {} inputs, got {}", kernel.inputs.len(), inputs.len()));
+        }
+        let mut in_strides = Vec::with_capacity(inputs.len() * rank);
+        let contiguous: Vec<Value> = inputs.iter().map(|v| standard(v)).collect();
+        for (i, (spec, v)) in kernel.inputs.iter().zip(&contiguous).enumerate() {
+            let shape = resolve(&spec.shape, bindings)?;
+            if v.dtype() != spec.dtype || v.shape() != shape.as_slice() {
+                return Err(format!("input {i}: expected {}{shape:?}, got {}{:?}", spec.dtype, v.dtype(), v.shape()));
+            }
+            let rm = row_major(&shape);
+            for (d, a) in spec.axes.iter().enumerate() {
+                in_strides.push(match a {
+                    Some(a) if shape[*a] != 1 => {
+                        if shape[*a] != dims[d] {
+                            return Err(format!(
+                                "input {i}: axis {a} has size {} against domain {}",
+                                shape[*a], dims[d]
+                            ));
+                        }
+                        rm[*a] as i64
+                    }
+                    _ => 0,
+                });
+            }
+        }
+        let reduced = |d: usize| kernel.reduce.as_ref().is_some_and(|r| r.axes.contains(&d));
+        let kept: Vec<usize> = (0..rank).filter(|&d| !reduced(d)).map(|d| dims[d]).collect();
+        let kept_rm = row_major(&kept);
+        let count: usize = (0..rank).filter(|&d| reduced(d)).map(|d| dims[d]).product();
+        let mut outputs = Vec::with_capacity(kernel.outputs.len());
+        let mut out_strides = Vec::with_capacity(kernel.outputs.len() * rank);
+        for (o, out) in kernel.outputs.iter().enumerate() {
+            let shape = resolve(&kernel.output_shape(o), bindings)?;
+            let dtype = kernel.output_dtype(o);
+            let combine = kernel.reduce.as_ref().filter(|_| out.reduced).map(|r| r.combine);
+            if matches!(combine, Some(Combine::Max | Combine::Min)) && count == 0 && kept.iter().product::<usize>() > 0
+            {
+                return Err("reduction over an empty axis has no identity".into());
+            }
+            outputs.push(identity(dtype, &shape, combine));
+            let dom_rm = row_major(&dims);
+            let mut kept_axis = 0;
+            for (d, &dom_stride) in dom_rm.iter().enumerate() {
+                out_strides.push(match combine {
+                    Some(_) if reduced(d) => 0,
+                    Some(_) => {
+                        kept_axis += 1;
+                        kept_rm[kept_axis - 1] as i64
+                    }
+                    None => dom_stride as i64,
+                });
+            }
+        }
+        let total: usize = dims.iter().product();
+        if total > 0 {
+            let in_ptrs: Vec<*const u8> = contiguous.iter().map(data_ptr).collect();
+            let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(data_ptr_mut).collect();
+            let dims64: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+            // SAFETY: the kernel was compiled from `kernel`; every pointer is to
+            // a contiguous buffer of the dtype and shape its strides index, as
+            // checked above, and stays alive for the call.
+            unsafe {
+                (self.functions[k])(
+                    in_ptrs.as_ptr(),
+                    out_ptrs.as_ptr(),
+                    dims64.as_ptr(),
+                    in_strides.as_ptr(),
+                    out_strides.as_ptr(),
+                );
+            }
+        }
+        for (o, out) in kernel.outputs.iter().enumerate() {
+            if out.reduced && kernel.reduce.as_ref().is_some_and(|r| r.combine == Combine::Mean) {
+                let n = count as f64;
+                outputs[o] = match &outputs[o] {
+                    Value::F32(a) => Value::F32(a.mapv(|x| (x as f64 / n) as f32)),
+                    Value::F64(a) => Value::F64(a.mapv(|x| x / n)),
+                    other => other.clone(),
+                };
+            }
+        }
+        Ok(outputs)
+    }
+}
+
+impl Drop for CpuKernels {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the function pointers into this memory drop with `self`
+            // and are never called again.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+fn row_major(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        s[a] = s[a + 1] * shape[a + 1];
+    }
+    s
+}
+
+/// A tensor filled with the identity of `combine` (zeros for stored outputs):
+/// 0 for sums, 1 for products, the lowest (highest) value for max (min).
+fn identity(dtype: DType, shape: &[usize], combine: Option<Combine>) -> Value {
+    let sh = IxDyn(shape);
+    let (max, min) = (combine == Some(Combine::Max), combine == Some(Combine::Min));
+    let one = combine == Some(Combine::Prod);
+    macro_rules! fill {
+        ($t:ty, $lo:expr, $hi:expr) => {
+            ArrayD::from_elem(
+                sh,
+                if max {
+                    $lo
+                } else if min {
+                    $hi
+                } else if one {
+                    1 as $t
+                } else {
+                    0 as $t
+                },
+            )
+        };
+    }
+    match dtype {
+        DType::F32 => Value::F32(fill!(f32, f32::NEG_INFINITY, f32::INFINITY)),
+        DType::F64 => Value::F64(fill!(f64, f64::NEG_INFINITY, f64::INFINITY)),
+        DType::I32 => Value::I32(fill!(i32, i32::MIN, i32::MAX)),
+        DType::I64 => Value::I64(fill!(i64, i64::MIN, i64::MAX)),
+        DType::Bool => Value::Bool(ArrayD::from_elem(sh, one)),
+    }
+}
+
+fn standard(v: &Value) -> Value {
+    rhea_graph::with_array!(v, a => if a.is_standard_layout() { a.clone().into() } else { a.as_standard_layout().into_owned().into() })
+}
+
+fn data_ptr(v: &Value) -> *const u8 {
+    rhea_graph::with_array!(v, a => a.as_ptr() as *const u8)
+}
+
+fn data_ptr_mut(v: &mut Value) -> *mut u8 {
+    rhea_graph::with_array!(v, a => a.as_mut_ptr() as *mut u8)
+}
