@@ -41,7 +41,7 @@ fn softmax_cross_entropy_is_stabilized_to_log_softmax() {
     let graph = write_graph(dir.path(), "ce.json", &softmax_ce());
     let out = rhea(&["dump", &graph, "--stage", "optimized", "--trace"]).ok().to_string();
     golden("softmax-ce-optimized.txt", &stable(&out));
-    assert!(out.contains("log_softmax") && !out.contains("= log("), "{out}");
+    assert!(out.contains("log_softmax") && !out.contains(" = log %") && !out.contains("= log("), "{out}");
     assert!(out.contains("stabilize    log_clip") && out.contains("stabilize    log_softmax"), "{out}");
 }
 
@@ -60,8 +60,15 @@ fn flags_show_passes_fusion_and_modes() {
     assert!(!excluded.contains("stabilize    log_softmax") && excluded.contains("risk"), "{excluded}");
     let dot = rhea(&["dump", graph, "--stage", "optimized", "--format", "dot"]);
     assert!(dot.ok().contains("subgraph cluster_k0") && dot.stderr.starts_with("nodes "));
-    let json = rhea(&["dump", graph, "--stage", "optimized", "--format", "json"]).ok().to_string();
-    assert!(rhea::from_json(&json).is_ok(), "the optimized graph's JSON loads back");
+    let json = rhea(&["dump", graph, "--stage", "optimized", "--format", "json", "--trace"]);
+    assert!(json.stderr.contains("stabilize    log_softmax"), "--trace goes to stderr with --format json");
+    let text = json.ok().to_string();
+    assert!(rhea::from_json(&text).is_ok(), "the optimized graph's JSON loads back");
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let kernels = parsed["kernels"].as_array().unwrap();
+    assert!(!kernels.is_empty() && kernels[0]["ir"]["body"].is_array(), "{text}");
+    rhea(&["dump", graph, "--stage", "optimized", "--after", "stabilize", "--explain-fusion"])
+        .fails_with(&["--explain-fusion"]);
     rhea(&["dump", graph, "--trace"]).fails_with(&["need --stage optimized"]);
     rhea(&["dump", graph, "--stage", "optimized", "--include", "nope"]).fails_with(&["unknown rule \"nope\""]);
     rhea(&["dump", graph, "--stage", "optimized", "--after", "nope"])

@@ -55,7 +55,19 @@ fn canonicalize_rules() {
     check("sub_const", v(), |_, x| x - 3.0, "add");
     check("div_pow2", v(), |_, x| x / 4.0, "mul");
     check("neg_mul_const", v(), |_, x| -x * 3.0, "mul");
-    check("const_chain", v(), |_, x| (x + 1.0) + 2.0, "add");
+    check("mul_neg_one", v(), |_, x| x * -1.0, "neg");
+    // Constants are negated exactly in their own dtype: no f64 round trip.
+    let g = Builder::new();
+    let i = g.input("i", DType::I64, [1]).unwrap();
+    g.output("y", &(&i - 9_007_199_254_740_993i64)).unwrap();
+    let graph = g.to_graph();
+    let p = program(&graph, &options(Mode::None, &["sub_const"]));
+    assert_same(&graph, &p, &feeds(&[("i", Value::from(array![0i64]))]), 0.0);
+    // x / 2^-130 (subnormal) is not rewritten: its reciprocal is not a normal f32.
+    let g = Builder::new();
+    let x = g.input("x", DType::F32, [1]).unwrap();
+    g.output("y", &(&x / f64::from(2f32.powi(-130)))).unwrap();
+    assert!(program(&g.to_graph(), &options(Mode::None, &["div_pow2"])).report.rewrites.is_empty());
     check(
         "implicit_broadcast",
         v(),
@@ -69,8 +81,27 @@ fn stabilize_rules() {
     check("log_sigmoid", v(), |_, x| x.sigmoid().unwrap().log().unwrap(), "neg");
     check("one_minus_sigmoid", v(), |_, x| 1.0 - &x.sigmoid().unwrap(), "sigmoid");
     check("log_softmax", v(), |_, x| x.softmax(1).unwrap().log().unwrap(), "log_softmax");
-    check("log_clip", pos(), |_, x| x.maximum(1e-7).unwrap().minimum(1.0 - 1e-7).unwrap().log().unwrap(), "minimum");
-    check("one_minus_clip", pos(), |_, x| 1.0 - &x.maximum(0.1).unwrap().minimum(0.9).unwrap(), "minimum");
+    check(
+        "log_clip",
+        v(),
+        |_, x| x.sigmoid().unwrap().maximum(1e-7).unwrap().minimum(1.0 - 1e-7).unwrap().log().unwrap(),
+        "minimum",
+    );
+    check(
+        "one_minus_clip",
+        v(),
+        |_, x| 1.0 - &x.sigmoid().unwrap().maximum(0.1).unwrap().minimum(0.9).unwrap(),
+        "minimum",
+    );
+    // The safe-log idiom on values that may be negative is left alone: there
+    // log(max(p, lo)) is finite where clip(log p, ...) would be NaN.
+    let g = Builder::new();
+    let x = g.input("x", DType::F32, [3]).unwrap();
+    g.output("y", &x.maximum(1e-3).unwrap().minimum(10.0).unwrap().log().unwrap()).unwrap();
+    let graph = g.to_graph();
+    let p = program(&graph, &options(Mode::Fast, &[]));
+    assert!(!p.report.rewrites.iter().any(|r| r.rule == "log_clip"));
+    assert_same(&graph, &p, &feeds(&[("x", Value::from(array![-1.0f32, 0.5, 2.0]))]), 1e-6);
     check("log1p", v(), |_, x| (x * x + 1.0).log().unwrap(), "log1p");
     check("expm1", v(), |_, x| x.exp().unwrap() - 1.0, "expm1");
     check("softplus", v(), |_, x| x.exp().unwrap().log1p().unwrap(), "softplus");
@@ -85,7 +116,12 @@ fn w() -> Value {
 #[test]
 fn specialize_rules() {
     check("mul_self", v(), |_, x| x * x, "square");
-    check("pow_const", pos(), |g, x| x.pow(g.scalar(0.5, DType::F32)).unwrap(), "sqrt");
+    check("pow_const", pos(), |g, x| x.pow(g.scalar(0.5, DType::F32)).unwrap(), "where");
+    check("pow_const", v(), |g, x| x.pow(g.scalar(2.0, DType::F32)).unwrap(), "square");
+    check("pow_const", v(), |g, x| x.pow(g.scalar(-1.0, DType::F32)).unwrap(), "reciprocal");
+    // pow(x, 0.5) keeps pow's values at -inf and -0.
+    let edges = Value::from(array![[f32::NEG_INFINITY, -0.0, 4.0], [0.0, f32::INFINITY, 2.25]]);
+    check("pow_const", edges, |g, x| x.pow(g.scalar(0.5, DType::F32)).unwrap(), "where");
     check("dot_gemm", v(), |g, x| x.dot(&g.constant(w())).unwrap(), "gemm");
     // The other gemm rules need dot_gemm to make a gemm first.
     for (rule, f) in [

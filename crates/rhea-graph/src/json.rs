@@ -68,6 +68,11 @@ struct GraphFile {
     outputs: Vec<OutputRecord>,
     #[serde(default)]
     updates: Vec<UpdateRecord>,
+    /// Written by optimized dumps to show the fused kernels; a graph file
+    /// loads without them, so they are accepted and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    kernels: Option<serde_json::Value>,
 }
 
 /// The graph as a JSON graph file, shared values of up to [`INLINE_LIMIT`]

@@ -137,6 +137,7 @@ const PIPELINE: &[(&str, Pass)] = &[
     ("canonicalize", Pass::Rules(rules::canonicalize::RULES)),
     ("stabilize", Pass::Rules(rules::stabilize::RULES)),
     ("specialize", Pass::Rules(rules::specialize::RULES)),
+    ("useless_again", Pass::Rules(rules::useless::RULES)),
     ("merge_again", Pass::Merge),
 ];
 
@@ -150,6 +151,7 @@ pub fn pass_names() -> Vec<&'static str> {
 pub fn all_rules() -> Vec<(&'static str, &'static Rule)> {
     PIPELINE
         .iter()
+        .filter(|(n, _)| *n != "useless_again")
         .filter_map(|(n, p)| match p {
             Pass::Rules(rules) => Some(rules.iter().map(move |r| (*n, r))),
             _ => None,
@@ -158,11 +160,12 @@ pub fn all_rules() -> Vec<(&'static str, &'static Rule)> {
         .collect()
 }
 
-/// Why optimizing failed: always a compiler bug, named by pass.
+/// Why optimizing failed: options naming no rule or pass, or a compiler bug
+/// named by the pass that broke the graph.
 #[derive(Debug, thiserror::Error)]
-#[error("optimizer bug in pass {pass}: {msg}")]
+#[error("{}", if pass == "options" { format!("invalid optimizer options: {msg}") } else { format!("optimizer bug in pass {pass}: {msg}") })]
 pub struct OptError {
-    /// The pass that broke the graph.
+    /// The pass that broke the graph (`options` for bad options).
     pub pass: String,
     /// What is wrong.
     pub msg: String,

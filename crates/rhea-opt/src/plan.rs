@@ -129,11 +129,17 @@ pub fn memory_plan(g: &Graph, steps: &[Step], fusion: &Fusion, bindings: &Bindin
                         StepKind::Op(_) => unreachable!("elementwise steps are kernels"),
                     };
                     k.inputs.iter().zip(&k.kernel.inputs).find_map(|(&i, spec)| {
-                        let identity =
-                            spec.shape == k.kernel.domain && spec.axes.iter().enumerate().all(|(d, a)| *a == Some(d));
+                        // Every load of the value must be at the point being written:
+                        // a transposed or broadcast read of it would see overwritten data.
+                        let identity = |spec: &rhea_kernel::KernelInput| {
+                            spec.shape == k.kernel.domain && spec.axes.iter().enumerate().all(|(d, a)| *a == Some(d))
+                        };
+                        let all_identity =
+                            k.inputs.iter().zip(&k.kernel.inputs).filter(|(n, _)| **n == i).all(|(_, s)| identity(s));
                         let b = *plan.buffer_of.get(&i)?;
                         let dies = last_use.get(&i) == Some(&s) && !keep.contains(&i);
-                        (identity && dies && !reused.contains(&b) && plan.buffer_bytes[b] == size).then_some(b)
+                        (identity(spec) && all_identity && dies && !reused.contains(&b) && plan.buffer_bytes[b] == size)
+                            .then_some(b)
                     })
                 })
                 .flatten();
@@ -167,12 +173,21 @@ pub fn memory_plan(g: &Graph, steps: &[Step], fusion: &Fusion, bindings: &Bindin
     plan.peak_bytes = plan.buffer_bytes.iter().sum();
     let step_of: HashMap<NodeId, usize> =
         steps.iter().enumerate().flat_map(|(s, st)| st.outputs.iter().map(move |&o| (o, s))).collect();
+    let outputs: HashSet<NodeId> = g.outputs().iter().map(|(_, id)| *id).collect();
     plan.in_place_updates = g
         .updates()
         .iter()
         .filter(|&&(shared, value)| {
-            step_of.get(&value).is_some_and(|&s| {
-                matches!(steps[s].kind, StepKind::Kernel(_)) && last_use.get(&shared).is_none_or(|&u| u <= s)
+            step_of.get(&value).is_some_and(|&s| match steps[s].kind {
+                StepKind::Kernel(k) => {
+                    let grp = &fusion.groups[k];
+                    let read_pointwise =
+                        grp.inputs.iter().zip(&grp.kernel.inputs).filter(|(n, _)| **n == shared).all(|(_, spec)| {
+                            spec.shape == grp.kernel.domain && spec.axes.iter().enumerate().all(|(d, a)| *a == Some(d))
+                        });
+                    read_pointwise && !outputs.contains(&shared) && last_use.get(&shared).is_none_or(|&u| u <= s)
+                }
+                StepKind::Op(_) => false,
             })
         })
         .count();

@@ -56,6 +56,37 @@ pub fn to_text_optimized(p: &Program, opts: TextOptions) -> String {
     out
 }
 
+/// The optimized graph as a graph file, with a `kernels` section giving each
+/// kernel's nodes (by the file's ids) and its kernel IR. The file loads back
+/// as an ordinary graph; loading ignores the kernels.
+pub fn to_json_optimized(p: &Program) -> String {
+    let (_, number) = numbering(&p.graph);
+    let ids = |xs: &[NodeId]| xs.iter().map(|x| number[x]).collect::<Vec<_>>();
+    let records: Vec<String> = p
+        .fusion
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(k, grp)| {
+            serde_json::json!({
+                "kernel": k,
+                "members": ids(&grp.members),
+                "inputs": ids(&grp.inputs),
+                "outputs": ids(&grp.outputs),
+                "ir": grp.kernel,
+            })
+            .to_string()
+        })
+        .collect();
+    let json = rhea_graph::to_json(&p.graph);
+    let end = json.rfind('}').expect("a graph file ends with }");
+    let body = json[..end].trim_end();
+    if records.is_empty() {
+        return format!("{body},\n  \"kernels\": []\n}}\n");
+    }
+    format!("{body},\n  \"kernels\": [\n    {}\n  ]\n}}\n", records.join(",\n    "))
+}
+
 /// DOT with each kernel drawn as a cluster around the ops it fuses.
 pub fn to_dot_optimized(p: &Program) -> String {
     let (_, number) = numbering(&p.graph);
@@ -118,8 +149,15 @@ pub fn summary(p: &Program) -> String {
         }
     }
     let peak = memory_plan(g, &p.steps, &p.fusion, &bindings).map(|m| m.peak_bytes);
-    let times: Vec<String> =
-        p.report.passes.iter().map(|r| format!("{} {:.2}ms", r.name, r.time.as_secs_f64() * 1e3)).collect();
+    let times: Vec<String> = p
+        .report
+        .passes
+        .iter()
+        .map(|r| {
+            let stop = if r.stop == crate::Stop::IterationLimit { " (stopped at the iteration limit)" } else { "" };
+            format!("{} {:.2}ms{stop}", r.name, r.time.as_secs_f64() * 1e3)
+        })
+        .collect();
     let peak = peak.map_or_else(|e| format!("unknown ({e})"), |b| format!("{b} B"));
     let syms = if bindings.is_empty() { String::new() } else { " with symbolic dims at 1".into() };
     format!(

@@ -64,6 +64,36 @@ impl<'g> Ctx<'g> {
         }
     }
 
+    /// A 0-d constant's exact value in its own dtype.
+    pub fn scalar_exact(&self, id: NodeId) -> Option<rhea_kernel::scalar::Scalar> {
+        use rhea_kernel::scalar::Scalar;
+        let Op::Const { value } = self.op_of(id) else { return None };
+        let v = value.value();
+        if !v.shape().is_empty() {
+            return None;
+        }
+        Some(match v {
+            Value::F32(a) => Scalar::F32(*a.iter().next()?),
+            Value::F64(a) => Scalar::F64(*a.iter().next()?),
+            Value::I32(a) => Scalar::I32(*a.iter().next()?),
+            Value::I64(a) => Scalar::I64(*a.iter().next()?),
+            Value::Bool(a) => Scalar::Bool(*a.iter().next()?),
+        })
+    }
+
+    /// A 0-d constant holding `s` exactly.
+    pub fn constant_exact(&mut self, s: rhea_kernel::scalar::Scalar) -> NodeId {
+        use rhea_kernel::scalar::Scalar;
+        let v = match s {
+            Scalar::F32(x) => Value::from(x),
+            Scalar::F64(x) => Value::from(x),
+            Scalar::I32(x) => Value::from(x),
+            Scalar::I64(x) => Value::from(x),
+            Scalar::Bool(x) => Value::from(x),
+        };
+        self.g.add_const(v, self.loc.clone())
+    }
+
     /// True if `id` is a constant equal to `x`.
     pub fn is(&self, id: NodeId, x: f64) -> bool {
         self.scalar(id) == Some(x)

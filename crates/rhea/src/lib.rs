@@ -1,8 +1,8 @@
 //! rhea is a Theano-style tensor expression-graph compiler: build a typed
 //! graph of tensor operations in Rust, differentiate it ([`grad`]), inspect
-//! it, and run it. Today graphs run on the reference interpreter
-//! ([`interp`]); an optimizer and compiled CPU (Cranelift) and CUDA backends
-//! are being built on the same graph.
+//! it, optimize it ([`opt`]) and run it: on the reference interpreter
+//! ([`interp`]) or with kernels compiled to machine code by Cranelift
+//! ([`Backend::Cpu`]). A CUDA backend is planned on the same kernel IR.
 //!
 //! ```
 //! use std::collections::HashMap;

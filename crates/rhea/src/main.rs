@@ -301,6 +301,9 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
         verify: true,
         ..rhea::default_options()
     };
+    if o.after.is_some() && o.explain_fusion {
+        bail!("--explain-fusion explains the end of the pipeline; it does not combine with --after");
+    }
     let text = if o.after.is_some() {
         let mut g = graph;
         let report = rhea::opt::optimize(&mut g, &opts)?;
@@ -319,20 +322,23 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
         let mut text = match args.format {
             Format::Text => rhea::opt::print::to_text_optimized(&p, TextOptions { locs: args.locs }),
             Format::Dot => rhea::opt::print::to_dot_optimized(&p),
-            Format::Json => rhea::to_json(&p.graph),
+            Format::Json => rhea::opt::print::to_json_optimized(&p),
         };
         let summary = rhea::opt::print::summary(&p);
+        let mut notes = String::new();
+        if o.trace {
+            notes.push_str(&rhea::opt::print::trace(&p));
+        }
+        if o.explain_fusion {
+            notes.push_str(&rhea::opt::print::explain_fusion(&p));
+        }
         match args.format {
             Format::Text => {
-                if o.trace {
-                    text.push_str(&rhea::opt::print::trace(&p));
-                }
-                if o.explain_fusion {
-                    text.push_str(&rhea::opt::print::explain_fusion(&p));
-                }
+                text.push_str(&notes);
                 text.push_str(&format!("# {summary}\n"));
             }
-            _ => eprintln!("{summary}"),
+            // The dump itself stays a valid DOT or JSON file: the rest goes to stderr.
+            _ => eprintln!("{notes}{summary}"),
         }
         text
     };

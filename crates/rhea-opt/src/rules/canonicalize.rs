@@ -12,7 +12,7 @@ pub const RULES: &[Rule] = &[
     Rule { name: "sub_const", identity: "x - c -> x + (-c)", apply: sub_const },
     Rule { name: "div_pow2", identity: "x / 2^k -> x * 2^-k (exact)", apply: div_pow2 },
     Rule { name: "neg_mul_const", identity: "(-x) * c -> x * (-c)", apply: neg_mul_const },
-    Rule { name: "const_chain", identity: "(x + c1) + c2 -> x + (c1 + c2), likewise *", apply: const_chain },
+    Rule { name: "mul_neg_one", identity: "x * -1 -> -x", apply: mul_neg_one },
     Rule {
         name: "implicit_broadcast",
         identity: "x op broadcast_to(y) -> x op y when the result is the same",
@@ -36,58 +36,56 @@ fn const_right(cx: &mut Ctx) -> Option<NodeId> {
     if commutative(fun) && is_const(cx, a) && !is_const(cx, b) { cx.bin(fun, b, a) } else { None }
 }
 
-// x - c -> x + (-c)  (c a scalar constant)
-fn sub_const(cx: &mut Ctx) -> Option<NodeId> {
-    let (a, b) = cx.binary_args(cx.id, BinaryOp::Sub)?;
-    let c = cx.scalar(b)?;
-    if !is_const(cx, b) || cx.ty(b).shape.rank() != 0 {
+/// `-c` exactly in `c`'s dtype (integers wrap, as the graph's arithmetic does).
+fn negated(cx: &mut Ctx, c: NodeId) -> Option<NodeId> {
+    let s = cx.scalar_exact(c)?;
+    if s.dtype() == rhea_graph::DType::Bool {
         return None;
     }
-    let neg = cx.constant(-c, cx.ty(b).dtype);
+    let n = rhea_kernel::scalar::unary(UnaryOp::Neg, s);
+    Some(cx.constant_exact(n))
+}
+
+// x - c -> x + (-c)  (c a scalar constant; exact, also for wrapping integers)
+fn sub_const(cx: &mut Ctx) -> Option<NodeId> {
+    let (a, b) = cx.binary_args(cx.id, BinaryOp::Sub)?;
+    let neg = negated(cx, b)?;
     cx.bin(BinaryOp::Add, a, neg)
 }
 
-// x / 2^k -> x * 2^-k  (exact in binary floating point)
+// x / 2^k -> x * 2^-k  (exact when both are normal numbers of the dtype)
 fn div_pow2(cx: &mut Ctx) -> Option<NodeId> {
+    use rhea_kernel::scalar::Scalar;
     let (a, b) = cx.binary_args(cx.id, BinaryOp::Div)?;
-    let c = cx.scalar(b)?;
-    let inv = 1.0 / c;
-    let exact = c != 0.0 && c.is_finite() && inv.is_finite() && c.abs().log2().fract() == 0.0;
-    if !exact || !is_const(cx, b) || cx.ty(b).shape.rank() != 0 {
-        return None;
-    }
-    let k = cx.constant(inv, cx.ty(b).dtype);
+    let inv = match cx.scalar_exact(b)? {
+        Scalar::F32(c) if c.is_normal() && (1.0 / c).is_normal() && c.to_bits() & 0x7f_ffff == 0 => {
+            Scalar::F32(1.0 / c)
+        }
+        Scalar::F64(c) if c.is_normal() && (1.0 / c).is_normal() && c.to_bits() & 0xf_ffff_ffff_ffff == 0 => {
+            Scalar::F64(1.0 / c)
+        }
+        _ => return None,
+    };
+    let k = cx.constant_exact(inv);
     cx.bin(BinaryOp::Mul, a, k)
 }
 
-// (-x) * c -> x * (-c)
+// (-x) * c -> x * (-c)  (exact; integers wrap alike)
 fn neg_mul_const(cx: &mut Ctx) -> Option<NodeId> {
     let (a, b) = cx.binary_args(cx.id, BinaryOp::Mul)?;
     let x = cx.unary_arg(a, UnaryOp::Neg)?;
-    let c = cx.scalar(b)?;
-    if !is_const(cx, b) || cx.ty(b).shape.rank() != 0 {
-        return None;
-    }
-    let neg = cx.constant(-c, cx.ty(b).dtype);
+    let neg = negated(cx, b)?;
     cx.bin(BinaryOp::Mul, x, neg)
 }
 
-// (x + c1) + c2 -> x + (c1 + c2); (x * c1) * c2 -> x * (c1 * c2)
-fn const_chain(cx: &mut Ctx) -> Option<NodeId> {
-    let Op::Binary { fun } = *cx.op() else { return None };
-    if !matches!(fun, BinaryOp::Add | BinaryOp::Mul) {
-        return None;
+// x * -1 -> -x
+fn mul_neg_one(cx: &mut Ctx) -> Option<NodeId> {
+    let (a, b) = cx.binary_args(cx.id, BinaryOp::Mul)?;
+    if cx.scalar_exact(b).is_some_and(|s| s.to_f64() == -1.0) && cx.ty(a) == cx.node().ty {
+        cx.un(UnaryOp::Neg, a)
+    } else {
+        None
     }
-    let (inner, c2) = (cx.input(0), cx.input(1));
-    let (x, c1) = cx.binary_args(inner, fun)?;
-    let (v1, v2) = (cx.scalar(c1)?, cx.scalar(c2)?);
-    let scalars = [c1, c2].iter().all(|&c| is_const(cx, c) && cx.ty(c).shape.rank() == 0);
-    if !scalars || cx.g.consumers(inner).len() != 1 {
-        return None;
-    }
-    let v = if fun == BinaryOp::Add { v1 + v2 } else { v1 * v2 };
-    let c = cx.constant(v, cx.ty(c2).dtype);
-    cx.bin(fun, x, c)
 }
 
 // x op broadcast_to(y) -> x op y, when the op's own broadcasting gives the same result type

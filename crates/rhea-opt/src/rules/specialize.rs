@@ -8,7 +8,11 @@ use crate::rule::{Ctx, Rule};
 /// The rules of this family.
 pub const RULES: &[Rule] = &[
     Rule { name: "mul_self", identity: "x * x -> square(x)", apply: mul_self },
-    Rule { name: "pow_const", identity: "pow(x, 2|0.5|-1|-0.5) -> square|sqrt|reciprocal|rsqrt", apply: pow_const },
+    Rule {
+        name: "pow_const",
+        identity: "pow(x, 2|-1|0.5) -> square(x)|reciprocal(x)|sqrt(x + 0) at x > -inf",
+        apply: pow_const,
+    },
     Rule { name: "dot_gemm", identity: "dot(A, B) of matrices -> gemm(1, A, B)", apply: dot_gemm },
     Rule { name: "gemm_transpose", identity: "gemm(A^T, ...) -> gemm(A, ..., trans_a)", apply: gemm_transpose },
     Rule { name: "gemm_bias", identity: "gemm(a, A, B) + C -> gemm(a, A, B, 1, C)", apply: gemm_bias },
@@ -21,17 +25,25 @@ fn mul_self(cx: &mut Ctx) -> Option<NodeId> {
     if a == b { cx.un(UnaryOp::Square, a) } else { None }
 }
 
-// pow(x, 2) -> square(x); 0.5 -> sqrt; -1 -> reciprocal; -0.5 -> rsqrt
+// pow(x, 2) -> square(x); pow(x, -1) -> reciprocal(x);
+// pow(x, 0.5) -> where(x == -inf, inf, sqrt(x + 0))  (pow gives +0 at -0 and +inf at -inf)
 fn pow_const(cx: &mut Ctx) -> Option<NodeId> {
     let (x, e) = cx.binary_args(cx.id, BinaryOp::Pow)?;
-    let fun = match cx.scalar(e)? {
-        2.0 => UnaryOp::Square,
-        0.5 => UnaryOp::Sqrt,
-        -1.0 => UnaryOp::Reciprocal,
-        -0.5 => UnaryOp::Rsqrt,
+    let dtype = cx.ty(x).dtype;
+    let out = match cx.scalar(e)? {
+        2.0 => cx.un(UnaryOp::Square, x)?,
+        -1.0 => cx.un(UnaryOp::Reciprocal, x)?,
+        0.5 => {
+            let zero = cx.constant(0.0, dtype);
+            let positive_zero = cx.bin(BinaryOp::Add, x, zero)?;
+            let root = cx.un(UnaryOp::Sqrt, positive_zero)?;
+            let ninf = cx.constant(f64::NEG_INFINITY, dtype);
+            let inf = cx.constant(f64::INFINITY, dtype);
+            let at_ninf = cx.bin(BinaryOp::Eq, x, ninf)?;
+            cx.make(Op::Where, &[at_ninf, inf, root])?
+        }
         _ => return None,
     };
-    let out = cx.un(fun, x)?;
     (cx.ty(out) == cx.node().ty).then_some(out)
 }
 

@@ -77,11 +77,17 @@ fn make_clip(cx: &mut Ctx, p: NodeId, lo: f64, hi: f64) -> Option<NodeId> {
     cx.bin(BinaryOp::Minimum, inner, hi)
 }
 
-// log(clip(p, lo, hi)) -> clip(log(p), log lo, log hi)  (log is monotone; lo > 0)
+/// True if `id` is a probability made by sigmoid or softmax (or an exp):
+/// never negative, so clipping commutes with log.
+fn nonnegative(cx: &Ctx, id: NodeId) -> bool {
+    matches!(cx.op_of(id), Op::Unary { fun: UnaryOp::Sigmoid | UnaryOp::Exp } | Op::Softmax { .. })
+}
+
+// log(clip(p, lo, hi)) -> clip(log(p), log lo, log hi)  (log is monotone; p >= 0 and lo > 0)
 fn log_clip(cx: &mut Ctx) -> Option<NodeId> {
     let c = cx.unary_arg(cx.id, UnaryOp::Log)?;
     let (p, lo, hi) = clip(cx, c)?;
-    if lo <= 0.0 {
+    if lo <= 0.0 || !nonnegative(cx, p) {
         return None;
     }
     let lp = cx.un(UnaryOp::Log, p)?;
@@ -89,10 +95,13 @@ fn log_clip(cx: &mut Ctx) -> Option<NodeId> {
     (cx.ty(out) == cx.node().ty).then_some(out)
 }
 
-// 1 - clip(p, lo, hi) -> clip(1 - p, 1 - hi, 1 - lo)
+// 1 - clip(p, lo, hi) -> clip(1 - p, 1 - hi, 1 - lo)  (p a sigmoid/softmax probability)
 fn one_minus_clip(cx: &mut Ctx) -> Option<NodeId> {
     let c = one_minus(cx, cx.id)?;
     let (p, lo, hi) = clip(cx, c)?;
+    if !nonnegative(cx, p) {
+        return None;
+    }
     let one = cx.constant(1.0, cx.ty(p).dtype);
     let q = cx.bin(BinaryOp::Sub, one, p)?;
     let out = make_clip(cx, q, 1.0 - hi, 1.0 - lo)?;

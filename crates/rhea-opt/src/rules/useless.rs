@@ -6,6 +6,7 @@ use crate::rule::{Ctx, Rule};
 
 /// The rules of this family.
 pub const RULES: &[Rule] = &[
+    // As in Theano: exact except that -0.0 + 0.0 is +0.0, which this keeps as -0.0.
     Rule { name: "add_zero", identity: "x + 0 -> x", apply: add_zero },
     Rule { name: "sub_zero", identity: "x - 0 -> x", apply: sub_zero },
     Rule { name: "mul_one", identity: "x * 1 -> x", apply: mul_one },
