@@ -126,7 +126,7 @@ fn no_in_place_write_over_a_value_the_kernel_reads_transposed() {
     let g = Builder::new();
     let x = g.input("x", DType::F32, [3, 3]).unwrap();
     let d = x.dot(&x).unwrap();
-    let y = d.add(&d.transpose().unwrap()).unwrap();
+    let y = d.add(d.transpose().unwrap()).unwrap();
     g.output("y", &y).unwrap();
     let graph = g.to_graph();
     let p = program(&graph, &options(Mode::Fast, &[]));
