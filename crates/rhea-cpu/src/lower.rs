@@ -50,9 +50,23 @@ pub fn lower(module: &mut impl Module, helpers: &Helpers, k: &Kernel, func: &mut
     let rank = k.domain.rank();
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut fctx);
-    let imports: HashMap<UnaryOp, _> =
-        helpers.unary.iter().map(|(op, id)| (*op, module.declare_func_in_func(*id, b.func))).collect();
-    let pow = module.declare_func_in_func(helpers.pow, b.func);
+    // Import only the helpers this kernel calls.
+    let calls: Vec<UnaryOp> = k
+        .body
+        .iter()
+        .filter_map(|(inst, _)| match inst {
+            Inst::Unary { op, .. } if helpers.unary.contains_key(op) => Some(*op),
+            _ => None,
+        })
+        .collect();
+    let imports: HashMap<UnaryOp, _> = helpers
+        .unary
+        .iter()
+        .filter(|(op, _)| calls.contains(op))
+        .map(|(op, id)| (*op, module.declare_func_in_func(*id, b.func)))
+        .collect();
+    let uses_pow = k.body.iter().any(|(inst, _)| matches!(inst, Inst::Binary { op: BinaryOp::Pow, .. }));
+    let pow = uses_pow.then(|| module.declare_func_in_func(helpers.pow, b.func));
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
@@ -272,7 +286,7 @@ fn unary(
 
 fn binary(
     b: &mut FunctionBuilder,
-    pow: cranelift_codegen::ir::FuncRef,
+    pow: Option<cranelift_codegen::ir::FuncRef>,
     op: BinaryOp,
     x: Value,
     y: Value,
@@ -309,7 +323,7 @@ fn binary(
         Mul if float => b.ins().fmul(x, y),
         Mul => b.ins().imul(x, y),
         Div => b.ins().fdiv(x, y),
-        Pow => call_f64(b, pow, &[x, y], dtype),
+        Pow => call_f64(b, pow.ok_or("pow was not imported")?, &[x, y], dtype),
         Maximum if float => b.ins().fmax(x, y),
         Maximum => b.ins().smax(x, y),
         Minimum if float => b.ins().fmin(x, y),

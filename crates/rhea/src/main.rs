@@ -23,6 +23,7 @@ Examples:
   rhea dump sonar-mlp --stage grad            # the Sonar MLP's training step: forward, loss, gradients, Adam
   rhea dump sonar-mlp --stage optimized --trace --explain-fusion   # after rewrites and fusion
   rhea dump model.json --stage optimized --after stabilize          # the graph right after one pass
+  rhea dump model.json --stage optimized --kernels                  # each kernel's Cranelift IR
   rhea dump model.json --stage grad --grad-of loss --wrt w,b
   rhea dump model.json
   rhea dump model.json --locs                 # with the source line that built each node
@@ -126,6 +127,9 @@ struct OptArgs {
     /// Say for each elementwise node why it was or was not fused with its neighbours.
     #[arg(long)]
     explain_fusion: bool,
+    /// Print each fused kernel's Cranelift IR, as the CPU backend compiles it.
+    #[arg(long)]
+    kernels: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -277,8 +281,8 @@ fn dump(args: &DumpArgs) -> Result<()> {
         return dump_optimized(args, graph);
     }
     let o = &args.opt;
-    if o.trace || o.after.is_some() || o.explain_fusion || !o.include.is_empty() || !o.exclude.is_empty() {
-        bail!("--trace, --after, --explain-fusion, --include and --exclude need --stage optimized");
+    if o.trace || o.after.is_some() || o.explain_fusion || o.kernels || !o.include.is_empty() || !o.exclude.is_empty() {
+        bail!("--trace, --after, --explain-fusion, --kernels, --include and --exclude need --stage optimized");
     }
     let text = match args.format {
         Format::Text => rhea::to_text(&graph, TextOptions { locs: args.locs }),
@@ -331,6 +335,13 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
         }
         if o.explain_fusion {
             notes.push_str(&rhea::opt::print::explain_fusion(&p));
+        }
+        if o.kernels {
+            let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
+            let cpu = rhea_cpu::CpuKernels::compile(&kernels)?;
+            for k in 0..kernels.len() {
+                notes.push_str(&format!("# kernel k{k}, Cranelift IR\n{}\n", cpu.clif(k)));
+            }
         }
         match args.format {
             Format::Text => {
