@@ -37,7 +37,8 @@ pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>
     let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
     let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
     let run = |k: usize, inputs: &[&Value], b: &rhea::interp::Bindings| cpu.run(k, inputs, b);
-    rhea::interp::run_program_with(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids, &run)
+    let ops = |op: &rhea::Op, inputs: &[&Value]| rhea_cpu::library_op(op, inputs);
+    rhea::interp::run_program_with(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids, &run, &ops)
         .map_err(|e| e.to_string())
 }
 

@@ -2,12 +2,15 @@
 //!
 //! Today each kernel becomes a scalar loop nest over its domain, with float
 //! transcendentals calling the reference `f64` definitions so that results
-//! round exactly as the interpreter's; SIMD loops, inline polynomial
-//! transcendentals, threads and a tuned GEMM are the next steps.
+//! round exactly as the interpreter's, and matrix products run through the
+//! `gemm` crate; SIMD loops, inline polynomial transcendentals and threaded
+//! kernels are the next steps.
 #![warn(missing_docs)]
 
+mod blas;
 mod jit;
 mod lower;
 mod math;
 
+pub use blas::library_op;
 pub use jit::{CpuError, CpuKernels};

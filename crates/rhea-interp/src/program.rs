@@ -19,6 +19,9 @@ pub fn fold_constant(op: &Op, inputs: &[&Value]) -> Result<Value, String> {
 /// Runs kernel `k` of a program on its inputs.
 pub type KernelRunner<'r> = &'r dyn Fn(usize, &[&Value], &Bindings) -> Result<Vec<Value>, String>;
 
+/// Runs a library op natively if it can (`None`: the interpreter runs it).
+pub type OpRunner<'r> = &'r dyn Fn(&Op, &[&Value]) -> Option<Result<Value, String>>;
+
 /// Runs `program` with buffers placed by `memory` and returns the values of
 /// `wanted` (outputs and update values); kernels run on the kernel-IR
 /// evaluator.
@@ -32,11 +35,11 @@ pub fn run_program<'a>(
     let evaluate = |k: usize, inputs: &[&Value], b: &Bindings| {
         rhea_kernel::eval_kernel(&program.fusion.groups[k].kernel, inputs, b)
     };
-    run_program_with(program, memory, feeds, shared, wanted, &evaluate)
+    run_program_with(program, memory, feeds, shared, wanted, &evaluate, &|_, _| None)
 }
 
 /// [`run_program`] with kernels run by `kernels` (compiled code, say) and
-/// library ops by the interpreter.
+/// library ops by `ops` where it can, else by the interpreter.
 pub fn run_program_with<'a>(
     program: &Program,
     memory: &MemoryPlan,
@@ -44,6 +47,7 @@ pub fn run_program_with<'a>(
     shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
     wanted: &[NodeId],
     kernels: KernelRunner,
+    ops: OpRunner,
 ) -> Result<Vec<Value>, InterpError> {
     let g = &program.graph;
     let bindings = bind_inputs(g, feeds)?;
@@ -75,24 +79,24 @@ pub fn run_program_with<'a>(
     for step in &program.steps {
         let args = step.inputs.iter().map(|&i| get(&slots, i)).collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&Value> = args.iter().map(|v| &**v).collect();
-        let outputs = match &step.kind {
-            StepKind::Kernel(k) => {
-                let group = &program.fusion.groups[*k];
-                kernels(*k, &refs, &bindings).map_err(|msg| InterpError::Op {
-                    op: format!("kernel k{k}"),
-                    loc: g.node(group.root).loc.clone(),
-                    msg,
-                })?
-            }
-            StepKind::Op(id) => {
-                let node = g.node(*id);
-                vec![eval_op(&node.op, &refs, &bindings).map_err(|msg| InterpError::Op {
-                    op: node.op.name().to_string(),
-                    loc: node.loc.clone(),
-                    msg,
-                })?]
-            }
-        };
+        let outputs =
+            match &step.kind {
+                StepKind::Kernel(k) => {
+                    let group = &program.fusion.groups[*k];
+                    kernels(*k, &refs, &bindings).map_err(|msg| InterpError::Op {
+                        op: format!("kernel k{k}"),
+                        loc: g.node(group.root).loc.clone(),
+                        msg,
+                    })?
+                }
+                StepKind::Op(id) => {
+                    let node = g.node(*id);
+                    let native = ops(&node.op, &refs);
+                    vec![native.unwrap_or_else(|| eval_op(&node.op, &refs, &bindings)).map_err(|msg| {
+                        InterpError::Op { op: node.op.name().to_string(), loc: node.loc.clone(), msg }
+                    })?]
+                }
+            };
         for (&out, value) in step.outputs.iter().zip(outputs) {
             let b = *memory.buffer_of.get(&out).ok_or_else(|| plan_bug(format!("{out} has no buffer")))?;
             slots[b] = Some((out, value));

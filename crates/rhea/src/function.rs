@@ -20,8 +20,9 @@ pub enum Backend {
     /// The reference interpreter (`rhea-interp`).
     #[default]
     Interp,
-    /// Kernels compiled to machine code with Cranelift (`rhea-cpu`); library
-    /// ops (GEMM, convolution, gathers...) still run on the interpreter.
+    /// Kernels compiled to machine code with Cranelift and matrix products
+    /// through the `gemm` crate (`rhea-cpu`); other library ops
+    /// (convolution, gathers, softmax...) still run on the interpreter.
     Cpu,
 }
 
@@ -368,7 +369,8 @@ impl Function {
             match &self.compiled {
                 Some(cpu) => {
                     let run = |k: usize, inputs: &[&Value], b: &rhea_interp::Bindings| cpu.run(k, inputs, b);
-                    rhea_interp::run_program_with(&self.program, plan, &feeds, &lookup, &targets, &run)?
+                    let ops = |op: &Op, inputs: &[&Value]| rhea_cpu::library_op(op, inputs);
+                    rhea_interp::run_program_with(&self.program, plan, &feeds, &lookup, &targets, &run, &ops)?
                 }
                 None => rhea_interp::run_program(&self.program, plan, &feeds, &lookup, &targets)?,
             }
