@@ -97,7 +97,7 @@ impl CpuKernels {
             return Err(format!("kernel takes {} inputs, got {}", kernel.inputs.len(), inputs.len()));
         }
         let mut in_strides = Vec::with_capacity(inputs.len() * rank);
-        let contiguous: Vec<Value> = inputs.iter().map(|v| standard(v)).collect();
+        let contiguous: Vec<std::borrow::Cow<Value>> = inputs.iter().map(|v| standard(v)).collect();
         for (i, (spec, v)) in kernel.inputs.iter().zip(&contiguous).enumerate() {
             let shape = resolve(&spec.shape, bindings)?;
             if v.dtype() != spec.dtype || v.shape() != shape.as_slice() {
@@ -149,7 +149,7 @@ impl CpuKernels {
         }
         let total: usize = dims.iter().product();
         if total > 0 {
-            let in_ptrs: Vec<*const u8> = contiguous.iter().map(data_ptr).collect();
+            let in_ptrs: Vec<*const u8> = contiguous.iter().map(|v| data_ptr(v)).collect();
             let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(data_ptr_mut).collect();
             let dims64: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
             // SAFETY: the kernel was compiled from `kernel`; every pointer is to
@@ -228,8 +228,14 @@ fn identity(dtype: DType, shape: &[usize], combine: Option<Combine>) -> Value {
     }
 }
 
-fn standard(v: &Value) -> Value {
-    rhea_graph::with_array!(v, a => if a.is_standard_layout() { a.clone().into() } else { a.as_standard_layout().into_owned().into() })
+/// The value itself if it is contiguous row-major, else a contiguous copy.
+fn standard(v: &Value) -> std::borrow::Cow<'_, Value> {
+    let contiguous = rhea_graph::with_array!(v, a => a.is_standard_layout());
+    if contiguous {
+        std::borrow::Cow::Borrowed(v)
+    } else {
+        std::borrow::Cow::Owned(rhea_graph::with_array!(v, a => a.as_standard_layout().into_owned().into()))
+    }
 }
 
 fn data_ptr(v: &Value) -> *const u8 {

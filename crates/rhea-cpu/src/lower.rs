@@ -85,6 +85,23 @@ pub fn lower(module: &mut impl Module, helpers: &Helpers, k: &Kernel, func: &mut
         (0..k.inputs.len()).map(|i| (0..rank).map(|d| stride(&mut b, in_str_p, i, d)).collect()).collect();
     let out_strides: Vec<Vec<Value>> =
         (0..k.outputs.len()).map(|o| (0..rank).map(|d| stride(&mut b, out_str_p, o, d)).collect()).collect();
+    // A kernel whose tensors are each either contiguous over the whole domain
+    // or a scalar runs as one flat loop: offset i, or 0 for the scalars.
+    let scalar_input = |i: usize| k.inputs[i].shape.iter().all(|d| *d == rhea_graph::Dim::Known(1));
+    let contiguous_input =
+        |i: usize| k.inputs[i].shape == k.domain && k.inputs[i].axes.iter().enumerate().all(|(d, a)| *a == Some(d));
+    let flat = rank > 1 && k.reduce.is_none() && (0..k.inputs.len()).all(|i| scalar_input(i) || contiguous_input(i));
+    let (rank, dims, in_strides, out_strides) = if flat {
+        let mut n = dims[0];
+        for &d in &dims[1..] {
+            n = b.ins().imul(n, d);
+        }
+        let (zero, one) = (b.ins().iconst(types::I64, 0), b.ins().iconst(types::I64, 1));
+        let ins = (0..k.inputs.len()).map(|i| vec![if scalar_input(i) { zero } else { one }]).collect();
+        (1, vec![n], ins, vec![vec![one]; k.outputs.len()])
+    } else {
+        (rank, dims, in_strides, out_strides)
+    };
     // The loop nest: one index variable and header/body/exit per axis.
     let idx: Vec<Variable> = (0..rank).map(|_| b.declare_var(types::I64)).collect();
     let mut exits = Vec::new();

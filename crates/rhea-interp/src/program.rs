@@ -52,32 +52,10 @@ pub fn run_program_with<'a>(
     let g = &program.graph;
     let bindings = bind_inputs(g, feeds)?;
     let mut slots: Vec<Option<(NodeId, Value)>> = vec![None; memory.buffer_bytes.len()];
-    let plan_bug = |msg: String| InterpError::Op { op: "plan".into(), loc: None, msg };
-    let get = |slots: &[Option<(NodeId, Value)>], id: NodeId| -> Result<Cow<'a, Value>, InterpError> {
-        let node = g.node(id);
-        match &node.op {
-            Op::Input { name } => {
-                feeds.get(&**name).map(Cow::Borrowed).ok_or_else(|| InterpError::MissingInput(name.to_string()))
-            }
-            Op::Shared { name } => {
-                let v = shared(id, name).ok_or_else(|| InterpError::MissingShared(name.to_string()))?;
-                rhea_graph::check_value(&format!("shared variable {name:?}"), &node.ty, v)
-                    .map_err(|e| InterpError::Op { op: "shared".into(), loc: node.loc.clone(), msg: e.to_string() })?;
-                Ok(Cow::Borrowed(v))
-            }
-            Op::Const { value } => Ok(Cow::Owned(value.value().clone())),
-            _ => {
-                let b = *memory.buffer_of.get(&id).ok_or_else(|| plan_bug(format!("{id} has no buffer")))?;
-                match &slots[b] {
-                    Some((holder, v)) if *holder == id => Ok(Cow::Owned(v.clone())),
-                    Some((holder, _)) => Err(plan_bug(format!("buffer {b} holds {holder} when {id} is read"))),
-                    None => Err(plan_bug(format!("{id} is read before it is written"))),
-                }
-            }
-        }
-    };
     for step in &program.steps {
-        let args = step.inputs.iter().map(|&i| get(&slots, i)).collect::<Result<Vec<_>, _>>()?;
+        // Inputs are borrowed, from the feeds or from the buffers, for the step.
+        let args =
+            step.inputs.iter().map(|&i| fetch(g, memory, feeds, shared, &slots, i)).collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&Value> = args.iter().map(|v| &**v).collect();
         let outputs =
             match &step.kind {
@@ -97,10 +75,48 @@ pub fn run_program_with<'a>(
                     })?]
                 }
             };
+        drop(args);
         for (&out, value) in step.outputs.iter().zip(outputs) {
             let b = *memory.buffer_of.get(&out).ok_or_else(|| plan_bug(format!("{out} has no buffer")))?;
             slots[b] = Some((out, value));
         }
     }
-    wanted.iter().map(|&id| get(&slots, id).map(Cow::into_owned)).collect()
+    wanted.iter().map(|&id| fetch(g, memory, feeds, shared, &slots, id).map(Cow::into_owned)).collect()
+}
+
+fn plan_bug(msg: String) -> InterpError {
+    InterpError::Op { op: "plan".into(), loc: None, msg }
+}
+
+/// A step input's value: a feed, a shared variable, a constant, or what an
+/// earlier step left in the value's buffer (checked to be that value).
+fn fetch<'s, 'a: 's>(
+    g: &rhea_graph::Graph,
+    memory: &MemoryPlan,
+    feeds: &'a HashMap<String, Value>,
+    shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
+    slots: &'s [Option<(NodeId, Value)>],
+    id: NodeId,
+) -> Result<Cow<'s, Value>, InterpError> {
+    let node = g.node(id);
+    match &node.op {
+        Op::Input { name } => {
+            feeds.get(&**name).map(Cow::Borrowed).ok_or_else(|| InterpError::MissingInput(name.to_string()))
+        }
+        Op::Shared { name } => {
+            let v = shared(id, name).ok_or_else(|| InterpError::MissingShared(name.to_string()))?;
+            rhea_graph::check_value(&format!("shared variable {name:?}"), &node.ty, v)
+                .map_err(|e| InterpError::Op { op: "shared".into(), loc: node.loc.clone(), msg: e.to_string() })?;
+            Ok(Cow::Borrowed(v))
+        }
+        Op::Const { value } => Ok(Cow::Owned(value.value().clone())),
+        _ => {
+            let b = *memory.buffer_of.get(&id).ok_or_else(|| plan_bug(format!("{id} has no buffer")))?;
+            match &slots[b] {
+                Some((holder, v)) if *holder == id => Ok(Cow::Borrowed(v)),
+                Some((holder, _)) => Err(plan_bug(format!("buffer {b} holds {holder} when {id} is read"))),
+                None => Err(plan_bug(format!("{id} is read before it is written"))),
+            }
+        }
+    }
 }
