@@ -8,7 +8,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use ndarray::{ArrayD, IxDyn};
 use rhea_graph::{DType, Value};
-use rhea_kernel::{Bindings, Combine, Kernel, resolve};
+use rhea_kernel::{Bindings, Combine, Kernel, resolve, row_major};
 
 use crate::lower::{Helpers, lower, signature};
 use crate::math;
@@ -103,21 +103,8 @@ impl CpuKernels {
             if v.dtype() != spec.dtype || v.shape() != shape.as_slice() {
                 return Err(format!("input {i}: expected {}{shape:?}, got {}{:?}", spec.dtype, v.dtype(), v.shape()));
             }
-            let rm = row_major(&shape);
-            for (d, a) in spec.axes.iter().enumerate() {
-                in_strides.push(match a {
-                    Some(a) if shape[*a] != 1 => {
-                        if shape[*a] != dims[d] {
-                            return Err(format!(
-                                "input {i}: axis {a} has size {} against domain {}",
-                                shape[*a], dims[d]
-                            ));
-                        }
-                        rm[*a] as i64
-                    }
-                    _ => 0,
-                });
-            }
+            let strides = spec.strides(&shape, &dims).map_err(|e| format!("input {i}: {e}"))?;
+            in_strides.extend(strides.iter().map(|&st| st as i64));
         }
         let reduced = |d: usize| kernel.reduce.as_ref().is_some_and(|r| r.axes.contains(&d));
         let kept: Vec<usize> = (0..rank).filter(|&d| !reduced(d)).map(|d| dims[d]).collect();
@@ -187,14 +174,6 @@ impl Drop for CpuKernels {
             unsafe { module.free_memory() };
         }
     }
-}
-
-fn row_major(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1usize; shape.len()];
-    for a in (0..shape.len().saturating_sub(1)).rev() {
-        s[a] = s[a + 1] * shape[a + 1];
-    }
-    s
 }
 
 /// A tensor filled with the identity of `combine` (zeros for stored outputs):

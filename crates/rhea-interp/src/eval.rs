@@ -93,28 +93,6 @@ pub fn run_with<'a>(
     Ok(outputs.iter().map(|id| values[id].clone().into_owned()).collect())
 }
 
-/// Like [`run_with`], with the evaluation order computed ahead (by
-/// [`Graph::ancestors`] of `outputs`): what a compiled function caches.
-pub fn run_planned<'a>(
-    graph: &Graph,
-    feeds: &'a HashMap<String, Value>,
-    shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
-    order: &[NodeId],
-    outputs: &[NodeId],
-) -> Result<Vec<Value>, InterpError> {
-    let values = evaluate(graph, feeds, shared, order)?;
-    outputs
-        .iter()
-        .map(|id| {
-            values.get(id).map(|v| v.clone().into_owned()).ok_or_else(|| InterpError::Op {
-                op: "plan".into(),
-                loc: None,
-                msg: format!("output {id} is not in the evaluation order"),
-            })
-        })
-        .collect()
-}
-
 /// Like [`run`], but returns the value of every node evaluated on the way
 /// (for debugging tools that compare intermediates).
 pub fn run_all(

@@ -23,6 +23,6 @@ mod program;
 mod verify;
 
 pub use error::InterpError;
-pub use eval::{Bindings, bind_inputs, eval_op, run, run_all, run_planned, run_with};
+pub use eval::{Bindings, bind_inputs, eval_op, run, run_all, run_with};
 pub use program::{KernelRunner, OpRunner, fold_constant, run_program, run_program_with};
 pub use verify::{VerifyError, VerifyOptions, verify_grad};

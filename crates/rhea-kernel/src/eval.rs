@@ -121,25 +121,7 @@ pub fn eval_kernel(k: &Kernel, inputs: &[&Value], bindings: &Bindings) -> Result
         if v.dtype() != spec.dtype || v.shape() != shape.as_slice() {
             return Err(format!("input {i}: expected {}{shape:?}, got {}{:?}", spec.dtype, v.dtype(), v.shape()));
         }
-        let mut row_major = vec![1usize; shape.len()];
-        for a in (0..shape.len().saturating_sub(1)).rev() {
-            row_major[a] = row_major[a + 1] * shape[a + 1];
-        }
-        let per_axis: Vec<usize> = spec
-            .axes
-            .iter()
-            .enumerate()
-            .map(|(d, a)| match a {
-                Some(a) if shape[*a] != 1 => {
-                    if shape[*a] == dims[d] {
-                        Ok(row_major[*a])
-                    } else {
-                        Err(format!("input {i}: axis {a} has size {} against domain size {}", shape[*a], dims[d]))
-                    }
-                }
-                _ => Ok(0),
-            })
-            .collect::<Result<_, String>>()?;
+        let per_axis = spec.strides(&shape, &dims).map_err(|e| format!("input {i}: {e}"))?;
         data.push(flat(v));
         strides.push(per_axis);
     }

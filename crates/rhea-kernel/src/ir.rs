@@ -81,6 +81,43 @@ pub struct KernelInput {
     pub axes: Vec<Option<usize>>,
 }
 
+impl KernelInput {
+    /// True if every point of `domain` reads this input at the same point:
+    /// same shape, axes in order (no broadcast, no transpose).
+    pub fn is_pointwise(&self, domain: &Shape) -> bool {
+        &self.shape == domain && self.axes.iter().enumerate().all(|(d, a)| *a == Some(d))
+    }
+
+    /// The input's stride in elements along each domain axis, for a buffer of
+    /// `shape` (row-major) and a domain of `dims`: 0 where it is broadcast.
+    pub fn strides(&self, shape: &[usize], dims: &[usize]) -> Result<Vec<usize>, String> {
+        let rm = row_major(shape);
+        self.axes
+            .iter()
+            .enumerate()
+            .map(|(d, a)| match a {
+                Some(a) if shape[*a] != 1 => {
+                    if shape[*a] == dims[d] {
+                        Ok(rm[*a])
+                    } else {
+                        Err(format!("axis {a} has size {} against domain size {}", shape[*a], dims[d]))
+                    }
+                }
+                _ => Ok(0),
+            })
+            .collect()
+    }
+}
+
+/// Row-major strides in elements of a shape.
+pub fn row_major(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        s[a] = s[a + 1] * shape[a + 1];
+    }
+    s
+}
+
 /// A value the kernel writes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KernelOutput {

@@ -10,4 +10,4 @@ pub mod num;
 pub mod scalar;
 
 pub use eval::{Bindings, eval_kernel, resolve};
-pub use ir::{Combine, Const, Inst, Kernel, KernelInput, KernelOutput, Reduction, Reg};
+pub use ir::{Combine, Const, Inst, Kernel, KernelInput, KernelOutput, Reduction, Reg, row_major};

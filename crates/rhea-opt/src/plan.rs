@@ -131,9 +131,7 @@ pub fn memory_plan(g: &Graph, steps: &[Step], fusion: &Fusion, bindings: &Bindin
                     k.inputs.iter().zip(&k.kernel.inputs).find_map(|(&i, spec)| {
                         // Every load of the value must be at the point being written:
                         // a transposed or broadcast read of it would see overwritten data.
-                        let identity = |spec: &rhea_kernel::KernelInput| {
-                            spec.shape == k.kernel.domain && spec.axes.iter().enumerate().all(|(d, a)| *a == Some(d))
-                        };
+                        let identity = |spec: &rhea_kernel::KernelInput| spec.is_pointwise(&k.kernel.domain);
                         let all_identity =
                             k.inputs.iter().zip(&k.kernel.inputs).filter(|(n, _)| **n == i).all(|(_, s)| identity(s));
                         let b = *plan.buffer_of.get(&i)?;

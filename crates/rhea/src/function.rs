@@ -398,19 +398,9 @@ impl Function {
         &self.program
     }
 
-    /// The memory plan for the most recent input shapes planned, if any.
-    pub fn memory_plans(&self) -> impl Iterator<Item = &MemoryPlan> {
-        self.plans.values()
-    }
-
     /// The backend it runs on.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The Cranelift IR of each compiled kernel (CPU backend), in kernel order.
-    pub fn kernel_clif(&self) -> Vec<&str> {
-        self.compiled.as_ref().map_or_else(Vec::new, |c| (0..self.program.kernels()).map(|k| c.clif(k)).collect())
     }
 
     /// The current value of a shared variable.
