@@ -7,3 +7,4 @@ mod kit;
 mod plan;
 mod random;
 mod rules;
+mod spatial_cpu;

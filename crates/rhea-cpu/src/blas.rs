@@ -1,36 +1,52 @@
-//! Library ops the CPU backend runs natively: matrix products through the
-//! `gemm` crate (blocked, vectorized for the host CPU, threaded with rayon
-//! for large products). Everything else falls back to the interpreter.
+//! Matrix products through the `gemm` crate (blocked, vectorized for the
+//! host CPU, threaded with rayon for large products).
 
 use ndarray::{ArrayD, IxDyn};
-use rhea_graph::{Op, Value};
+use rhea_graph::Value;
 
-/// Runs `op` natively if the CPU backend implements it (`None`: the caller
-/// falls back to the interpreter).
-pub fn library_op(op: &Op, inputs: &[&Value]) -> Option<Result<Value, String>> {
-    let matrices = inputs.len() >= 2 && inputs[0].shape().len() == 2 && inputs[1].shape().len() == 2;
-    match op {
-        Op::Gemm { alpha, beta, trans_a, trans_b } => Some(matmul(inputs, alpha.0, beta.0, *trans_a, *trans_b)),
-        Op::Dot if matrices && inputs[0].dtype().is_float() => Some(matmul(inputs, 1.0, 0.0, false, false)),
-        _ => None,
-    }
-}
-
-trait Float: Copy + Default + 'static {
+/// The float element types the library ops run on.
+pub(crate) trait Float:
+    Copy
+    + Default
+    + Send
+    + Sync
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::Mul<Output = Self>
+    + 'static
+{
     fn of(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn is_nan(self) -> bool;
+    const NEG_INFINITY: Self;
 }
 impl Float for f32 {
     fn of(x: f64) -> f32 {
         x as f32
     }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    const NEG_INFINITY: f32 = f32::NEG_INFINITY;
 }
 impl Float for f64 {
     fn of(x: f64) -> f64 {
         x
     }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    const NEG_INFINITY: f64 = f64::NEG_INFINITY;
 }
 
-fn matmul(inputs: &[&Value], alpha: f64, beta: f64, ta: bool, tb: bool) -> Result<Value, String> {
+pub(crate) fn matmul(inputs: &[&Value], alpha: f64, beta: f64, ta: bool, tb: bool) -> Result<Value, String> {
     Ok(match (inputs[0], inputs[1], inputs.get(2)) {
         (Value::F32(a), Value::F32(b), None) => Value::F32(product(a, b, None, alpha, beta, ta, tb)?),
         (Value::F32(a), Value::F32(b), Some(Value::F32(c))) => Value::F32(product(a, b, Some(c), alpha, beta, ta, tb)?),
@@ -60,46 +76,83 @@ fn product<T: Float>(
         Some(c) => c.broadcast(IxDyn(&[m, n])).ok_or("gemm: C does not broadcast")?.as_standard_layout().into_owned(),
         None => ArrayD::from_elem(IxDyn(&[m, n]), T::default()),
     };
-    if m == 0 || n == 0 {
-        return Ok(out);
+    let a = Mat { data: a.as_slice().expect("standard layout"), rows: m, cols: k, trans: ta };
+    let b = Mat { data: b.as_slice().expect("standard layout"), rows: k, cols: n, trans: tb };
+    let dst = out.as_slice_mut().expect("owned standard layout");
+    multiply(dst, a, b, T::of(alpha), c.map(|_| T::of(beta)));
+    Ok(out)
+}
+
+/// A row-major matrix, or the transpose of one (`trans`: the stored data is
+/// `cols x rows`). `rows x cols` is the shape after the transpose.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub trans: bool,
+}
+
+impl<T> Mat<'_, T> {
+    /// Row and column strides in elements.
+    fn strides(&self) -> (isize, isize) {
+        if self.trans { (1, self.rows as isize) } else { (self.cols as isize, 1) }
     }
-    // Strides (in elements) of op(A) and op(B) as stored row-major.
-    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+}
+
+/// `dst = alpha * a @ b + beta * dst`, or `alpha * a @ b` when `beta` is
+/// `None` (whatever `dst` held is ignored); `dst` is row-major
+/// `a.rows x b.cols`. Large products use every core.
+pub(crate) fn multiply<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, alpha: T, beta: Option<T>) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k && dst.len() == m * n, "multiply: {m}x{k} @ {}x{n} into {}", b.rows, dst.len());
+    assert!(a.data.len() >= m * k && b.data.len() >= k * n, "multiply: operands shorter than their shapes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        match beta {
+            Some(beta) => dst.iter_mut().for_each(|d| *d = *d * beta),
+            None => dst.fill(T::default()),
+        }
+        return;
+    }
+    let (a_rs, a_cs) = a.strides();
+    let (b_rs, b_cs) = b.strides();
     let threads = if m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: `out` is m x n row-major and owned; `a` and `b` are contiguous
-    // with the shapes the strides above describe, and outlive the call.
+    // SAFETY: the asserts above check that `dst`, `a` and `b` hold the
+    // matrices the strides describe; all three are borrowed for the call.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            dst.as_mut_ptr(),
             1,
             n as isize,
-            c.is_some(),
-            a.as_ptr(),
+            beta.is_some(),
+            a.data.as_ptr(),
             a_cs,
             a_rs,
-            b.as_ptr(),
+            b.data.as_ptr(),
             b_cs,
             b_rs,
-            T::of(beta),
-            T::of(alpha),
+            beta.unwrap_or_default(),
+            alpha,
             false,
             false,
             false,
             threads,
         );
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::library_op;
     use ndarray::array;
-    use rhea_graph::F64;
+    use rhea_graph::{F64, Op};
 
     #[test]
     fn gemm_matches_the_definition_with_transposes_scaling_and_bias() {

@@ -8,9 +8,12 @@
 #![warn(missing_docs)]
 
 mod blas;
+mod conv;
 mod jit;
+mod library;
 mod lower;
 mod math;
+mod pool;
 
-pub use blas::library_op;
 pub use jit::{CpuError, CpuKernels};
+pub use library::library_op;

@@ -1,0 +1,116 @@
+//! Max and average pooling over NCHW planes and their gradients, one plane
+//! per task. Semantics follow the interpreter: the first maximum of a
+//! window wins and a NaN counts as the maximum; averages sum in `f64`.
+
+use rayon::prelude::*;
+use rhea_graph::Pool2d;
+
+use crate::blas::Float;
+
+/// Input and output plane sizes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Planes {
+    /// Batch times channels.
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+/// Calls `f(out_index, taps)` for each window of one plane, `taps` being the
+/// in-bounds input offsets of the window in row-major order.
+fn for_each_window(p: &Pool2d, s: &Planes, mut f: impl FnMut(usize, &[usize])) {
+    let mut taps = Vec::with_capacity(p.kernel[0] * p.kernel[1]);
+    for y in 0..s.oh {
+        for x in 0..s.ow {
+            taps.clear();
+            for ki in 0..p.kernel[0] {
+                let iy = (y * p.stride[0] + ki) as isize - p.padding[0] as isize;
+                if iy < 0 || iy >= s.h as isize {
+                    continue;
+                }
+                for kj in 0..p.kernel[1] {
+                    let ix = (x * p.stride[1] + kj) as isize - p.padding[1] as isize;
+                    if ix >= 0 && ix < s.w as isize {
+                        taps.push(iy as usize * s.w + ix as usize);
+                    }
+                }
+            }
+            f(y * s.ow + x, &taps);
+        }
+    }
+}
+
+fn argmax<T: Float>(plane: &[T], taps: &[usize]) -> Option<usize> {
+    let mut best: Option<(usize, T)> = None;
+    for &t in taps {
+        let v = plane[t];
+        match best {
+            Some((_, b)) if b.is_nan() || !(v > b || v.is_nan()) => {}
+            _ => best = Some((t, v)),
+        }
+    }
+    best.map(|(t, _)| t)
+}
+
+fn divisor(p: &Pool2d, valid: usize) -> f64 {
+    if p.count_include_pad { (p.kernel[0] * p.kernel[1]) as f64 } else { valid as f64 }
+}
+
+/// Pools each plane of `x` (`[planes, h, w]`) to `[planes, oh, ow]`.
+pub(crate) fn forward<T: Float>(p: &Pool2d, s: &Planes, x: &[T], max: bool) -> Vec<T> {
+    let mut out = vec![T::default(); s.planes * s.oh * s.ow];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(s.oh * s.ow).enumerate().for_each(|(i, out)| {
+        let plane = &x[i * s.h * s.w..(i + 1) * s.h * s.w];
+        for_each_window(p, s, |o, taps| {
+            out[o] = if max {
+                argmax(plane, taps).map_or(T::NEG_INFINITY, |t| plane[t])
+            } else {
+                T::of(taps.iter().map(|&t| plane[t].to_f64()).sum::<f64>() / divisor(p, taps.len()))
+            };
+        });
+    });
+    out
+}
+
+/// The gradient of max pooling: each window's output gradient goes to its
+/// first maximum.
+pub(crate) fn max_grad<T: Float>(p: &Pool2d, s: &Planes, x: &[T], gy: &[T]) -> Vec<T> {
+    let mut gx = vec![T::default(); s.planes * s.h * s.w];
+    if gx.is_empty() {
+        return gx;
+    }
+    gx.par_chunks_mut(s.h * s.w).enumerate().for_each(|(i, gx)| {
+        let plane = &x[i * s.h * s.w..(i + 1) * s.h * s.w];
+        let g = &gy[i * s.oh * s.ow..(i + 1) * s.oh * s.ow];
+        for_each_window(p, s, |o, taps| {
+            if let Some(t) = argmax(plane, taps) {
+                gx[t] += g[o];
+            }
+        });
+    });
+    gx
+}
+
+/// The gradient of average pooling: each window's output gradient spread
+/// evenly over the window.
+pub(crate) fn avg_grad<T: Float>(p: &Pool2d, s: &Planes, gy: &[T]) -> Vec<T> {
+    let mut gx = vec![0.0f64; s.planes * s.h * s.w];
+    if gx.is_empty() {
+        return Vec::new();
+    }
+    gx.par_chunks_mut(s.h * s.w).enumerate().for_each(|(i, gx)| {
+        let g = &gy[i * s.oh * s.ow..(i + 1) * s.oh * s.ow];
+        for_each_window(p, s, |o, taps| {
+            let share = g[o].to_f64() / divisor(p, taps.len());
+            for &t in taps {
+                gx[t] += share;
+            }
+        });
+    });
+    gx.into_iter().map(T::of).collect()
+}
