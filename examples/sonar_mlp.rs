@@ -40,8 +40,8 @@ struct Args {
     /// Stratified k-fold cross-validation instead of one split; prints mean ± std.
     #[arg(long, value_name = "K")]
     cv: Option<usize>,
-    /// Where to run: interp.
-    #[arg(long, default_value = "interp")]
+    /// Where to run: cpu (compiled) or interp (the reference interpreter).
+    #[arg(long, default_value = "cpu")]
     backend: String,
     /// Write the training graph (forward, loss, gradients, Adam updates) as JSON.
     #[arg(long, value_name = "FILE.json")]

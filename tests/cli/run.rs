@@ -41,7 +41,9 @@ fn the_backend_can_be_named() {
     let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", Value::from(array![[1.0f32, 2.0, 3.0, 4.0]]))]);
     let a = rhea(&["run", &graph, "--inputs", &inputs]).ok().to_string();
     let b = rhea(&["run", &graph, "--inputs", &inputs, "--backend", "interp"]).ok().to_string();
+    let c = rhea(&["run", &graph, "--inputs", &inputs, "--backend", "cpu"]).ok().to_string();
     assert_eq!(a, b);
+    assert_eq!(a, c);
     rhea(&["run", &graph, "--inputs", &inputs, "--backend", "cuda"]).fails_with(&["cuda", "interp"]);
 }
 

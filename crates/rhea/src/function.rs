@@ -18,11 +18,12 @@ use rhea_opt::{MemoryPlan, Mode, OptError, Options, Program};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
     /// The reference interpreter (`rhea-interp`).
-    #[default]
     Interp,
-    /// Kernels compiled to machine code with Cranelift and matrix products
-    /// through the `gemm` crate (`rhea-cpu`); other library ops
-    /// (convolution, gathers, softmax...) still run on the interpreter.
+    /// The default: kernels compiled to machine code with Cranelift, matrix
+    /// products, convolution and pooling on native kernels (`rhea-cpu`);
+    /// the remaining library ops (gathers, softmax, concat...) run on the
+    /// interpreter's implementations.
+    #[default]
     Cpu,
 }
 

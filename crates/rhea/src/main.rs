@@ -164,8 +164,9 @@ struct RunArgs {
     /// A safetensors file with the graph's inputs and, optionally, shared variable values.
     #[arg(long, value_name = "FILE")]
     inputs: Option<PathBuf>,
-    /// Which backend evaluates the graph.
-    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    /// Which backend evaluates the graph: cpu compiles it (optimizer, then
+    /// Cranelift and native kernels); interp evaluates the graph as written.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     /// Also write the outputs, by name, to this safetensors file.
     #[arg(short, long, value_name = "FILE")]
@@ -177,8 +178,10 @@ struct RunArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
-    /// The reference interpreter (ndarray).
+    /// The reference interpreter (ndarray), on the graph as written.
     Interp,
+    /// The optimized graph compiled for this CPU.
+    Cpu,
 }
 
 fn main() -> ExitCode {
@@ -402,6 +405,26 @@ fn feed(graph: &mut Graph, tensors: Vec<(String, Value)>, file: Option<&Path>) -
     Ok(feeds)
 }
 
+/// Compiles the graph's outputs into a function on `backend` and calls it
+/// once with the feeds.
+fn run_compiled(
+    graph: Graph,
+    feeds: &HashMap<String, Value>,
+    ids: &[rhea::NodeId],
+    backend: rhea::Backend,
+) -> Result<Vec<Value>> {
+    let inputs: Vec<(rhea::NodeId, String)> =
+        graph.inputs().into_iter().map(|id| (id, graph.leaf_name(id).unwrap_or_default().to_string())).collect();
+    let builder = rhea::Builder::from_graph(graph);
+    let input_vars: Vec<rhea::Var> = inputs.iter().map(|&(id, _)| builder.var(id)).collect();
+    let output_vars: Vec<rhea::Var> = ids.iter().map(|&id| builder.var(id)).collect();
+    let mut f = rhea::function(&input_vars.iter().collect::<Vec<_>>(), &output_vars.iter().collect::<Vec<_>>())
+        .backend(backend)
+        .compile()?;
+    let values: Vec<Value> = inputs.iter().map(|(_, name)| feeds[name].clone()).collect();
+    Ok(f.call(&values)?)
+}
+
 fn run(args: &RunArgs) -> Result<()> {
     let mut graph = load_graph(&args.graph, false)?;
     if args.grad.given() {
@@ -418,7 +441,8 @@ fn run(args: &RunArgs) -> Result<()> {
     }
     let ids: Vec<rhea::NodeId> = outputs.iter().map(|(_, id)| *id).collect();
     let values = match args.backend {
-        Backend::Interp => rhea::interp::run(&graph, &feeds, &ids),
+        Backend::Interp => rhea::interp::run(&graph, &feeds, &ids).map_err(anyhow::Error::from),
+        Backend::Cpu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cpu),
     }
     .with_context(|| format!("running {}", args.graph.display()))?;
     if !graph.updates().is_empty() {
