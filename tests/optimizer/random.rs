@@ -31,7 +31,7 @@ impl Rng {
     }
 }
 
-const SHAPES: [&[usize]; 6] = [&[], &[3], &[2, 3], &[1, 3], &[2, 1], &[2, 2, 3]];
+const SHAPES: [&[usize]; 7] = [&[], &[3], &[2, 3], &[1, 3], &[2, 1], &[2, 2, 3], &[6, 2, 3]];
 
 fn value(r: &mut Rng, dtype: DType, shape: &[usize]) -> Value {
     let n: usize = shape.iter().product();

@@ -10,10 +10,14 @@ use ndarray::{ArrayD, IxDyn};
 use rhea_graph::{DType, Value};
 use rhea_kernel::{Bindings, Combine, Kernel, resolve, row_major};
 
-use crate::lower::{Helpers, lower, signature};
+use crate::lower::{Helpers, is_flat, lower, signature};
 use crate::math;
 
-type KernelFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *const i64, *const i64, *const i64);
+type KernelFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *const i64, *const i64, *const i64, i64, i64);
+
+/// Element-instructions of work (elements times body length) above which a
+/// kernel's outer loop is split across the cores.
+const PARALLEL_WORK: usize = 1 << 20;
 
 /// What went wrong compiling kernels.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,8 @@ pub struct CpuKernels {
     module: Option<JITModule>,
     functions: Vec<KernelFn>,
     kernels: Vec<Kernel>,
+    /// Whether each kernel is one flat loop (see [`crate::lower::is_flat`]).
+    flat: Vec<bool>,
     clif: Vec<String>,
 }
 
@@ -80,7 +86,8 @@ impl CpuKernels {
             // SAFETY: each id names a function defined above with the kernel signature.
             .map(|&id| unsafe { std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(id)) })
             .collect();
-        Ok(CpuKernels { module: Some(module), functions, kernels: kernels.to_vec(), clif })
+        let flat = kernels.iter().map(is_flat).collect();
+        Ok(CpuKernels { module: Some(module), functions, kernels: kernels.to_vec(), flat, clif })
     }
 
     /// The Cranelift IR of kernel `k`, as compiled.
@@ -139,17 +146,41 @@ impl CpuKernels {
             let in_ptrs: Vec<*const u8> = contiguous.iter().map(|v| data_ptr(v)).collect();
             let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(data_ptr_mut).collect();
             let dims64: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-            // SAFETY: the kernel was compiled from `kernel`; every pointer is to
-            // a contiguous buffer of the dtype and shape its strides index, as
-            // checked above, and stays alive for the call.
-            unsafe {
-                (self.functions[k])(
-                    in_ptrs.as_ptr(),
-                    out_ptrs.as_ptr(),
-                    dims64.as_ptr(),
-                    in_strides.as_ptr(),
-                    out_strides.as_ptr(),
-                );
+            // The outer loop: the flat index, or axis 0 (split only if no
+            // output accumulates along it).
+            let (outer, splittable) =
+                if self.flat[k] { (total, true) } else { (dims.first().copied().unwrap_or(1), !reduced(0)) };
+            let call = |start: usize, end: usize| {
+                // SAFETY: the kernel was compiled from `kernel`; every pointer
+                // is to a contiguous buffer of the dtype and shape its strides
+                // index, as checked above, and stays alive for the call.
+                // Concurrent calls write disjoint parts of the outputs: the
+                // ranges are disjoint and no output is reduced along them.
+                unsafe {
+                    (self.functions[k])(
+                        in_ptrs.as_ptr(),
+                        out_ptrs.as_ptr(),
+                        dims64.as_ptr(),
+                        in_strides.as_ptr(),
+                        out_strides.as_ptr(),
+                        start as i64,
+                        end as i64,
+                    );
+                }
+            };
+            let work = total.saturating_mul(kernel.body.len());
+            let threads = rayon::current_num_threads().min(outer);
+            if splittable && threads > 1 && work >= PARALLEL_WORK {
+                let shared = SendCall(&call);
+                rayon::scope(|s| {
+                    for t in 0..threads {
+                        let (start, end) = (outer * t / threads, outer * (t + 1) / threads);
+                        let shared = &shared;
+                        s.spawn(move |_| (shared.0)(start, end));
+                    }
+                });
+            } else {
+                call(0, outer);
             }
         }
         for (o, out) in kernel.outputs.iter().enumerate() {
@@ -224,3 +255,11 @@ fn data_ptr(v: &Value) -> *const u8 {
 fn data_ptr_mut(v: &mut Value) -> *mut u8 {
     rhea_graph::with_array!(v, a => a.as_mut_ptr() as *mut u8)
 }
+
+/// A kernel call shared by the threads of one run: it captures raw pointers,
+/// which are not `Sync` by themselves.
+struct SendCall<'a>(&'a (dyn Fn(usize, usize) + 'a));
+
+// SAFETY: the pointers the call captures stay valid for the scope of the
+// threads, and the threads write disjoint ranges (see the call site).
+unsafe impl Sync for SendCall<'_> {}

@@ -13,6 +13,7 @@ mod jit;
 mod library;
 mod lower;
 mod math;
+mod poly;
 mod pool;
 
 pub use jit::{CpuError, CpuKernels};

@@ -1,19 +1,25 @@
-//! Kernel IR to Cranelift IR: one function per kernel, a loop nest over the
-//! domain, the scalar body at the innermost level.
+//! Kernel IR to Cranelift IR: one function per kernel. Kernels over
+//! contiguous data are one flat loop, on `f32x4`/`f64x2` vectors unrolled
+//! four times where every instruction has a vector form, then a scalar
+//! tail; the others are a loop nest with the scalar body innermost.
 //!
 //! Signature: `kernel(inputs: *const *const u8, outputs: *const *mut u8,
-//! dims: *const i64, in_strides: *const i64, out_strides: *const i64)`.
-//! Strides are in elements, one per (tensor, domain axis): 0 where a tensor
-//! does not vary along an axis (broadcast inputs, reduced outputs).
+//! dims: *const i64, in_strides: *const i64, out_strides: *const i64,
+//! start: i64, end: i64)`. Strides are in elements, one per (tensor, domain
+//! axis): 0 where a tensor does not vary along an axis (broadcast inputs,
+//! reduced outputs). `start..end` is the part of the outer loop to run (the
+//! flat index of a flat kernel, else axis 0), so threads can share a kernel.
 
 use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, MemFlagsData, Signature, Type, Value, types};
+use cranelift_codegen::ir::{AbiParam, Endianness, Function, InstBuilder, MemFlagsData, Signature, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Module};
-use rhea_graph::{BinaryOp, DType, UnaryOp};
+use rhea_graph::{BinaryOp, DType, F64, UnaryOp};
 use rhea_kernel::{Combine, Const, Inst, Kernel};
+
+use crate::poly::{self, F32Lanes};
 
 /// The Cranelift type of a dtype's elements (`bool` is a byte, 0 or 1).
 pub fn cl_type(d: DType) -> Type {
@@ -33,6 +39,8 @@ pub fn signature(module: &impl Module) -> Signature {
     for _ in 0..5 {
         sig.params.push(AbiParam::new(ptr));
     }
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
     sig
 }
 
@@ -44,18 +52,112 @@ pub struct Helpers {
     pub pow: FuncId,
 }
 
+/// A kernel whose tensors are each either contiguous over the whole domain
+/// or a single element runs as one flat loop over `0..elements`, offset `i`
+/// (or 0 for the single elements); it is split across threads by ranges of
+/// that index. Other kernels are a loop nest, split along axis 0 when that
+/// axis is not reduced.
+pub fn is_flat(k: &Kernel) -> bool {
+    k.reduce.is_none() && (0..k.inputs.len()).all(|i| scalar_input(k, i) || k.inputs[i].is_pointwise(&k.domain))
+}
+
+fn scalar_input(k: &Kernel, i: usize) -> bool {
+    k.inputs[i].shape.iter().all(|d| *d == rhea_graph::Dim::Known(1))
+}
+
+/// The float dtype a flat kernel computes in, if its loop can run on vectors
+/// of that dtype: float loads and stores only, bools only as comparison
+/// results, and every instruction one with a vector lowering.
+pub fn vector_dtype(k: &Kernel) -> Option<DType> {
+    if !is_flat(k) || k.domain.rank() == 0 {
+        return None;
+    }
+    let float = k.inputs.first().map(|i| i.dtype).or_else(|| k.body.first().map(|(_, d)| *d))?;
+    if !float.is_float() || k.inputs.iter().any(|i| i.dtype != float) {
+        return None;
+    }
+    if (0..k.outputs.len()).any(|o| k.output_dtype(o) != float) {
+        return None;
+    }
+    let bool_compare = |a: u32| k.body[a as usize].1 == DType::Bool;
+    k.body
+        .iter()
+        .all(|(inst, dtype)| {
+            (*dtype == float || *dtype == DType::Bool)
+                && match inst {
+                    Inst::Unary { op, .. } => match op {
+                        UnaryOp::Sin | UnaryOp::Cos => false,
+                        op if crate::math::calls_helper(*op) => float == DType::F32 && poly::inline(*op),
+                        UnaryOp::Sign | UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf => true,
+                        _ => *dtype == float,
+                    },
+                    Inst::Binary { op, a, .. } => match op {
+                        BinaryOp::Pow => false,
+                        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => !bool_compare(*a),
+                        _ => true,
+                    },
+                    _ => true,
+                }
+        })
+        .then_some(float)
+}
+
+/// How body values are laid out: one element each, or a vector of `lanes`
+/// elements of the kernel's float dtype (bools as all-ones/zero masks of
+/// the same width).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Width {
+    Scalar,
+    Vector(DType),
+}
+
+impl Width {
+    /// The Cranelift type of a body value of `dtype`.
+    fn ty(self, dtype: DType) -> Type {
+        match (self, dtype) {
+            (Width::Scalar, d) => cl_type(d),
+            (Width::Vector(DType::F32), DType::Bool) => types::I32X4,
+            (Width::Vector(_), DType::Bool) => types::I64X2,
+            (Width::Vector(DType::F32), _) => types::F32X4,
+            (Width::Vector(_), _) => types::F64X2,
+        }
+    }
+    fn lanes(self) -> i64 {
+        match self {
+            Width::Scalar => 1,
+            Width::Vector(DType::F32) => 4,
+            Width::Vector(_) => 2,
+        }
+    }
+    fn vector(self) -> bool {
+        self != Width::Scalar
+    }
+}
+
+/// Vector iterations unrolled per loop trip, to keep several in flight.
+const UNROLL: i64 = 4;
+
+/// What the body emitter needs besides the builder.
+struct Ctx {
+    imports: HashMap<UnaryOp, cranelift_codegen::ir::FuncRef>,
+    pow: Option<cranelift_codegen::ir::FuncRef>,
+}
+
 /// Lowers `k` into `func`.
 pub fn lower(module: &mut impl Module, helpers: &Helpers, k: &Kernel, func: &mut Function) -> Result<(), String> {
     let ptr = module.target_config().pointer_type();
-    let rank = k.domain.rank();
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut fctx);
     // Import only the helpers this kernel calls.
     let calls: Vec<UnaryOp> = k
         .body
         .iter()
-        .filter_map(|(inst, _)| match inst {
-            Inst::Unary { op, .. } if helpers.unary.contains_key(op) => Some(*op),
+        .filter_map(|(inst, dtype)| match inst {
+            Inst::Unary { op, x } if helpers.unary.contains_key(op) => {
+                let arg = k.body[*x as usize].1;
+                let _ = dtype;
+                (arg != DType::F32 || !poly::inline(*op)).then_some(*op)
+            }
             _ => None,
         })
         .collect();
@@ -67,61 +169,155 @@ pub fn lower(module: &mut impl Module, helpers: &Helpers, k: &Kernel, func: &mut
         .collect();
     let uses_pow = k.body.iter().any(|(inst, _)| matches!(inst, Inst::Binary { op: BinaryOp::Pow, .. }));
     let pow = uses_pow.then(|| module.declare_func_in_func(helpers.pow, b.func));
+    let ctx = Ctx { imports, pow };
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let params = b.block_params(entry).to_vec();
-    let (ins_p, outs_p, dims_p, in_str_p, out_str_p) = (params[0], params[1], params[2], params[3], params[4]);
+    let (ins_p, outs_p, dims_p) = (params[0], params[1], params[2]);
+    let (in_str_p, out_str_p, start, end) = (params[3], params[4], params[5], params[6]);
     let flags = MemFlagsData::trusted();
     let word = ptr.bytes() as i32;
     let base_in: Vec<Value> = (0..k.inputs.len()).map(|i| b.ins().load(ptr, flags, ins_p, i as i32 * word)).collect();
     let base_out: Vec<Value> =
         (0..k.outputs.len()).map(|o| b.ins().load(ptr, flags, outs_p, o as i32 * word)).collect();
-    let dims: Vec<Value> = (0..rank).map(|d| b.ins().load(types::I64, flags, dims_p, d as i32 * 8)).collect();
-    let stride = |b: &mut FunctionBuilder, p: Value, t: usize, d: usize| {
-        b.ins().load(types::I64, flags, p, ((t * rank + d) * 8) as i32)
-    };
-    let in_strides: Vec<Vec<Value>> =
-        (0..k.inputs.len()).map(|i| (0..rank).map(|d| stride(&mut b, in_str_p, i, d)).collect()).collect();
-    let out_strides: Vec<Vec<Value>> =
-        (0..k.outputs.len()).map(|o| (0..rank).map(|d| stride(&mut b, out_str_p, o, d)).collect()).collect();
-    // A kernel whose tensors are each either contiguous over the whole domain
-    // or a scalar runs as one flat loop: offset i, or 0 for the scalars.
-    let scalar_input = |i: usize| k.inputs[i].shape.iter().all(|d| *d == rhea_graph::Dim::Known(1));
-    let contiguous_input =
-        |i: usize| k.inputs[i].shape == k.domain && k.inputs[i].axes.iter().enumerate().all(|(d, a)| *a == Some(d));
-    let flat = rank > 1 && k.reduce.is_none() && (0..k.inputs.len()).all(|i| scalar_input(i) || contiguous_input(i));
-    let (rank, dims, in_strides, out_strides) = if flat {
-        let mut n = dims[0];
-        for &d in &dims[1..] {
-            n = b.ins().imul(n, d);
-        }
-        let (zero, one) = (b.ins().iconst(types::I64, 0), b.ins().iconst(types::I64, 1));
-        let ins = (0..k.inputs.len()).map(|i| vec![if scalar_input(i) { zero } else { one }]).collect();
-        (1, vec![n], ins, vec![vec![one]; k.outputs.len()])
+    let io = Io { base_in, base_out };
+    if is_flat(k) {
+        flat(&mut b, &ctx, k, &io, start, end)?;
     } else {
-        (rank, dims, in_strides, out_strides)
-    };
-    // The loop nest: one index variable and header/body/exit per axis.
+        let rank = k.domain.rank();
+        let dims: Vec<Value> = (0..rank).map(|d| b.ins().load(types::I64, flags, dims_p, d as i32 * 8)).collect();
+        let stride = |b: &mut FunctionBuilder, p: Value, t: usize, d: usize| {
+            b.ins().load(types::I64, flags, p, ((t * rank + d) * 8) as i32)
+        };
+        let in_strides: Vec<Vec<Value>> =
+            (0..k.inputs.len()).map(|i| (0..rank).map(|d| stride(&mut b, in_str_p, i, d)).collect()).collect();
+        let out_strides: Vec<Vec<Value>> =
+            (0..k.outputs.len()).map(|o| (0..rank).map(|d| stride(&mut b, out_str_p, o, d)).collect()).collect();
+        nest(&mut b, &ctx, k, &io, Nest { dims, in_strides, out_strides, start, end })?;
+    }
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(module.target_config());
+    Ok(())
+}
+
+/// The kernel's tensor base addresses.
+struct Io {
+    base_in: Vec<Value>,
+    base_out: Vec<Value>,
+}
+
+fn address(b: &mut FunctionBuilder, base: Value, off: Value, dtype: DType) -> Value {
+    let bytes = b.ins().imul_imm_s(off, dtype.size_bytes() as i64);
+    b.ins().iadd(base, bytes)
+}
+
+/// A counted loop `for i in from..to step step` whose body `f` is emitted
+/// once; `i` is a variable the body reads.
+fn counted(
+    b: &mut FunctionBuilder,
+    i: Variable,
+    to: Value,
+    step: i64,
+    mut f: impl FnMut(&mut FunctionBuilder) -> Result<(), String>,
+) -> Result<(), String> {
+    let (header, body, exit) = (b.create_block(), b.create_block(), b.create_block());
+    b.ins().jump(header, &[]);
+    b.switch_to_block(header);
+    let at = b.use_var(i);
+    let next = b.ins().iadd_imm_s(at, step);
+    // Enter while the whole step fits: at + step <= to.
+    let more = b.ins().icmp(IntCC::SignedLessThanOrEqual, next, to);
+    b.ins().brif(more, body, &[], exit, &[]);
+    b.switch_to_block(body);
+    f(b)?;
+    let at = b.use_var(i);
+    let next = b.ins().iadd_imm_s(at, step);
+    b.def_var(i, next);
+    b.ins().jump(header, &[]);
+    b.switch_to_block(exit);
+    Ok(())
+}
+
+/// The flat loop over `start..end`: unrolled vectors, single vectors, then
+/// single elements.
+fn flat(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, start: Value, end: Value) -> Result<(), String> {
+    let i = b.declare_var(types::I64);
+    b.def_var(i, start);
+    let scalars: Vec<bool> = (0..k.inputs.len()).map(|x| scalar_input(k, x)).collect();
+    let mut widths = Vec::new();
+    if let Some(float) = vector_dtype(k) {
+        widths.push((Width::Vector(float), UNROLL));
+        widths.push((Width::Vector(float), 1));
+    }
+    widths.push((Width::Scalar, 1));
+    for (width, unroll) in widths {
+        let lanes = width.lanes();
+        // Single-element inputs are loaded (and splat) once, before the loop.
+        let hoisted: Vec<Option<Value>> = (0..k.inputs.len())
+            .map(|x| {
+                scalars[x].then(|| {
+                    let v = b.ins().load(cl_type(k.inputs[x].dtype), MemFlagsData::trusted(), io.base_in[x], 0);
+                    if width.vector() { b.ins().splat(width.ty(k.inputs[x].dtype), v) } else { v }
+                })
+            })
+            .collect();
+        counted(b, i, end, lanes * unroll, |b| {
+            for u in 0..unroll {
+                let at = b.use_var(i);
+                let at = b.ins().iadd_imm_s(at, u * lanes);
+                let mut load = |b: &mut FunctionBuilder, x: usize| {
+                    hoisted[x].unwrap_or_else(|| {
+                        let dtype = k.inputs[x].dtype;
+                        let addr = address(b, io.base_in[x], at, dtype);
+                        b.ins().load(width.ty(dtype), MemFlagsData::new().with_notrap(), addr, 0)
+                    })
+                };
+                let regs = body(b, ctx, k, width, &mut load)?;
+                for (o, out) in k.outputs.iter().enumerate() {
+                    let addr = address(b, io.base_out[o], at, k.output_dtype(o));
+                    b.ins().store(MemFlagsData::new().with_notrap(), regs[out.value as usize], addr, 0);
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// A loop nest's sizes and strides (in elements, per tensor and axis).
+struct Nest {
+    dims: Vec<Value>,
+    in_strides: Vec<Vec<Value>>,
+    out_strides: Vec<Vec<Value>>,
+    /// Axis 0 runs over `start..end`.
+    start: Value,
+    end: Value,
+}
+
+/// The loop nest: one index per axis, the scalar body innermost, reduced
+/// outputs combined into their accumulators in memory.
+fn nest(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, n: Nest) -> Result<(), String> {
+    let rank = n.dims.len();
+    let flags = MemFlagsData::trusted();
     let idx: Vec<Variable> = (0..rank).map(|_| b.declare_var(types::I64)).collect();
     let mut exits = Vec::new();
     let mut headers = Vec::new();
-    for d in 0..rank {
-        let zero = b.ins().iconst(types::I64, 0);
-        b.def_var(idx[d], zero);
-        let header = b.create_block();
-        let body = b.create_block();
-        let exit = b.create_block();
+    for (d, &var) in idx.iter().enumerate() {
+        let first = if d == 0 { n.start } else { b.ins().iconst(types::I64, 0) };
+        let last = if d == 0 { n.end } else { n.dims[d] };
+        b.def_var(var, first);
+        let (header, body, exit) = (b.create_block(), b.create_block(), b.create_block());
         b.ins().jump(header, &[]);
         b.switch_to_block(header);
-        let i = b.use_var(idx[d]);
-        let more = b.ins().icmp(IntCC::SignedLessThan, i, dims[d]);
+        let i = b.use_var(var);
+        let more = b.ins().icmp(IntCC::SignedLessThan, i, last);
         b.ins().brif(more, body, &[], exit, &[]);
         b.switch_to_block(body);
         headers.push(header);
         exits.push(exit);
     }
-    // Innermost: offsets, body, stores.
     let offset = |b: &mut FunctionBuilder, strides: &[Value]| {
         let mut off = b.ins().iconst(types::I64, 0);
         for d in 0..rank {
@@ -131,40 +327,17 @@ pub fn lower(module: &mut impl Module, helpers: &Helpers, k: &Kernel, func: &mut
         }
         off
     };
-    let address = |b: &mut FunctionBuilder, base: Value, off: Value, dtype: DType| {
-        let bytes = b.ins().imul_imm_s(off, dtype.size_bytes() as i64);
-        b.ins().iadd(base, bytes)
+    let mut load = |b: &mut FunctionBuilder, x: usize| {
+        let off = offset(b, &n.in_strides[x]);
+        let dtype = k.inputs[x].dtype;
+        let addr = address(b, io.base_in[x], off, dtype);
+        b.ins().load(cl_type(dtype), flags, addr, 0)
     };
-    let mut regs: Vec<Value> = Vec::with_capacity(k.body.len());
-    for (inst, dtype) in &k.body {
-        let t = cl_type(*dtype);
-        let v = match inst {
-            Inst::Load { input } => {
-                let i = *input as usize;
-                let off = offset(&mut b, &in_strides[i]);
-                let addr = address(&mut b, base_in[i], off, k.inputs[i].dtype);
-                b.ins().load(t, flags, addr, 0)
-            }
-            Inst::Const { value } => constant(&mut b, *value, *dtype),
-            Inst::Unary { op, x } => {
-                let xd = k.body[*x as usize].1;
-                unary(&mut b, &imports, *op, regs[*x as usize], xd)?
-            }
-            Inst::Binary { op, a, b: y } => {
-                let ad = k.body[*a as usize].1;
-                binary(&mut b, pow, *op, regs[*a as usize], regs[*y as usize], ad)?
-            }
-            Inst::Select { cond, a, b: y } => {
-                b.ins().select(regs[*cond as usize], regs[*a as usize], regs[*y as usize])
-            }
-            Inst::Cast { x } => cast(&mut b, regs[*x as usize], k.body[*x as usize].1, *dtype),
-        };
-        regs.push(v);
-    }
+    let regs = body(b, ctx, k, Width::Scalar, &mut load)?;
     for (o, out) in k.outputs.iter().enumerate() {
         let dtype = k.output_dtype(o);
-        let off = offset(&mut b, &out_strides[o]);
-        let addr = address(&mut b, base_out[o], off, dtype);
+        let off = offset(b, &n.out_strides[o]);
+        let addr = address(b, io.base_out[o], off, dtype);
         let v = regs[out.value as usize];
         let stored = match (&k.reduce, out.reduced) {
             (Some(r), true) => {
@@ -185,7 +358,6 @@ pub fn lower(module: &mut impl Module, helpers: &Helpers, k: &Kernel, func: &mut
         };
         b.ins().store(flags, stored, addr, 0);
     }
-    // Close the loops from the innermost out.
     for d in (0..rank).rev() {
         let i = b.use_var(idx[d]);
         let next = b.ins().iadd_imm_s(i, 1);
@@ -193,13 +365,76 @@ pub fn lower(module: &mut impl Module, helpers: &Helpers, k: &Kernel, func: &mut
         b.ins().jump(headers[d], &[]);
         b.switch_to_block(exits[d]);
     }
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(module.target_config());
     Ok(())
 }
 
-fn constant(b: &mut FunctionBuilder, c: Const, dtype: DType) -> Value {
+/// Emits the kernel body at `width`, reading inputs through `load`.
+fn body(
+    b: &mut FunctionBuilder,
+    ctx: &Ctx,
+    k: &Kernel,
+    width: Width,
+    load: &mut dyn FnMut(&mut FunctionBuilder, usize) -> Value,
+) -> Result<Vec<Value>, String> {
+    let mut regs: Vec<Value> = Vec::with_capacity(k.body.len());
+    for (inst, dtype) in &k.body {
+        let v = match inst {
+            Inst::Load { input } => load(b, *input as usize),
+            Inst::Const { value } => constant(b, *value, *dtype, width),
+            Inst::Unary { op, x } => {
+                let xd = k.body[*x as usize].1;
+                unary(b, ctx, *op, regs[*x as usize], xd, width)?
+            }
+            Inst::Binary { op, a, b: y } => {
+                let ad = k.body[*a as usize].1;
+                binary(b, ctx.pow, *op, regs[*a as usize], regs[*y as usize], ad)?
+            }
+            Inst::Select { cond, a, b: y } => {
+                let (c, x, y) = (regs[*cond as usize], regs[*a as usize], regs[*y as usize]);
+                if width.vector() {
+                    let mask = if *dtype == DType::Bool { c } else { mask_as(b, c, width.ty(*dtype)) };
+                    b.ins().bitselect(mask, x, y)
+                } else {
+                    b.ins().select(c, x, y)
+                }
+            }
+            Inst::Cast { x } => {
+                let from = k.body[*x as usize].1;
+                if width.vector() {
+                    vector_cast(b, regs[*x as usize], from, *dtype, width)
+                } else {
+                    cast(b, regs[*x as usize], from, *dtype)
+                }
+            }
+        };
+        regs.push(v);
+    }
+    Ok(regs)
+}
+
+/// A comparison mask reinterpreted as lanes of `ty`.
+fn mask_as(b: &mut FunctionBuilder, mask: Value, ty: Type) -> Value {
+    b.ins().bitcast(ty, MemFlagsData::new().with_endianness(Endianness::Little), mask)
+}
+
+/// Casts between a vector kernel's float dtype and its bool masks.
+fn vector_cast(b: &mut FunctionBuilder, x: Value, from: DType, to: DType, width: Width) -> Value {
+    match (from, to) {
+        (f, t) if f == t => x,
+        (DType::Bool, t) => {
+            let (one, zero) =
+                (constant(b, Const::Float(F64(1.0)), t, width), constant(b, Const::Float(F64(0.0)), t, width));
+            let m = mask_as(b, x, width.ty(t));
+            b.ins().bitselect(m, one, zero)
+        }
+        (f, _) => {
+            let zero = constant(b, Const::Float(F64(0.0)), f, width);
+            b.ins().fcmp(FloatCC::NotEqual, x, zero)
+        }
+    }
+}
+
+fn constant(b: &mut FunctionBuilder, c: Const, dtype: DType, width: Width) -> Value {
     let as_f64 = match c {
         Const::Float(x) => x.0,
         Const::Int(x) => x as f64,
@@ -210,13 +445,19 @@ fn constant(b: &mut FunctionBuilder, c: Const, dtype: DType) -> Value {
         Const::Int(x) => x,
         Const::Bool(x) => x as i64,
     };
-    match dtype {
-        DType::F32 => b.ins().f32const(as_f64 as f32),
-        DType::F64 => b.ins().f64const(as_f64),
-        DType::I32 => b.ins().iconst(types::I32, as_i64 as i32 as i64),
-        DType::I64 => b.ins().iconst(types::I64, as_i64),
-        DType::Bool => b.ins().iconst(types::I8, (as_i64 != 0) as i64),
-    }
+    let v = match (dtype, width) {
+        (DType::F32, _) => b.ins().f32const(as_f64 as f32),
+        (DType::F64, _) => b.ins().f64const(as_f64),
+        (DType::I32, _) => b.ins().iconst(types::I32, as_i64 as i32 as i64),
+        (DType::I64, _) => b.ins().iconst(types::I64, as_i64),
+        (DType::Bool, Width::Scalar) => b.ins().iconst(types::I8, (as_i64 != 0) as i64),
+        // A vector bool is a mask: all ones or all zeros.
+        (DType::Bool, _) => {
+            let lane = width.ty(DType::Bool).lane_type();
+            b.ins().iconst(lane, -((as_i64 != 0) as i64))
+        }
+    };
+    if width.vector() { b.ins().splat(width.ty(dtype), v) } else { v }
 }
 
 /// A float function through its f64 reference definition, rounded once.
@@ -228,19 +469,30 @@ fn call_f64(b: &mut FunctionBuilder, f: cranelift_codegen::ir::FuncRef, args: &[
     if dtype == DType::F32 { b.ins().fdemote(types::F32, r) } else { r }
 }
 
-fn float_const(b: &mut FunctionBuilder, x: f64, dtype: DType) -> Value {
-    if dtype == DType::F32 { b.ins().f32const(x as f32) } else { b.ins().f64const(x) }
+fn float_const(b: &mut FunctionBuilder, x: f64, dtype: DType, width: Width) -> Value {
+    constant(b, Const::Float(F64(x)), dtype, width)
+}
+
+/// `a` where the comparison `cond` holds, else `y` (values of `dtype`).
+fn pick(b: &mut FunctionBuilder, width: Width, dtype: DType, cond: Value, a: Value, y: Value) -> Value {
+    if width.vector() {
+        let m = mask_as(b, cond, width.ty(dtype));
+        b.ins().bitselect(m, a, y)
+    } else {
+        b.ins().select(cond, a, y)
+    }
 }
 
 fn unary(
     b: &mut FunctionBuilder,
-    imports: &HashMap<UnaryOp, cranelift_codegen::ir::FuncRef>,
+    ctx: &Ctx,
     op: UnaryOp,
     x: Value,
     dtype: DType,
+    width: Width,
 ) -> Result<Value, String> {
     use UnaryOp::*;
-    let t = cl_type(dtype);
+    let t = width.ty(dtype);
     let float = dtype.is_float();
     Ok(match op {
         Neg if float => b.ins().fneg(x),
@@ -250,7 +502,7 @@ fn unary(
         Square if float => b.ins().fmul(x, x),
         Square => b.ins().imul(x, x),
         Relu if float => {
-            let zero = float_const(b, 0.0, dtype);
+            let zero = float_const(b, 0.0, dtype, width);
             b.ins().fmax(x, zero)
         }
         Relu => {
@@ -258,14 +510,17 @@ fn unary(
             b.ins().smax(x, zero)
         }
         Sign if float => {
-            let (one, minus, zero) =
-                (float_const(b, 1.0, dtype), float_const(b, -1.0, dtype), float_const(b, 0.0, dtype));
+            let (one, minus, zero) = (
+                float_const(b, 1.0, dtype, width),
+                float_const(b, -1.0, dtype, width),
+                float_const(b, 0.0, dtype, width),
+            );
             let pos = b.ins().fcmp(FloatCC::GreaterThan, x, zero);
             let neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
             let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
-            let inner = b.ins().select(neg, minus, zero);
-            let s = b.ins().select(pos, one, inner);
-            b.ins().select(nan, x, s)
+            let inner = pick(b, width, dtype, neg, minus, zero);
+            let s = pick(b, width, dtype, pos, one, inner);
+            pick(b, width, dtype, nan, x, s)
         }
         Sign => {
             let zero = b.ins().iconst(t, 0);
@@ -277,12 +532,13 @@ fn unary(
         }
         Sqrt => b.ins().sqrt(x),
         Reciprocal => {
-            let one = float_const(b, 1.0, dtype);
+            let one = float_const(b, 1.0, dtype, width);
             b.ins().fdiv(one, x)
         }
         Floor => b.ins().floor(x),
         Ceil => b.ins().ceil(x),
         Round => b.ins().nearest(x),
+        Not if width.vector() => b.ins().bnot(x),
         Not => {
             let one = b.ins().iconst(types::I8, 1);
             b.ins().bxor(x, one)
@@ -290,12 +546,13 @@ fn unary(
         IsNan if float => b.ins().fcmp(FloatCC::Unordered, x, x),
         IsInf if float => {
             let a = b.ins().fabs(x);
-            let inf = float_const(b, f64::INFINITY, dtype);
+            let inf = float_const(b, f64::INFINITY, dtype, width);
             b.ins().fcmp(FloatCC::Equal, a, inf)
         }
         IsNan | IsInf => b.ins().iconst(types::I8, 0),
+        op if dtype == DType::F32 && poly::inline(op) => poly::unary(b, F32Lanes(width.ty(dtype)), op, x),
         Exp | Log | Log1p | Expm1 | Tanh | Sigmoid | Softplus | Sin | Cos | Rsqrt => {
-            let f = *imports.get(&op).ok_or_else(|| format!("no helper for {}", op.name()))?;
+            let f = *ctx.imports.get(&op).ok_or_else(|| format!("no helper for {}", op.name()))?;
             call_f64(b, f, &[x], dtype)
         }
     })
@@ -362,7 +619,7 @@ fn cast(b: &mut FunctionBuilder, x: Value, from: DType, to: DType) -> Value {
         (F64, F32) => b.ins().fdemote(types::F32, x),
         (F32 | F64, I32 | I64) => b.ins().fcvt_to_sint_sat(t, x),
         (F32 | F64, Bool) => {
-            let zero = float_const(b, 0.0, from);
+            let zero = float_const(b, 0.0, from, Width::Scalar);
             b.ins().fcmp(FloatCC::NotEqual, x, zero)
         }
         (I32 | I64, F32 | F64) => b.ins().fcvt_from_sint(t, x),

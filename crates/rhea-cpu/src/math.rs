@@ -1,7 +1,7 @@
-//! The float functions compiled kernels call: the reference definitions from
-//! `rhea_kernel::scalar`, on `f64`, so compiled results round exactly as the
-//! interpreter's do. (Inline vectorized polynomials are the planned faster
-//! path; see the README.)
+//! The float functions compiled kernels call where nothing is emitted
+//! inline: the reference definitions from `rhea_kernel::scalar` on `f64`
+//! (every `f64` transcendental, and `sin`, `cos` and `pow` on `f32`), so
+//! those results round exactly as the interpreter's do.
 
 use rhea_graph::UnaryOp;
 use rhea_kernel::scalar::unary_f64;
@@ -28,4 +28,10 @@ exported!(
 /// `pow` on `f64`.
 pub extern "C" fn rhea_pow(a: f64, b: f64) -> f64 {
     a.powf(b)
+}
+
+/// True if `op` has a helper here (the float functions with no instruction).
+pub fn calls_helper(op: UnaryOp) -> bool {
+    use UnaryOp::*;
+    matches!(op, Exp | Log | Log1p | Expm1 | Tanh | Sigmoid | Softplus | Sin | Cos | Rsqrt)
 }
