@@ -29,17 +29,24 @@ pub fn run_program(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Va
     rhea::interp::run_program(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids).map_err(|e| e.to_string())
 }
 
-/// The program's outputs with its kernels compiled by the CPU backend.
+/// The program's outputs on the CPU backend: kernels compiled by
+/// Cranelift, run by its executor (prepared buffers, native library ops,
+/// the interpreter for the rest).
 pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
     let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
     let cpu = rhea_cpu::CpuKernels::compile(&kernels).map_err(|e| e.to_string())?;
     let bindings = rhea::interp::bind_inputs(&p.graph, feeds).map_err(|e| e.to_string())?;
     let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
     let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
-    let run = |k: usize, inputs: &[&Value], b: &rhea::interp::Bindings| cpu.run(k, inputs, b);
-    let ops = |op: &rhea::Op, inputs: &[&Value]| rhea_cpu::library_op(op, inputs);
-    rhea::interp::run_program_with(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids, &run, &ops)
-        .map_err(|e| e.to_string())
+    let inputs = p.graph.inputs();
+    let values: Vec<&Value> = inputs
+        .iter()
+        .map(|&i| feeds.get(p.graph.leaf_name(i).unwrap_or_default()).ok_or("an input was not fed"))
+        .collect::<Result<_, _>>()?;
+    let mut prepared =
+        rhea_cpu::Prepared::new(p, &cpu, &mem, &bindings, &inputs, &ids, ids.len()).map_err(|e| e.to_string())?;
+    let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
+    prepared.run(&cpu, &values, &|id| p.graph.shared_value(id), &fallback, None).map_err(|e| e.to_string())
 }
 
 /// Checks two values agree: same dtype and shape, floats within a relative

@@ -1,9 +1,6 @@
 //! Matrix products through the `gemm` crate (blocked, vectorized for the
 //! host CPU, threaded with rayon for large products).
 
-use ndarray::{ArrayD, IxDyn};
-use rhea_graph::Value;
-
 /// The float element types the library ops run on.
 pub(crate) trait Float:
     Copy
@@ -46,41 +43,63 @@ impl Float for f64 {
     const NEG_INFINITY: f64 = f64::NEG_INFINITY;
 }
 
-pub(crate) fn matmul(inputs: &[&Value], alpha: f64, beta: f64, ta: bool, tb: bool) -> Result<Value, String> {
-    Ok(match (inputs[0], inputs[1], inputs.get(2)) {
-        (Value::F32(a), Value::F32(b), None) => Value::F32(product(a, b, None, alpha, beta, ta, tb)?),
-        (Value::F32(a), Value::F32(b), Some(Value::F32(c))) => Value::F32(product(a, b, Some(c), alpha, beta, ta, tb)?),
-        (Value::F64(a), Value::F64(b), None) => Value::F64(product(a, b, None, alpha, beta, ta, tb)?),
-        (Value::F64(a), Value::F64(b), Some(Value::F64(c))) => Value::F64(product(a, b, Some(c), alpha, beta, ta, tb)?),
-        _ => return Err("gemm needs float matrices of one dtype".into()),
-    })
-}
-
-/// `alpha * op(a) @ op(b) + beta * c`.
-fn product<T: Float>(
-    a: &ArrayD<T>,
-    b: &ArrayD<T>,
-    c: Option<&ArrayD<T>>,
+/// `out = alpha * op(a) @ op(b) + beta * c` (with `c` broadcast to the
+/// output), on contiguous row-major data; shapes are checked here.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into<T: Float>(
+    out: &mut [T],
+    a: (&[T], &[usize]),
+    b: (&[T], &[usize]),
+    c: Option<(&[T], &[usize])>,
     alpha: f64,
     beta: f64,
     ta: bool,
     tb: bool,
-) -> Result<ArrayD<T>, String> {
-    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
-    let (m, k) = if ta { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
-    let (kb, n) = if tb { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+) -> Result<(), String> {
+    let (a_shape, b_shape) = (a.1, b.1);
+    if a_shape.len() != 2 || b_shape.len() != 2 {
+        return Err(format!("gemm needs matrices, got {a_shape:?} and {b_shape:?}"));
+    }
+    let (m, k) = if ta { (a_shape[1], a_shape[0]) } else { (a_shape[0], a_shape[1]) };
+    let (kb, n) = if tb { (b_shape[1], b_shape[0]) } else { (b_shape[0], b_shape[1]) };
     if k != kb {
         return Err(format!("gemm: inner dims {k} and {kb} differ"));
     }
-    let mut out = match c {
-        Some(c) => c.broadcast(IxDyn(&[m, n])).ok_or("gemm: C does not broadcast")?.as_standard_layout().into_owned(),
-        None => ArrayD::from_elem(IxDyn(&[m, n]), T::default()),
+    if out.len() != m * n {
+        return Err(format!("gemm: output of {} elements for {m}x{n}", out.len()));
+    }
+    if let Some((c, shape)) = c {
+        broadcast_into(out, m, n, c, shape)?;
+    }
+    let a = Mat { data: a.0, rows: m, cols: k, trans: ta };
+    let b = Mat { data: b.0, rows: k, cols: n, trans: tb };
+    multiply(out, a, b, T::of(alpha), c.map(|_| T::of(beta)));
+    Ok(())
+}
+
+/// Writes `c` (of rank at most 2, numpy-broadcastable to `m x n`) into
+/// every row and column of `out`.
+fn broadcast_into<T: Float>(out: &mut [T], m: usize, n: usize, c: &[T], shape: &[usize]) -> Result<(), String> {
+    let fits = |d: usize, want: usize| d == want || d == 1;
+    let (rows, cols) = match *shape {
+        [] => (1, 1),
+        [cn] => (1, cn),
+        [cm, cn] => (cm, cn),
+        _ => return Err(format!("gemm: C of shape {shape:?} does not broadcast to {m}x{n}")),
     };
-    let a = Mat { data: a.as_slice().expect("standard layout"), rows: m, cols: k, trans: ta };
-    let b = Mat { data: b.as_slice().expect("standard layout"), rows: k, cols: n, trans: tb };
-    let dst = out.as_slice_mut().expect("owned standard layout");
-    multiply(dst, a, b, T::of(alpha), c.map(|_| T::of(beta)));
-    Ok(out)
+    if !fits(rows, m) || !fits(cols, n) || c.len() != rows * cols {
+        return Err(format!("gemm: C of shape {shape:?} does not broadcast to {m}x{n}"));
+    }
+    for i in 0..m {
+        let row = &mut out[i * n..(i + 1) * n];
+        let src = &c[(i % rows) * cols..(i % rows + 1) * cols];
+        if cols == n {
+            row.copy_from_slice(src);
+        } else {
+            row.fill(src[0]);
+        }
+    }
+    Ok(())
 }
 
 /// A row-major matrix, or the transpose of one (`trans`: the stored data is
@@ -144,29 +163,5 @@ pub(crate) fn multiply<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, alpha: T, 
             false,
             threads,
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::library_op;
-    use ndarray::array;
-    use rhea_graph::{F64, Op};
-
-    #[test]
-    fn gemm_matches_the_definition_with_transposes_scaling_and_bias() {
-        let a = Value::from(array![[1.0f32, 2.0], [3.0, 4.0]]);
-        let b = Value::from(array![[1.0f32, 0.0], [1.0, 1.0]]);
-        let c = Value::from(array![10.0f32, 20.0]);
-        let op = |ta, tb| Op::Gemm { alpha: F64(2.0), beta: F64(0.5), trans_a: ta, trans_b: tb };
-        let out = library_op(&op(false, false), &[&a, &b, &c]).unwrap().unwrap();
-        assert_eq!(out, Value::from(array![[11.0f32, 14.0], [19.0, 18.0]]));
-        let t = Op::Gemm { alpha: F64(1.0), beta: F64(0.0), trans_a: true, trans_b: true };
-        assert_eq!(library_op(&t, &[&a, &b]).unwrap().unwrap(), Value::from(array![[1.0f32, 4.0], [2.0, 6.0]]));
-        let big = Value::from(ndarray::Array2::<f64>::from_shape_fn((70, 80), |(i, j)| ((i * 7 + j) % 5) as f64));
-        let id = Value::from(ndarray::Array2::<f64>::eye(80));
-        assert_eq!(library_op(&Op::Dot, &[&big, &id]).unwrap().unwrap(), big);
-        assert!(library_op(&Op::Softmax { axis: 0 }, &[&a]).is_none());
     }
 }

@@ -126,11 +126,11 @@ fn col2im<T: Float>(g: &Geometry, c: &Conv2d, cols: &[T], image: &mut [T]) {
 }
 
 /// `y[n, o] = sum over taps of w[o, ...] * x[n, ...]`.
-pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T]) -> Vec<T> {
+pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out: &mut [T]) {
     let (cg, og, taps, px) = (g.cg(), g.og(), g.taps(), g.pixels());
-    let mut out = vec![T::default(); g.n * g.o * px];
+    assert_eq!(out.len(), g.n * g.o * px, "conv2d output size");
     if out.is_empty() {
-        return out;
+        return;
     }
     let pointwise = g.pointwise(c);
     out.par_chunks_mut(g.o * px).enumerate().for_each(|(n, out)| {
@@ -146,15 +146,15 @@ pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T]) -> V
             multiply(dst, filters, Mat { data: b, rows: taps, cols: px, trans: false }, T::of(1.0), None);
         }
     });
-    out
 }
 
 /// The gradient with respect to the input: col2im of `w^T @ gy`.
-pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T]) -> Vec<T> {
+pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T], gx: &mut [T]) {
     let (cg, og, taps, px) = (g.cg(), g.og(), g.taps(), g.pixels());
-    let mut gx = vec![T::default(); g.n * g.c * g.h * g.w];
+    assert_eq!(gx.len(), g.n * g.c * g.h * g.w, "conv2d input gradient size");
+    gx.fill(T::default());
     if gx.is_empty() {
-        return gx;
+        return;
     }
     let pointwise = g.pointwise(c);
     gx.par_chunks_mut(g.c * g.h * g.w).enumerate().for_each(|(n, gx)| {
@@ -176,16 +176,16 @@ pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T]) 
             }
         }
     });
-    gx
 }
 
 /// The gradient with respect to the weights: `gy @ im2col(x)^T`, summed
 /// over the batch.
-pub(crate) fn weight_grad<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], gy: &[T]) -> Vec<T> {
+pub(crate) fn weight_grad<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], gy: &[T], gw: &mut [T]) {
     let (cg, og, taps, px) = (g.cg(), g.og(), g.taps(), g.pixels());
-    let mut gw = vec![T::default(); g.o * taps];
+    assert_eq!(gw.len(), g.o * taps, "conv2d weight gradient size");
+    gw.fill(T::default());
     if gw.is_empty() {
-        return gw;
+        return;
     }
     let pointwise = g.pointwise(c);
     let mut cols = vec![T::default(); if pointwise { 0 } else { taps * px }];
@@ -213,5 +213,4 @@ pub(crate) fn weight_grad<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], gy: &[T])
             );
         }
     }
-    gw
 }

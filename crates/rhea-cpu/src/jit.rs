@@ -95,23 +95,19 @@ impl CpuKernels {
         &self.clif[k]
     }
 
-    /// Runs kernel `k` on `inputs`, giving its outputs in order.
-    pub fn run(&self, k: usize, inputs: &[&Value], bindings: &Bindings) -> Result<Vec<Value>, String> {
+    /// Everything a call of kernel `k` needs that depends only on the sizes
+    /// `bindings` give: its loop bounds, strides and output shapes.
+    pub fn launch(&self, k: usize, bindings: &Bindings) -> Result<Launch, String> {
         let kernel = &self.kernels[k];
         let dims = resolve(&kernel.domain, bindings)?;
         let rank = dims.len();
-        if inputs.len() != kernel.inputs.len() {
-            return Err(format!("kernel takes {} inputs, got {}", kernel.inputs.len(), inputs.len()));
-        }
-        let mut in_strides = Vec::with_capacity(inputs.len() * rank);
-        let contiguous: Vec<std::borrow::Cow<Value>> = inputs.iter().map(|v| standard(v)).collect();
-        for (i, (spec, v)) in kernel.inputs.iter().zip(&contiguous).enumerate() {
+        let mut in_strides = Vec::with_capacity(kernel.inputs.len() * rank);
+        let mut input_shapes = Vec::with_capacity(kernel.inputs.len());
+        for (i, spec) in kernel.inputs.iter().enumerate() {
             let shape = resolve(&spec.shape, bindings)?;
-            if v.dtype() != spec.dtype || v.shape() != shape.as_slice() {
-                return Err(format!("input {i}: expected {}{shape:?}, got {}{:?}", spec.dtype, v.dtype(), v.shape()));
-            }
             let strides = spec.strides(&shape, &dims).map_err(|e| format!("input {i}: {e}"))?;
             in_strides.extend(strides.iter().map(|&st| st as i64));
+            input_shapes.push(shape);
         }
         let reduced = |d: usize| kernel.reduce.as_ref().is_some_and(|r| r.axes.contains(&d));
         let kept: Vec<usize> = (0..rank).filter(|&d| !reduced(d)).map(|d| dims[d]).collect();
@@ -119,16 +115,14 @@ impl CpuKernels {
         let count: usize = (0..rank).filter(|&d| reduced(d)).map(|d| dims[d]).product();
         let mut outputs = Vec::with_capacity(kernel.outputs.len());
         let mut out_strides = Vec::with_capacity(kernel.outputs.len() * rank);
+        let dom_rm = row_major(&dims);
         for (o, out) in kernel.outputs.iter().enumerate() {
             let shape = resolve(&kernel.output_shape(o), bindings)?;
-            let dtype = kernel.output_dtype(o);
             let combine = kernel.reduce.as_ref().filter(|_| out.reduced).map(|r| r.combine);
             if matches!(combine, Some(Combine::Max | Combine::Min)) && count == 0 && kept.iter().product::<usize>() > 0
             {
                 return Err("reduction over an empty axis has no identity".into());
             }
-            outputs.push(identity(dtype, &shape, combine));
-            let dom_rm = row_major(&dims);
             let mut kept_axis = 0;
             for (d, &dom_stride) in dom_rm.iter().enumerate() {
                 out_strides.push(match combine {
@@ -140,61 +134,141 @@ impl CpuKernels {
                     None => dom_stride as i64,
                 });
             }
+            outputs.push(LaunchOutput { dtype: kernel.output_dtype(o), shape, combine });
         }
         let total: usize = dims.iter().product();
-        if total > 0 {
-            let in_ptrs: Vec<*const u8> = contiguous.iter().map(|v| data_ptr(v)).collect();
-            let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(data_ptr_mut).collect();
-            let dims64: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-            // The outer loop: the flat index, or axis 0 (split only if no
-            // output accumulates along it).
-            let (outer, splittable) =
-                if self.flat[k] { (total, true) } else { (dims.first().copied().unwrap_or(1), !reduced(0)) };
+        // The outer loop: the flat index, or axis 0 (split only if no output
+        // accumulates along it).
+        let (outer, splittable) =
+            if self.flat[k] { (total, true) } else { (dims.first().copied().unwrap_or(1), !reduced(0)) };
+        Ok(Launch {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            in_strides,
+            out_strides,
+            input_shapes,
+            outputs,
+            total,
+            count,
+            outer,
+            splittable,
+            work: total.saturating_mul(kernel.body.len()),
+        })
+    }
+
+    /// Calls kernel `k`: fills reduced outputs with their identity, runs the
+    /// loop (split over threads when large), and divides means.
+    ///
+    /// # Safety
+    /// `inputs` and `outputs` must point to contiguous buffers of the dtypes
+    /// and shapes `launch` (made by [`CpuKernels::launch`] for `k`) gives,
+    /// outputs must not overlap each other, and an output may overlap an
+    /// input only where the kernel reads that input pointwise.
+    pub unsafe fn call(&self, k: usize, launch: &Launch, inputs: &[*const u8], outputs: &[*mut u8]) {
+        for (out, &ptr) in launch.outputs.iter().zip(outputs) {
+            if let Some(combine) = out.combine {
+                // SAFETY: the caller gives a buffer of this dtype and shape.
+                unsafe { fill_identity(ptr, out.dtype, out.shape.iter().product(), combine) };
+            }
+        }
+        if launch.total > 0 {
             let call = |start: usize, end: usize| {
-                // SAFETY: the kernel was compiled from `kernel`; every pointer
-                // is to a contiguous buffer of the dtype and shape its strides
-                // index, as checked above, and stays alive for the call.
-                // Concurrent calls write disjoint parts of the outputs: the
+                // SAFETY: the pointers are valid as the caller promises, and
+                // concurrent calls write disjoint parts of the outputs: the
                 // ranges are disjoint and no output is reduced along them.
                 unsafe {
                     (self.functions[k])(
-                        in_ptrs.as_ptr(),
-                        out_ptrs.as_ptr(),
-                        dims64.as_ptr(),
-                        in_strides.as_ptr(),
-                        out_strides.as_ptr(),
+                        inputs.as_ptr(),
+                        outputs.as_ptr(),
+                        launch.dims.as_ptr(),
+                        launch.in_strides.as_ptr(),
+                        launch.out_strides.as_ptr(),
                         start as i64,
                         end as i64,
                     );
                 }
             };
-            let work = total.saturating_mul(kernel.body.len());
-            let threads = rayon::current_num_threads().min(outer);
-            if splittable && threads > 1 && work >= PARALLEL_WORK {
+            let threads = rayon::current_num_threads().min(launch.outer);
+            if launch.splittable && threads > 1 && launch.work >= PARALLEL_WORK {
                 let shared = SendCall(&call);
                 rayon::scope(|s| {
                     for t in 0..threads {
-                        let (start, end) = (outer * t / threads, outer * (t + 1) / threads);
+                        let (start, end) = (launch.outer * t / threads, launch.outer * (t + 1) / threads);
                         let shared = &shared;
                         s.spawn(move |_| (shared.0)(start, end));
                     }
                 });
             } else {
-                call(0, outer);
+                call(0, launch.outer);
             }
         }
-        for (o, out) in kernel.outputs.iter().enumerate() {
-            if out.reduced && kernel.reduce.as_ref().is_some_and(|r| r.combine == Combine::Mean) {
-                let n = count as f64;
-                outputs[o] = match &outputs[o] {
-                    Value::F32(a) => Value::F32(a.mapv(|x| (x as f64 / n) as f32)),
-                    Value::F64(a) => Value::F64(a.mapv(|x| x / n)),
-                    other => other.clone(),
-                };
+        for (out, &ptr) in launch.outputs.iter().zip(outputs) {
+            if out.combine == Some(Combine::Mean) {
+                let (n, len) = (launch.count as f64, out.shape.iter().product::<usize>());
+                // SAFETY: as above.
+                unsafe {
+                    match out.dtype {
+                        DType::F32 => std::slice::from_raw_parts_mut(ptr as *mut f32, len)
+                            .iter_mut()
+                            .for_each(|x| *x = (*x as f64 / n) as f32),
+                        DType::F64 => {
+                            std::slice::from_raw_parts_mut(ptr as *mut f64, len).iter_mut().for_each(|x| *x /= n)
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
+    }
+
+    /// Runs kernel `k` on `inputs`, giving its outputs in order.
+    pub fn run(&self, k: usize, inputs: &[&Value], bindings: &Bindings) -> Result<Vec<Value>, String> {
+        let kernel = &self.kernels[k];
+        let launch = self.launch(k, bindings)?;
+        if inputs.len() != kernel.inputs.len() {
+            return Err(format!("kernel takes {} inputs, got {}", kernel.inputs.len(), inputs.len()));
+        }
+        let contiguous: Vec<std::borrow::Cow<Value>> = inputs.iter().map(|v| standard(v)).collect();
+        for (i, ((spec, v), shape)) in kernel.inputs.iter().zip(&contiguous).zip(&launch.input_shapes).enumerate() {
+            if v.dtype() != spec.dtype || v.shape() != shape.as_slice() {
+                return Err(format!("input {i}: expected {}{shape:?}, got {}{:?}", spec.dtype, v.dtype(), v.shape()));
+            }
+        }
+        let mut outputs: Vec<Value> = launch.outputs.iter().map(|o| zeros(o.dtype, &o.shape)).collect();
+        let in_ptrs: Vec<*const u8> = contiguous.iter().map(|v| data_ptr(v)).collect();
+        let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(data_ptr_mut).collect();
+        // SAFETY: the inputs were checked against the launch's shapes and
+        // dtypes, and the outputs are fresh arrays of the launch's shapes.
+        unsafe { self.call(k, &launch, &in_ptrs, &out_ptrs) };
         Ok(outputs)
     }
+}
+
+/// The sizes of one kernel call, from [`CpuKernels::launch`].
+#[derive(Clone, Debug)]
+pub struct Launch {
+    dims: Vec<i64>,
+    in_strides: Vec<i64>,
+    out_strides: Vec<i64>,
+    /// The shape each input must have.
+    pub input_shapes: Vec<Vec<usize>>,
+    /// What each output is.
+    pub outputs: Vec<LaunchOutput>,
+    total: usize,
+    count: usize,
+    outer: usize,
+    splittable: bool,
+    work: usize,
+}
+
+/// One output of a kernel call.
+#[derive(Clone, Debug)]
+pub struct LaunchOutput {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// How it accumulates, if it is reduced.
+    pub combine: Option<Combine>,
 }
 
 impl Drop for CpuKernels {
@@ -207,34 +281,42 @@ impl Drop for CpuKernels {
     }
 }
 
-/// A tensor filled with the identity of `combine` (zeros for stored outputs):
-/// 0 for sums, 1 for products, the lowest (highest) value for max (min).
-fn identity(dtype: DType, shape: &[usize], combine: Option<Combine>) -> Value {
+/// A tensor of zeros.
+pub(crate) fn zeros(dtype: DType, shape: &[usize]) -> Value {
     let sh = IxDyn(shape);
-    let (max, min) = (combine == Some(Combine::Max), combine == Some(Combine::Min));
-    let one = combine == Some(Combine::Prod);
+    match dtype {
+        DType::F32 => Value::F32(ArrayD::zeros(sh)),
+        DType::F64 => Value::F64(ArrayD::zeros(sh)),
+        DType::I32 => Value::I32(ArrayD::zeros(sh)),
+        DType::I64 => Value::I64(ArrayD::zeros(sh)),
+        DType::Bool => Value::Bool(ArrayD::from_elem(sh, false)),
+    }
+}
+
+/// Fills `len` elements at `ptr` with the identity of `combine`: 0 for
+/// sums, 1 for products, the lowest (highest) value for max (min).
+///
+/// # Safety
+/// `ptr` must point to `len` writable elements of `dtype`.
+unsafe fn fill_identity(ptr: *mut u8, dtype: DType, len: usize, combine: Combine) {
     macro_rules! fill {
-        ($t:ty, $lo:expr, $hi:expr) => {
-            ArrayD::from_elem(
-                sh,
-                if max {
-                    $lo
-                } else if min {
-                    $hi
-                } else if one {
-                    1 as $t
-                } else {
-                    0 as $t
-                },
-            )
-        };
+        ($t:ty, $lo:expr, $hi:expr, $one:expr, $zero:expr) => {{
+            let v: $t = match combine {
+                Combine::Max => $lo,
+                Combine::Min => $hi,
+                Combine::Prod => $one,
+                Combine::Sum | Combine::Mean => $zero,
+            };
+            // SAFETY: as the caller promises.
+            unsafe { std::slice::from_raw_parts_mut(ptr as *mut $t, len) }.fill(v);
+        }};
     }
     match dtype {
-        DType::F32 => Value::F32(fill!(f32, f32::NEG_INFINITY, f32::INFINITY)),
-        DType::F64 => Value::F64(fill!(f64, f64::NEG_INFINITY, f64::INFINITY)),
-        DType::I32 => Value::I32(fill!(i32, i32::MIN, i32::MAX)),
-        DType::I64 => Value::I64(fill!(i64, i64::MIN, i64::MAX)),
-        DType::Bool => Value::Bool(ArrayD::from_elem(sh, one)),
+        DType::F32 => fill!(f32, f32::NEG_INFINITY, f32::INFINITY, 1.0, 0.0),
+        DType::F64 => fill!(f64, f64::NEG_INFINITY, f64::INFINITY, 1.0, 0.0),
+        DType::I32 => fill!(i32, i32::MIN, i32::MAX, 1, 0),
+        DType::I64 => fill!(i64, i64::MIN, i64::MAX, 1, 0),
+        DType::Bool => fill!(u8, 0, 1, 1, 0),
     }
 }
 
@@ -248,11 +330,11 @@ fn standard(v: &Value) -> std::borrow::Cow<'_, Value> {
     }
 }
 
-fn data_ptr(v: &Value) -> *const u8 {
+pub(crate) fn data_ptr(v: &Value) -> *const u8 {
     rhea_graph::with_array!(v, a => a.as_ptr() as *const u8)
 }
 
-fn data_ptr_mut(v: &mut Value) -> *mut u8 {
+pub(crate) fn data_ptr_mut(v: &mut Value) -> *mut u8 {
     rhea_graph::with_array!(v, a => a.as_mut_ptr() as *mut u8)
 }
 

@@ -1,14 +1,17 @@
 //! rhea's CPU backend: kernel IR compiled to machine code with Cranelift.
 //!
-//! Today each kernel becomes a scalar loop nest over its domain, with float
-//! transcendentals calling the reference `f64` definitions so that results
-//! round exactly as the interpreter's, and matrix products run through the
-//! `gemm` crate; SIMD loops, inline polynomial transcendentals and threaded
-//! kernels are the next steps.
+//! - [`CpuKernels`] compiles a program's kernels: flat loops on `f32x4` /
+//!   `f64x2` vectors with inline `f32` transcendentals, loop nests for
+//!   strided and reducing kernels, both split across cores when large.
+//! - [`library_op`] runs matrix products (the `gemm` crate), convolution and
+//!   pooling with their gradients natively.
+//! - [`Prepared`] is the executor: a program prepared once per set of input
+//!   shapes, then called on raw buffers.
 #![warn(missing_docs)]
 
 mod blas;
 mod conv;
+mod exec;
 mod jit;
 mod library;
 mod lower;
@@ -16,5 +19,6 @@ mod math;
 mod poly;
 mod pool;
 
-pub use jit::{CpuError, CpuKernels};
-pub use library::library_op;
+pub use exec::{ExecError, Fallback, Prepared};
+pub use jit::{CpuError, CpuKernels, Launch, LaunchOutput};
+pub use library::{is_native, library_op};

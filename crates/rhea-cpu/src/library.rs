@@ -1,42 +1,86 @@
 //! Library ops the CPU backend runs natively: matrix products, convolution
-//! and pooling with their gradients, for `f32` and `f64`. Everything else
-//! falls back to the interpreter.
+//! and pooling with their gradients for `f32` and `f64`, and reshapes.
+//! Everything else falls back to the interpreter.
+//!
+//! [`run_native`] works on contiguous slices (the executor's buffers);
+//! [`library_op`] wraps it for `Value`s.
 
 use ndarray::{ArrayD, IxDyn};
-use rhea_graph::{Op, Shape, TensorType, Value};
+use rhea_graph::{DType, Op, Shape, TensorType, Value};
 
-use crate::blas::{Float, matmul};
+use crate::blas::{Float, gemm_into};
 use crate::conv::{self, Geometry};
 use crate::pool::{self, Planes};
 
-/// Runs `op` natively if the CPU backend implements it (`None`: the caller
-/// falls back to the interpreter).
-pub fn library_op(op: &Op, inputs: &[&Value]) -> Option<Result<Value, String>> {
-    let matrices = inputs.len() >= 2 && inputs[0].shape().len() == 2 && inputs[1].shape().len() == 2;
-    let float = inputs.first().is_some_and(|v| v.dtype().is_float());
+/// True if the CPU backend runs `op` natively on inputs of `dtype`.
+pub fn is_native(op: &Op, dtype: DType, input_ranks: &[usize]) -> bool {
+    let float = dtype.is_float();
     match op {
-        Op::Gemm { alpha, beta, trans_a, trans_b } => Some(matmul(inputs, alpha.0, beta.0, *trans_a, *trans_b)),
-        Op::Dot if matrices && float => Some(matmul(inputs, 1.0, 0.0, false, false)),
+        Op::Gemm { .. } => float,
+        Op::Dot => float && input_ranks.len() == 2 && input_ranks.iter().all(|&r| r == 2),
         Op::Conv2d(_)
         | Op::Conv2dInputGrad(_)
         | Op::Conv2dWeightGrad(_)
         | Op::MaxPool2d(_)
         | Op::AvgPool2d(_)
         | Op::MaxPool2dGrad(_)
-        | Op::AvgPool2dGrad(_)
-            if float =>
-        {
-            Some(match inputs.first() {
-                Some(Value::F32(_)) => spatial::<f32>(op, inputs).map(Value::F32),
-                _ => spatial::<f64>(op, inputs).map(Value::F64),
-            })
-        }
-        _ => None,
+        | Op::AvgPool2dGrad(_) => float,
+        _ => false,
     }
 }
 
-/// A float tensor's data as one contiguous slice.
-trait Elements: Float {
+/// Runs `op` (one [`is_native`] accepts) on contiguous inputs of the given
+/// shapes, writing the output of `out_shape` (as the shape rule gives it).
+pub(crate) fn run_native<T: Float>(
+    op: &Op,
+    inputs: &[(&[T], &[usize])],
+    out_shape: &[usize],
+    out: &mut [T],
+) -> Result<(), String> {
+    let data = |i: usize| inputs[i].0;
+    let shape = |i: usize| inputs[i].1;
+    let planes = |x: &[usize], y: &[usize]| Planes { planes: x[0] * x[1], h: x[2], w: x[3], oh: y[2], ow: y[3] };
+    match op {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            gemm_into(out, inputs[0], inputs[1], inputs.get(2).copied(), alpha.0, beta.0, *trans_a, *trans_b)?
+        }
+        Op::Dot => gemm_into(out, inputs[0], inputs[1], None, 1.0, 0.0, false, false)?,
+        Op::Conv2d(c) => {
+            conv::forward(&Geometry::new(shape(0), shape(1), out_shape, c.groups), c, data(0), data(1), out)
+        }
+        Op::Conv2dInputGrad(g) => {
+            let geometry = Geometry::new(out_shape, shape(1), shape(0), g.conv.groups);
+            conv::input_grad(&geometry, &g.conv, data(0), data(1), out)
+        }
+        Op::Conv2dWeightGrad(g) => {
+            let geometry = Geometry::new(shape(0), out_shape, shape(1), g.conv.groups);
+            conv::weight_grad(&geometry, &g.conv, data(0), data(1), out)
+        }
+        Op::MaxPool2d(p) => pool::forward(p, &planes(shape(0), out_shape), data(0), true, out),
+        Op::AvgPool2d(p) => pool::forward(p, &planes(shape(0), out_shape), data(0), false, out),
+        Op::MaxPool2dGrad(p) => pool::max_grad(p, &planes(shape(0), shape(1)), data(0), data(1), out),
+        Op::AvgPool2dGrad(g) => pool::avg_grad(&g.pool, &planes(out_shape, shape(0)), data(0), out),
+        other => return Err(format!("{} has no native CPU kernel", other.name())),
+    }
+    Ok(())
+}
+
+/// Runs `op` natively if the CPU backend implements it (`None`: the caller
+/// falls back to the interpreter).
+pub fn library_op(op: &Op, inputs: &[&Value]) -> Option<Result<Value, String>> {
+    let dtype = inputs.first()?.dtype();
+    let ranks: Vec<usize> = inputs.iter().map(|v| v.shape().len()).collect();
+    if !is_native(op, dtype, &ranks) {
+        return None;
+    }
+    Some(match dtype {
+        DType::F32 => typed::<f32>(op, inputs).map(Value::F32),
+        _ => typed::<f64>(op, inputs).map(Value::F64),
+    })
+}
+
+/// A float tensor's array.
+pub(crate) trait Elements: Float {
     fn array(v: &Value) -> Option<&ArrayD<Self>>;
 }
 impl Elements for f32 {
@@ -50,36 +94,44 @@ impl Elements for f64 {
     }
 }
 
-/// Convolutions and pooling: the shape rule checks the inputs and gives the
-/// output shape, then the kernels run on contiguous data.
-fn spatial<T: Elements>(op: &Op, inputs: &[&Value]) -> Result<ArrayD<T>, String> {
+/// The shape rule checks the inputs and gives the output shape, then the
+/// native kernel runs on contiguous copies where needed.
+fn typed<T: Elements>(op: &Op, inputs: &[&Value]) -> Result<ArrayD<T>, String> {
     let types: Vec<TensorType> = inputs.iter().map(|v| TensorType::new(v.dtype(), Shape::known(v.shape()))).collect();
     let refs: Vec<&TensorType> = types.iter().collect();
     let out_type = rhea_graph::infer(op, &refs)?;
-    let out = out_type.shape.to_known().ok_or("the output shape is not concrete")?;
+    let out_shape = out_type.shape.to_known().ok_or("the output shape is not concrete")?;
     let arrays = inputs
         .iter()
         .map(|v| T::array(v).map(|a| a.as_standard_layout()))
         .collect::<Option<Vec<_>>>()
         .ok_or("inputs of mixed dtypes")?;
-    let data = |i: usize| arrays[i].as_slice().expect("standard layout");
-    let shape = |i: usize| inputs[i].shape();
-    let planes = |x: &[usize], y: &[usize]| Planes { planes: x[0] * x[1], h: x[2], w: x[3], oh: y[2], ow: y[3] };
-    let result = match op {
-        Op::Conv2d(c) => conv::forward(&Geometry::new(shape(0), shape(1), &out, c.groups), c, data(0), data(1)),
-        Op::Conv2dInputGrad(g) => {
-            let geometry = Geometry::new(&out, shape(1), shape(0), g.conv.groups);
-            conv::input_grad(&geometry, &g.conv, data(0), data(1))
-        }
-        Op::Conv2dWeightGrad(g) => {
-            let geometry = Geometry::new(shape(0), &out, shape(1), g.conv.groups);
-            conv::weight_grad(&geometry, &g.conv, data(0), data(1))
-        }
-        Op::MaxPool2d(p) => pool::forward(p, &planes(shape(0), &out), data(0), true),
-        Op::AvgPool2d(p) => pool::forward(p, &planes(shape(0), &out), data(0), false),
-        Op::MaxPool2dGrad(p) => pool::max_grad(p, &planes(shape(0), shape(1)), data(0), data(1)),
-        Op::AvgPool2dGrad(g) => pool::avg_grad(&g.pool, &planes(&out, shape(0)), data(0)),
-        other => return Err(format!("{} is not a spatial op", other.name())),
-    };
-    ArrayD::from_shape_vec(IxDyn(&out), result).map_err(|e| e.to_string())
+    let slices: Vec<(&[T], &[usize])> =
+        arrays.iter().map(|a| (a.as_slice().expect("standard layout"), a.shape())).collect();
+    let mut out = ArrayD::from_elem(IxDyn(&out_shape), T::default());
+    run_native(op, &slices, &out_shape, out.as_slice_mut().expect("fresh array"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::library_op;
+    use ndarray::array;
+    use rhea_graph::{F64, Op, Value};
+
+    #[test]
+    fn gemm_matches_the_definition_with_transposes_scaling_and_bias() {
+        let a = Value::from(array![[1.0f32, 2.0], [3.0, 4.0]]);
+        let b = Value::from(array![[1.0f32, 0.0], [1.0, 1.0]]);
+        let c = Value::from(array![10.0f32, 20.0]);
+        let op = |ta, tb| Op::Gemm { alpha: F64(2.0), beta: F64(0.5), trans_a: ta, trans_b: tb };
+        let out = library_op(&op(false, false), &[&a, &b, &c]).unwrap().unwrap();
+        assert_eq!(out, Value::from(array![[11.0f32, 14.0], [19.0, 18.0]]));
+        let t = Op::Gemm { alpha: F64(1.0), beta: F64(0.0), trans_a: true, trans_b: true };
+        assert_eq!(library_op(&t, &[&a, &b]).unwrap().unwrap(), Value::from(array![[1.0f32, 4.0], [2.0, 6.0]]));
+        let big = Value::from(ndarray::Array2::<f64>::from_shape_fn((70, 80), |(i, j)| ((i * 7 + j) % 5) as f64));
+        let id = Value::from(ndarray::Array2::<f64>::eye(80));
+        assert_eq!(library_op(&Op::Dot, &[&big, &id]).unwrap().unwrap(), big);
+        assert!(library_op(&Op::Softmax { axis: 0 }, &[&a]).is_none());
+    }
 }

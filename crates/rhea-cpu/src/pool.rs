@@ -59,10 +59,10 @@ fn divisor(p: &Pool2d, valid: usize) -> f64 {
 }
 
 /// Pools each plane of `x` (`[planes, h, w]`) to `[planes, oh, ow]`.
-pub(crate) fn forward<T: Float>(p: &Pool2d, s: &Planes, x: &[T], max: bool) -> Vec<T> {
-    let mut out = vec![T::default(); s.planes * s.oh * s.ow];
+pub(crate) fn forward<T: Float>(p: &Pool2d, s: &Planes, x: &[T], max: bool, out: &mut [T]) {
+    assert_eq!(out.len(), s.planes * s.oh * s.ow, "pooling output size");
     if out.is_empty() {
-        return out;
+        return;
     }
     out.par_chunks_mut(s.oh * s.ow).enumerate().for_each(|(i, out)| {
         let plane = &x[i * s.h * s.w..(i + 1) * s.h * s.w];
@@ -74,15 +74,15 @@ pub(crate) fn forward<T: Float>(p: &Pool2d, s: &Planes, x: &[T], max: bool) -> V
             };
         });
     });
-    out
 }
 
 /// The gradient of max pooling: each window's output gradient goes to its
 /// first maximum.
-pub(crate) fn max_grad<T: Float>(p: &Pool2d, s: &Planes, x: &[T], gy: &[T]) -> Vec<T> {
-    let mut gx = vec![T::default(); s.planes * s.h * s.w];
+pub(crate) fn max_grad<T: Float>(p: &Pool2d, s: &Planes, x: &[T], gy: &[T], gx: &mut [T]) {
+    assert_eq!(gx.len(), s.planes * s.h * s.w, "max pooling gradient size");
+    gx.fill(T::default());
     if gx.is_empty() {
-        return gx;
+        return;
     }
     gx.par_chunks_mut(s.h * s.w).enumerate().for_each(|(i, gx)| {
         let plane = &x[i * s.h * s.w..(i + 1) * s.h * s.w];
@@ -93,24 +93,26 @@ pub(crate) fn max_grad<T: Float>(p: &Pool2d, s: &Planes, x: &[T], gy: &[T]) -> V
             }
         });
     });
-    gx
 }
 
 /// The gradient of average pooling: each window's output gradient spread
 /// evenly over the window.
-pub(crate) fn avg_grad<T: Float>(p: &Pool2d, s: &Planes, gy: &[T]) -> Vec<T> {
-    let mut gx = vec![0.0f64; s.planes * s.h * s.w];
+pub(crate) fn avg_grad<T: Float>(p: &Pool2d, s: &Planes, gy: &[T], gx: &mut [T]) {
+    assert_eq!(gx.len(), s.planes * s.h * s.w, "average pooling gradient size");
     if gx.is_empty() {
-        return Vec::new();
+        return;
     }
     gx.par_chunks_mut(s.h * s.w).enumerate().for_each(|(i, gx)| {
         let g = &gy[i * s.oh * s.ow..(i + 1) * s.oh * s.ow];
+        let mut sums = vec![0.0f64; gx.len()];
         for_each_window(p, s, |o, taps| {
             let share = g[o].to_f64() / divisor(p, taps.len());
             for &t in taps {
-                gx[t] += share;
+                sums[t] += share;
             }
         });
+        for (d, v) in gx.iter_mut().zip(sums) {
+            *d = T::of(v);
+        }
     });
-    gx.into_iter().map(T::of).collect()
 }

@@ -283,6 +283,12 @@ impl Graph {
         self.shared_values.get(&id)
     }
 
+    /// A shared variable's elements, to overwrite in place (its type cannot
+    /// change through them).
+    pub fn shared_elements_mut(&mut self, id: NodeId) -> Option<crate::ElementsMut<'_>> {
+        self.shared_values.get_mut(&id).map(Value::elements_mut)
+    }
+
     /// Sets a shared variable's value; its dtype and shape must match the
     /// variable's type.
     pub fn set_shared_value(&mut self, id: NodeId, value: Value) -> Result<(), GraphError> {

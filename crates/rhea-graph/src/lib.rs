@@ -53,4 +53,4 @@ pub use op::{
 };
 pub use print::{TextOptions, numbering, to_text};
 pub use shape::{Dim, Shape, Symbol, TensorType, broadcast_shapes, normalize_axis};
-pub use value::{F64, Literal, Value};
+pub use value::{ElementsMut, F64, Literal, Value};

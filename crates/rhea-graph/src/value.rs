@@ -40,7 +40,38 @@ macro_rules! with_array {
     };
 }
 
+/// A tensor's elements in row-major order, writable in place: the dtype
+/// and shape cannot change through it.
+#[allow(missing_docs)]
+pub enum ElementsMut<'a> {
+    F32(&'a mut [f32]),
+    F64(&'a mut [f64]),
+    I32(&'a mut [i32]),
+    I64(&'a mut [i64]),
+    Bool(&'a mut [bool]),
+}
+
 impl Value {
+    /// The elements in row-major order, for writing in place (a value not
+    /// in row-major layout is first made so).
+    pub fn elements_mut(&mut self) -> ElementsMut<'_> {
+        if !with_array!(self, a => a.is_standard_layout()) {
+            *self = with_array!(&*self, a => a.as_standard_layout().into_owned().into());
+        }
+        macro_rules! slice {
+            ($a:expr) => {
+                $a.as_slice_mut().expect("standard layout was ensured above")
+            };
+        }
+        match self {
+            Value::F32(a) => ElementsMut::F32(slice!(a)),
+            Value::F64(a) => ElementsMut::F64(slice!(a)),
+            Value::I32(a) => ElementsMut::I32(slice!(a)),
+            Value::I64(a) => ElementsMut::I64(slice!(a)),
+            Value::Bool(a) => ElementsMut::Bool(slice!(a)),
+        }
+    }
+
     /// The element type.
     pub fn dtype(&self) -> DType {
         match self {

@@ -110,7 +110,10 @@ pub fn memory_plan(g: &Graph, steps: &[Step], fusion: &Fusion, bindings: &Bindin
     keep.extend(g.updates().iter().map(|&(_, v)| v));
     let bytes = |id: NodeId| -> Result<usize, String> {
         let ty = g.ty(id);
-        Ok(resolve(&ty.shape, bindings)?.iter().product::<usize>() * ty.dtype.size_bytes())
+        resolve(&ty.shape, bindings)?
+            .iter()
+            .try_fold(ty.dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("{id} ({}, {ty}) does not fit in memory: its size overflows", g.node(id).op.name()))
     };
     let mut plan = MemoryPlan::default();
     let mut free: BTreeMap<usize, Vec<usize>> = BTreeMap::new();

@@ -12,7 +12,9 @@ use std::str::FromStr;
 
 use rhea_graph::{Builder, Graph, GraphError, NodeId, Op, Value, Var};
 use rhea_interp::InterpError;
-use rhea_opt::{MemoryPlan, Mode, OptError, Options, Program};
+use rhea_opt::{MemoryPlan, Mode, OptError, Options, Program, StepKind};
+
+use crate::profile::{Profile, profiling_requested};
 
 /// Where a function runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -252,6 +254,7 @@ impl FunctionBuilder {
             shared_origin,
             backend: self.backend,
             plans: HashMap::new(),
+            profile: profiling_requested().then(Profile::default),
         })
     }
 }
@@ -334,8 +337,23 @@ pub struct Function {
     /// our shared nodes -> the builder's
     shared_origin: HashMap<NodeId, NodeId>,
     backend: Backend,
-    /// memory plan per distinct set of input shapes
-    plans: HashMap<Vec<Vec<usize>>, MemoryPlan>,
+    /// memory plan (and prepared executor) per distinct set of input shapes
+    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    /// per-step times, when profiling
+    profile: Option<Profile>,
+}
+
+/// What a function keeps per distinct set of input shapes.
+struct Plan {
+    memory: MemoryPlan,
+    prepared: Option<rhea_cpu::Prepared>,
+}
+
+fn run_error(e: rhea_cpu::ExecError) -> FunctionError {
+    match e.op {
+        Some(op) => FunctionError::Run(InterpError::Op { op, loc: e.loc, msg: e.msg }),
+        None => FunctionError::Invalid(e.msg),
+    }
 }
 
 impl Function {
@@ -351,30 +369,94 @@ impl Function {
                 got: inputs.len(),
             });
         }
-        let feeds: HashMap<String, Value> =
-            self.inputs.iter().zip(inputs).map(|((name, _), v)| (name.clone(), v.clone())).collect();
         let key: Vec<Vec<usize>> = inputs.iter().map(|v| v.shape().to_vec()).collect();
-        let mut targets = self.outputs.clone();
-        targets.extend(self.updates.iter().map(|&(_, v)| v));
-        if !self.plans.contains_key(&key) {
-            let bindings = rhea_interp::bind_inputs(&self.program.graph, &feeds)?;
-            let p = &self.program;
-            let plan = rhea_opt::memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)
-                .map_err(|msg| OptError { pass: "plan".into(), msg })?;
+        let g = &self.program.graph;
+        let dtypes_match = self.inputs.iter().zip(inputs).all(|((_, id), v)| g.ty(*id).dtype == v.dtype());
+        if !dtypes_match || !self.plans.contains_key(&key) {
+            // The interpreter's input check names what is wrong.
+            let feeds = self.feeds(inputs);
+            let bindings = rhea_interp::bind_inputs(g, &feeds)?;
+            let plan = self.plan(&bindings)?;
             self.plans.insert(key.clone(), plan);
         }
+        let started = self.profile.as_ref().map(|_| std::time::Instant::now());
+        let outputs = match self.backend {
+            Backend::Cpu => self.call_cpu(&key, inputs)?,
+            Backend::Interp => self.call_interp(&key, inputs)?,
+        };
+        if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
+            p.calls += 1;
+            p.total += t.elapsed();
+        }
+        Ok(outputs)
+    }
+
+    fn feeds(&self, inputs: &[Value]) -> HashMap<String, Value> {
+        self.inputs.iter().zip(inputs).map(|((name, _), v)| (name.clone(), v.clone())).collect()
+    }
+
+    /// Plans memory (and, on the CPU, prepares the executor) for one set of
+    /// input sizes.
+    fn plan(&self, bindings: &rhea_interp::Bindings) -> Result<Plan> {
+        let p = &self.program;
+        let memory = rhea_opt::memory_plan(&p.graph, &p.steps, &p.fusion, bindings)
+            .map_err(|msg| OptError { pass: "plan".into(), msg })?;
+        let prepared = match &self.compiled {
+            Some(cpu) => {
+                let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
+                let wanted = self.targets();
+                Some(
+                    rhea_cpu::Prepared::new(p, cpu, &memory, bindings, &inputs, &wanted, self.outputs.len())
+                        .map_err(run_error)?,
+                )
+            }
+            None => None,
+        };
+        Ok(Plan { memory, prepared })
+    }
+
+    /// Outputs, then update values.
+    fn targets(&self) -> Vec<NodeId> {
+        let mut targets = self.outputs.clone();
+        targets.extend(self.updates.iter().map(|&(_, v)| v));
+        targets
+    }
+
+    fn call_cpu(&mut self, key: &[Vec<usize>], inputs: &[Value]) -> Result<Vec<Value>> {
+        let cpu = self.compiled.as_ref().expect("the CPU backend compiled its kernels");
+        let plan = self.plans.get_mut(key).expect("planned above");
+        let prepared = plan.prepared.as_mut().expect("CPU plans are prepared");
+        let feeds: Vec<&Value> = inputs.iter().collect();
+        let outputs = {
+            let source = self.builder.graph();
+            let origin = &self.shared_origin;
+            let lookup = |id: NodeId| origin.get(&id).and_then(|&o| source.shared_value(o));
+            let bindings_fallback =
+                |op: &Op, ins: &[&Value], b: &rhea_interp::Bindings| rhea_interp::eval_op(op, ins, b);
+            let times = self.profile.as_mut().map(|p| {
+                p.steps.resize(prepared.len(), Default::default());
+                p.steps.as_mut_slice()
+            });
+            prepared.run(cpu, &feeds, &lookup, &bindings_fallback, times).map_err(run_error)?
+        };
+        let mut source = self.builder.graph_mut();
+        for (j, &(shared, _)) in self.updates.iter().enumerate() {
+            let name = source.leaf_name(shared).unwrap_or_default().to_string();
+            let dst = source
+                .shared_elements_mut(shared)
+                .ok_or_else(|| FunctionError::Invalid(format!("shared variable {name:?} has no value")))?;
+            prepared.write_update(j, dst).map_err(FunctionError::Invalid)?;
+        }
+        Ok(outputs)
+    }
+
+    fn call_interp(&mut self, key: &[Vec<usize>], inputs: &[Value]) -> Result<Vec<Value>> {
+        let feeds = self.feeds(inputs);
+        let targets = self.targets();
         let values = {
             let source = self.builder.graph();
             let lookup = |id: NodeId, _: &str| self.shared_origin.get(&id).and_then(|&o| source.shared_value(o));
-            let plan = &self.plans[&key];
-            match &self.compiled {
-                Some(cpu) => {
-                    let run = |k: usize, inputs: &[&Value], b: &rhea_interp::Bindings| cpu.run(k, inputs, b);
-                    let ops = |op: &Op, inputs: &[&Value]| rhea_cpu::library_op(op, inputs);
-                    rhea_interp::run_program_with(&self.program, plan, &feeds, &lookup, &targets, &run, &ops)?
-                }
-                None => rhea_interp::run_program(&self.program, plan, &feeds, &lookup, &targets)?,
-            }
+            rhea_interp::run_program(&self.program, &self.plans[key].memory, &feeds, &lookup, &targets)?
         };
         let (outputs, new_values) = values.split_at(self.outputs.len());
         let mut source = self.builder.graph_mut();
@@ -382,6 +464,33 @@ impl Function {
             source.set_shared_value(shared, value.clone()).expect("update types were checked at compile time");
         }
         Ok(outputs.to_vec())
+    }
+
+    /// Starts (or restarts) measuring calls, as `RHEA_PROFILE=1` does from
+    /// the start; [`Function::profile`] then reports.
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(Profile::default());
+    }
+
+    /// Where the time of the calls measured so far went, step by step
+    /// (`None` unless profiling is on).
+    pub fn profile(&self) -> Option<Profile> {
+        let mut p = self.profile.clone()?;
+        let g = &self.program.graph;
+        let at = |id: NodeId| g.node(id).loc.as_ref().map_or_else(String::new, |l| format!("  at {}", l.full()));
+        p.labels = self
+            .program
+            .steps
+            .iter()
+            .map(|step| match &step.kind {
+                StepKind::Kernel(k) => {
+                    let group = &self.program.fusion.groups[*k];
+                    format!("kernel k{k} ({} nodes){}", group.members.len(), at(group.root))
+                }
+                StepKind::Op(id) => format!("{} {id}{}", g.node(*id).op.name(), at(*id)),
+            })
+            .collect();
+        Some(p)
     }
 
     /// How many input-shape signatures have been compiled so far.
@@ -420,6 +529,17 @@ impl Function {
             .filter(|&id| matches!(g.node(id).op, Op::Shared { .. }))
             .ok_or_else(|| FunctionError::Invalid(format!("no shared variable called {name:?}")))?;
         Ok(g.set_shared_value(id, value)?)
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        if profiling_requested()
+            && let Some(p) = self.profile()
+            && p.calls > 0
+        {
+            eprint!("{p}");
+        }
     }
 }
 
@@ -538,5 +658,27 @@ mod tests {
         assert!(function(&[], &[]).compile().is_err());
         let other = Builder::new().input("q", DType::F32, [2]).unwrap();
         assert!(matches!(function(&[&other], &[&y]).compile(), Err(FunctionError::Graph(GraphError::ForeignVar))));
+    }
+
+    #[test]
+    fn profiles_name_every_step_and_count_calls() {
+        let g = Builder::new();
+        let x = g.input("x", DType::F32, [4, 3]).unwrap();
+        let w = g.shared("w", Array2::<f32>::ones((3, 2))).unwrap();
+        let y = x.dot(&w).unwrap().tanh().unwrap().sum_all().unwrap();
+        let mut f = function(&[&x], &[&y]).compile().unwrap();
+        assert!(f.profile().is_none() || profiling_requested());
+        f.enable_profile();
+        for _ in 0..3 {
+            f.call(&[Value::from(Array2::<f32>::ones((4, 3)))]).unwrap();
+        }
+        let p = f.profile().unwrap();
+        assert_eq!(p.calls, 3);
+        assert_eq!(p.steps.len(), f.program().steps.len());
+        assert!(p.steps.iter().sum::<std::time::Duration>() <= p.total);
+        let text = p.to_string();
+        assert!(text.starts_with("rhea profile: 3 call(s)"), "{text}");
+        assert!(text.contains("gemm %") && text.contains("kernel k0"), "{text}");
+        assert!(text.contains("src/function.rs"), "{text}");
     }
 }

@@ -46,7 +46,9 @@ pub use rhea_interp as interp;
 pub use rhea_nn::io;
 
 mod function;
+mod profile;
 pub use function::{Backend, Function, FunctionBuilder, FunctionError, default_options, function};
+pub use profile::Profile;
 /// Layers, losses, optimizers, data loaders and the training loop.
 pub use rhea_nn as nn;
 /// The optimizer: rewrite passes, fusion into kernel IR, memory plan.

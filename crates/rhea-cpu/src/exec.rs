@@ -1,0 +1,485 @@
+//! The CPU executor. A program is prepared once per set of input shapes:
+//! every buffer of the memory plan is allocated, every kernel's loop bounds
+//! and strides computed, every step's operands resolved to a feed, a shared
+//! variable, a constant or a buffer. A call then only checks its inputs,
+//! runs the steps on raw pointers and copies out what the caller asked for:
+//! no shape arithmetic, no maps, no allocation on the path of a kernel,
+//! matrix product or convolution.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use ndarray::{ArrayD, IxDyn};
+use rhea_graph::{DType, ElementsMut, Loc, NodeId, Op, Value};
+use rhea_kernel::{Bindings, resolve};
+use rhea_opt::{MemoryPlan, Program, StepKind};
+
+use crate::jit::{CpuKernels, Launch, data_ptr};
+use crate::library::{is_native, run_native};
+
+/// Runs an op the backend has no native kernel for (the interpreter's).
+pub type Fallback<'f> = &'f dyn Fn(&Op, &[&Value], &Bindings) -> Result<Value, String>;
+
+/// What went wrong in a call, and where.
+#[derive(Debug, Clone)]
+pub struct ExecError {
+    /// The op or kernel that failed (`None`: the call's inputs).
+    pub op: Option<String>,
+    /// Where the user built it.
+    pub loc: Option<Loc>,
+    /// What happened.
+    pub msg: String,
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.op, &self.loc) {
+            (Some(op), Some(loc)) => write!(f, "{op} (built at {}): {}", loc.full(), self.msg),
+            (Some(op), None) => write!(f, "{op}: {}", self.msg),
+            _ => f.write_str(&self.msg),
+        }
+    }
+}
+
+impl std::error::Error for ExecError {}
+
+fn input_error(msg: String) -> ExecError {
+    ExecError { op: None, loc: None, msg }
+}
+
+/// Where a step finds a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The caller's input number `i`.
+    Feed(usize),
+    /// Shared variable number `i` of [`Prepared::shared`].
+    Shared(usize),
+    /// Constant number `i`.
+    Const(usize),
+    /// Buffer number `i` of the memory plan.
+    Buffer(usize),
+}
+
+/// A value a step reads: where, and what it is.
+#[derive(Clone, Debug)]
+struct Operand {
+    src: Source,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+impl Operand {
+    fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+enum Action {
+    /// A compiled kernel.
+    Kernel { k: usize, launch: Launch, inputs: Vec<Source>, outputs: Vec<usize> },
+    /// A library op with a native kernel.
+    Native { op: Op, inputs: Vec<Operand>, out: Operand },
+    /// A reshape: the same bytes in another buffer.
+    Copy { from: Operand, to: Operand },
+    /// Any other op, through the fallback on `Value`s.
+    Fallback { op: Op, inputs: Vec<Operand>, out: Operand },
+}
+
+/// One step of a prepared program.
+struct Prepped {
+    action: Action,
+    /// For errors and profiles: the op (or kernel) and where it was built.
+    label: String,
+    loc: Option<Loc>,
+}
+
+/// A program prepared for one set of input shapes.
+pub struct Prepared {
+    steps: Vec<Prepped>,
+    buffers: Vec<Vec<u64>>,
+    consts: Vec<Value>,
+    /// Each input's name, dtype and shape.
+    feeds: Vec<(String, DType, Vec<usize>)>,
+    /// The shared variables read, by node of the program's graph.
+    shared: Vec<(NodeId, String, DType, Vec<usize>)>,
+    /// The values the caller wants: outputs, then update values.
+    wanted: Vec<Operand>,
+    outputs: usize,
+    /// Update values that are not in buffers, copied during the call.
+    staged: Vec<Option<Value>>,
+    bindings: Bindings,
+}
+
+// SAFETY: the raw pointers a call builds live only for that call; the
+// prepared state itself is owned data.
+unsafe impl Send for Prepared {}
+
+impl Prepared {
+    /// Prepares `program` for the sizes in `bindings`. `inputs` are the
+    /// program's input nodes in call order; `wanted` the values a call
+    /// returns (the first `outputs` of them) or leaves for
+    /// [`Prepared::write_update`].
+    pub fn new(
+        program: &Program,
+        kernels: &CpuKernels,
+        memory: &MemoryPlan,
+        bindings: &Bindings,
+        inputs: &[NodeId],
+        wanted: &[NodeId],
+        outputs: usize,
+    ) -> Result<Prepared, ExecError> {
+        let g = &program.graph;
+        let mut p = Prepared {
+            steps: Vec::with_capacity(program.steps.len()),
+            buffers: allocate(program, memory)?,
+            consts: Vec::new(),
+            feeds: Vec::new(),
+            shared: Vec::new(),
+            wanted: Vec::new(),
+            outputs,
+            staged: Vec::new(),
+            bindings: bindings.clone(),
+        };
+        let plan_bug = |msg: String| ExecError { op: Some("plan".into()), loc: None, msg };
+        for &id in inputs {
+            let ty = g.ty(id);
+            let shape = resolve(&ty.shape, bindings).map_err(input_error)?;
+            p.feeds.push((g.leaf_name(id).unwrap_or_default().to_string(), ty.dtype, shape));
+        }
+        let operand = |p: &mut Prepared, id: NodeId| -> Result<Operand, ExecError> {
+            let ty = g.ty(id);
+            let shape = resolve(&ty.shape, bindings).map_err(plan_bug)?;
+            let src = match &g.node(id).op {
+                Op::Input { .. } => Source::Feed(
+                    inputs.iter().position(|&i| i == id).ok_or_else(|| plan_bug(format!("{id} is not an input")))?,
+                ),
+                Op::Shared { name } => match p.shared.iter().position(|s| s.0 == id) {
+                    Some(i) => Source::Shared(i),
+                    None => {
+                        p.shared.push((id, name.to_string(), ty.dtype, shape.clone()));
+                        Source::Shared(p.shared.len() - 1)
+                    }
+                },
+                Op::Const { value } => {
+                    p.consts.push(standard(value.value()).into_owned());
+                    Source::Const(p.consts.len() - 1)
+                }
+                _ => Source::Buffer(*memory.buffer_of.get(&id).ok_or_else(|| plan_bug(format!("{id} has no buffer")))?),
+            };
+            Ok(Operand { src, dtype: ty.dtype, shape })
+        };
+        for step in &program.steps {
+            let (action, label, loc) = match &step.kind {
+                StepKind::Kernel(k) => {
+                    let group = &program.fusion.groups[*k];
+                    let launch = kernels.launch(*k, bindings).map_err(|msg| ExecError {
+                        op: Some(format!("kernel k{k}")),
+                        loc: g.node(group.root).loc.clone(),
+                        msg,
+                    })?;
+                    let ins =
+                        step.inputs.iter().map(|&i| operand(&mut p, i).map(|o| o.src)).collect::<Result<_, _>>()?;
+                    let mut outs = Vec::with_capacity(step.outputs.len());
+                    for &o in &step.outputs {
+                        match operand(&mut p, o)?.src {
+                            Source::Buffer(b) => outs.push(b),
+                            other => return Err(plan_bug(format!("kernel k{k} writes {other:?}"))),
+                        }
+                    }
+                    let action = Action::Kernel { k: *k, launch, inputs: ins, outputs: outs };
+                    (action, format!("kernel k{k}"), g.node(group.root).loc.clone())
+                }
+                StepKind::Op(id) => {
+                    let node = g.node(*id);
+                    let ins: Vec<Operand> =
+                        step.inputs.iter().map(|&i| operand(&mut p, i)).collect::<Result<_, _>>()?;
+                    let out = operand(&mut p, *id)?;
+                    let ranks: Vec<usize> = ins.iter().map(|o| o.shape.len()).collect();
+                    let same_dtype = ins.iter().all(|o| o.dtype == out.dtype);
+                    let action = match &node.op {
+                        Op::Reshape { .. } => Action::Copy { from: ins[0].clone(), to: out },
+                        op if same_dtype && is_native(op, out.dtype, &ranks) => {
+                            Action::Native { op: op.clone(), inputs: ins, out }
+                        }
+                        op => Action::Fallback { op: op.clone(), inputs: ins, out },
+                    };
+                    (action, node.op.name().to_string(), node.loc.clone())
+                }
+            };
+            p.steps.push(Prepped { action, label, loc });
+        }
+        for &w in wanted {
+            let o = operand(&mut p, w)?;
+            p.wanted.push(o);
+        }
+        p.staged = vec![None; p.wanted.len()];
+        Ok(p)
+    }
+
+    /// The number of steps (for profiles).
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// True if there are no steps.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Step `s`'s label: `kernel k3`, `gemm`, ...
+    pub fn label(&self, s: usize) -> &str {
+        &self.steps[s].label
+    }
+
+    /// Runs every step and returns the outputs; update values stay in the
+    /// buffers for [`Prepared::write_update`]. With `times`, each step's
+    /// wall time is added to its slot.
+    pub fn run<'s>(
+        &mut self,
+        kernels: &CpuKernels,
+        feeds: &[&Value],
+        shared: &dyn Fn(NodeId) -> Option<&'s Value>,
+        fallback: Fallback,
+        mut times: Option<&mut [Duration]>,
+    ) -> Result<Vec<Value>, ExecError> {
+        let feeds = self.check_feeds(feeds)?;
+        let shared_values = self.read_shared(shared)?;
+        let consts: Vec<*const u8> = self.consts.iter().map(data_ptr).collect();
+        let feed_ptrs: Vec<*const u8> = feeds.iter().map(|v| data_ptr(v)).collect();
+        let shared_ptrs: Vec<*const u8> = shared_values.iter().map(|v| data_ptr(v)).collect();
+        let buffers: Vec<*mut u8> = self.buffers.iter_mut().map(|b| b.as_mut_ptr() as *mut u8).collect();
+        let ptr = |s: Source| -> *const u8 {
+            match s {
+                Source::Feed(i) => feed_ptrs[i],
+                Source::Shared(i) => shared_ptrs[i],
+                Source::Const(i) => consts[i],
+                Source::Buffer(b) => buffers[b],
+            }
+        };
+        let mut in_ptrs: Vec<*const u8> = Vec::with_capacity(16);
+        let mut out_ptrs: Vec<*mut u8> = Vec::with_capacity(8);
+        for (s, step) in self.steps.iter().enumerate() {
+            let started = times.as_ref().map(|_| Instant::now());
+            let fail = |msg: String| ExecError { op: Some(step.label.clone()), loc: step.loc.clone(), msg };
+            match &step.action {
+                Action::Kernel { k, launch, inputs, outputs } => {
+                    in_ptrs.clear();
+                    in_ptrs.extend(inputs.iter().map(|&i| ptr(i)));
+                    out_ptrs.clear();
+                    out_ptrs.extend(outputs.iter().map(|&b| buffers[b]));
+                    // SAFETY: every pointer is to a live buffer of the dtype and
+                    // shape the launch was made for (the plan sized the buffers,
+                    // inputs were checked above), and the memory plan only puts
+                    // an output over an input the kernel reads pointwise.
+                    unsafe { kernels.call(*k, launch, &in_ptrs, &out_ptrs) };
+                }
+                Action::Native { op, inputs, out } => {
+                    let out_ptr = buffers[buffer_of(out).map_err(fail)?];
+                    // SAFETY: as above; the output buffer is not an input of
+                    // a library step.
+                    unsafe {
+                        match out.dtype {
+                            DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr),
+                            _ => native::<f64>(op, inputs, out, out_ptr, &ptr),
+                        }
+                    }
+                    .map_err(fail)?;
+                }
+                Action::Copy { from, to } => {
+                    let to = buffers[buffer_of(to).map_err(fail)?];
+                    // SAFETY: both hold `from.len()` elements of its dtype; a
+                    // reshape's output buffer is never its input's.
+                    unsafe { std::ptr::copy_nonoverlapping(ptr(from.src), to, from.len() * from.dtype.size_bytes()) };
+                }
+                Action::Fallback { op, inputs, out } => {
+                    // SAFETY: the pointers are live buffers of these operands.
+                    let values: Vec<Value> = inputs.iter().map(|o| unsafe { value_at(ptr(o.src), o) }).collect();
+                    let refs: Vec<&Value> = values.iter().collect();
+                    let v = fallback(op, &refs, &self.bindings).map_err(fail)?;
+                    if v.dtype() != out.dtype || v.shape() != out.shape.as_slice() {
+                        return Err(fail(format!(
+                            "gave {}{:?} where {}{:?} was planned",
+                            v.dtype(),
+                            v.shape(),
+                            out.dtype,
+                            out.shape
+                        )));
+                    }
+                    let to = buffers[buffer_of(out).map_err(fail)?];
+                    let v = standard(&v);
+                    // SAFETY: checked to be the planned size above.
+                    unsafe { std::ptr::copy_nonoverlapping(data_ptr(&v), to, out.len() * out.dtype.size_bytes()) };
+                }
+            }
+            if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
+                t[s] += started.elapsed();
+            }
+        }
+        // SAFETY (both): each wanted operand's pointer is live and sized for it.
+        let outputs = self.wanted[..self.outputs].iter().map(|o| unsafe { value_at(ptr(o.src), o) }).collect();
+        for (j, o) in self.wanted.iter().enumerate().skip(self.outputs) {
+            self.staged[j] = match o.src {
+                Source::Buffer(_) => None,
+                src => Some(unsafe { value_at(ptr(src), o) }),
+            };
+        }
+        Ok(outputs)
+    }
+
+    /// Copies update value `j` (counted among the updates) of the last call
+    /// into `dst`, the elements of a value of its dtype and shape.
+    pub fn write_update(&self, j: usize, dst: ElementsMut) -> Result<(), String> {
+        let i = self.outputs + j;
+        let o = &self.wanted[i];
+        let src: *const u8 = match (o.src, &self.staged[i]) {
+            (Source::Buffer(b), _) => self.buffers[b].as_ptr() as *const u8,
+            (_, Some(v)) => data_ptr(v),
+            _ => return Err("update value was not computed".into()),
+        };
+        macro_rules! copy {
+            ($dst:expr, $t:ty, $dtype:expr) => {{
+                if o.dtype != $dtype || $dst.len() != o.len() {
+                    return Err(format!("update target of {} elements, value is {}{:?}", $dst.len(), o.dtype, o.shape));
+                }
+                // SAFETY: `src` holds `o.len()` elements of `o.dtype`, checked
+                // to be the target's element type and count.
+                $dst.copy_from_slice(unsafe { std::slice::from_raw_parts(src as *const $t, o.len()) });
+            }};
+        }
+        match dst {
+            ElementsMut::F32(d) => copy!(d, f32, DType::F32),
+            ElementsMut::F64(d) => copy!(d, f64, DType::F64),
+            ElementsMut::I32(d) => copy!(d, i32, DType::I32),
+            ElementsMut::I64(d) => copy!(d, i64, DType::I64),
+            ElementsMut::Bool(d) => copy!(d, bool, DType::Bool),
+        }
+        Ok(())
+    }
+
+    /// Checks each input's dtype and shape; non-contiguous ones are copied.
+    fn check_feeds<'v>(&self, feeds: &[&'v Value]) -> Result<Vec<Cow<'v, Value>>, ExecError> {
+        if feeds.len() != self.feeds.len() {
+            return Err(input_error(format!("expected {} inputs, got {}", self.feeds.len(), feeds.len())));
+        }
+        feeds
+            .iter()
+            .zip(&self.feeds)
+            .map(|(v, (name, dtype, shape))| {
+                if v.dtype() != *dtype || v.shape() != shape.as_slice() {
+                    return Err(input_error(format!(
+                        "input {name:?}: expected {dtype}{shape:?}, got {}{:?}",
+                        v.dtype(),
+                        v.shape()
+                    )));
+                }
+                Ok(standard(v))
+            })
+            .collect()
+    }
+
+    /// Each shared variable's current value, checked against its type.
+    fn read_shared<'s>(&self, shared: &dyn Fn(NodeId) -> Option<&'s Value>) -> Result<Vec<Cow<'s, Value>>, ExecError> {
+        self.shared
+            .iter()
+            .map(|(id, name, dtype, shape)| {
+                let v = shared(*id).ok_or_else(|| input_error(format!("shared variable {name:?} has no value")))?;
+                if v.dtype() != *dtype || v.shape() != shape.as_slice() {
+                    return Err(input_error(format!(
+                        "shared variable {name:?}: expected {dtype}{shape:?}, got {}{:?}",
+                        v.dtype(),
+                        v.shape()
+                    )));
+                }
+                Ok(standard(v))
+            })
+            .collect()
+    }
+}
+
+/// The memory plan's buffers, zeroed; a buffer that cannot be allocated is
+/// an error naming the values it was planned for.
+fn allocate(program: &Program, memory: &MemoryPlan) -> Result<Vec<Vec<u64>>, ExecError> {
+    let mut buffers = Vec::with_capacity(memory.buffer_bytes.len());
+    for (b, &bytes) in memory.buffer_bytes.iter().enumerate() {
+        let mut buffer: Vec<u64> = Vec::new();
+        if buffer.try_reserve_exact(bytes.div_ceil(8)).is_err() {
+            let g = &program.graph;
+            let mut holders: Vec<_> = memory.buffer_of.iter().filter(|(_, x)| **x == b).map(|(&id, _)| id).collect();
+            holders.sort();
+            let named: Vec<String> =
+                holders.iter().map(|&id| format!("{id} ({}, {})", g.node(id).op.name(), g.ty(id))).collect();
+            return Err(ExecError {
+                op: None,
+                loc: holders.first().and_then(|&id| g.node(id).loc.clone()),
+                msg: format!(
+                    "out of memory: cannot allocate {bytes} bytes for buffer {b} (holding {})",
+                    named.join(", ")
+                ),
+            });
+        }
+        buffer.resize(bytes.div_ceil(8), 0);
+        buffers.push(buffer);
+    }
+    Ok(buffers)
+}
+
+fn buffer_of(o: &Operand) -> Result<usize, String> {
+    match o.src {
+        Source::Buffer(b) => Ok(b),
+        other => Err(format!("the plan writes into {other:?}")),
+    }
+}
+
+/// Runs a native library op on raw operands.
+///
+/// # Safety
+/// Every operand's pointer must hold its dtype and shape; `out_ptr` must not
+/// overlap any input.
+unsafe fn native<T: crate::blas::Float>(
+    op: &Op,
+    inputs: &[Operand],
+    out: &Operand,
+    out_ptr: *mut u8,
+    ptr: &dyn Fn(Source) -> *const u8,
+) -> Result<(), String> {
+    // SAFETY: as the caller promises.
+    let slices: Vec<(&[T], &[usize])> = inputs
+        .iter()
+        .map(|o| (unsafe { std::slice::from_raw_parts(ptr(o.src) as *const T, o.len()) }, o.shape.as_slice()))
+        .collect();
+    let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut T, out.len()) };
+    run_native(op, &slices, &out.shape, dst)
+}
+
+/// A copy of the value at `ptr`.
+///
+/// # Safety
+/// `ptr` must hold `o.len()` elements of `o.dtype`.
+unsafe fn value_at(ptr: *const u8, o: &Operand) -> Value {
+    let n = o.len();
+    let sh = IxDyn(&o.shape);
+    macro_rules! copy {
+        ($t:ty, $variant:ident) => {{
+            // SAFETY: as the caller promises.
+            let data = unsafe { std::slice::from_raw_parts(ptr as *const $t, n) }.to_vec();
+            Value::$variant(ArrayD::from_shape_vec(sh, data).expect("length matches shape"))
+        }};
+    }
+    match o.dtype {
+        DType::F32 => copy!(f32, F32),
+        DType::F64 => copy!(f64, F64),
+        DType::I32 => copy!(i32, I32),
+        DType::I64 => copy!(i64, I64),
+        // SAFETY: kernels store bools as the bytes 0 and 1.
+        DType::Bool => copy!(bool, Bool),
+    }
+}
+
+/// The value itself if it is contiguous row-major, else a contiguous copy.
+fn standard(v: &Value) -> Cow<'_, Value> {
+    if rhea_graph::with_array!(v, a => a.is_standard_layout()) {
+        Cow::Borrowed(v)
+    } else {
+        Cow::Owned(rhea_graph::with_array!(v, a => a.as_standard_layout().into_owned().into()))
+    }
+}
