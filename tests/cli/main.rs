@@ -6,6 +6,7 @@
 //! `tests/golden/`; refresh them with `RHEA_BLESS=1 cargo test --test cli`.
 
 mod architecture;
+mod bench;
 mod docs;
 mod dump;
 mod errors;

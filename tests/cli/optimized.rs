@@ -74,3 +74,14 @@ fn flags_show_passes_fusion_and_modes() {
     rhea(&["dump", graph, "--stage", "optimized", "--after", "nope"])
         .fails_with(&["unknown pass \"nope\"", "stabilize"]);
 }
+
+#[test]
+fn kernels_and_asm_print_what_the_cpu_backend_compiles() {
+    let out = rhea(&["dump", "sonar-mlp", "--stage", "optimized", "--kernels", "--asm"]).ok().to_string();
+    let kernels = out.matches("# kernel k").count();
+    assert!(kernels >= 2 * 18, "{kernels} kernel listings\n{out}");
+    // The Adam update of a 60x60 weight is one flat loop on f32x4 vectors.
+    assert!(out.contains("load.f32x4") && out.contains("splat.f32x4"), "{out}");
+    assert!(out.contains("# kernel k3, x86-64") && out.contains("vmovups") && out.contains("retq"), "{out}");
+    rhea(&["dump", "sonar-mlp", "--asm"]).fails_with(&["--asm", "need --stage optimized"]);
+}

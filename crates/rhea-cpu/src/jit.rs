@@ -36,6 +36,7 @@ pub struct CpuKernels {
     /// Whether each kernel is one flat loop (see [`crate::lower::is_flat`]).
     flat: Vec<bool>,
     clif: Vec<String>,
+    asm: Vec<String>,
 }
 
 // The JIT code is immutable once finalized and the kernels only read their
@@ -69,14 +70,17 @@ impl CpuKernels {
         let helpers = Helpers { unary, pow };
         let mut ids = Vec::with_capacity(kernels.len());
         let mut clif = Vec::with_capacity(kernels.len());
+        let mut asm = Vec::with_capacity(kernels.len());
         let mut ctx = module.make_context();
         for (i, k) in kernels.iter().enumerate() {
             k.verify().map_err(err)?;
             ctx.func.signature = signature(&module);
             lower(&mut module, &helpers, k, &mut ctx.func).map_err(err)?;
             clif.push(ctx.func.display().to_string());
+            ctx.set_disasm(true);
             let id = module.declare_function(&format!("k{i}"), Linkage::Local, &ctx.func.signature).map_err(err)?;
             module.define_function(id, &mut ctx).map_err(|e| CpuError(format!("kernel {i}: {e:?}")))?;
+            asm.push(ctx.compiled_code().and_then(|c| c.vcode.clone()).unwrap_or_default());
             module.clear_context(&mut ctx);
             ids.push(id);
         }
@@ -87,12 +91,17 @@ impl CpuKernels {
             .map(|&id| unsafe { std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(id)) })
             .collect();
         let flat = kernels.iter().map(is_flat).collect();
-        Ok(CpuKernels { module: Some(module), functions, kernels: kernels.to_vec(), flat, clif })
+        Ok(CpuKernels { module: Some(module), functions, kernels: kernels.to_vec(), flat, clif, asm })
     }
 
     /// The Cranelift IR of kernel `k`, as compiled.
     pub fn clif(&self, k: usize) -> &str {
         &self.clif[k]
+    }
+
+    /// The machine code of kernel `k`, as Cranelift's assembly listing.
+    pub fn asm(&self, k: usize) -> &str {
+        &self.asm[k]
     }
 
     /// Everything a call of kernel `k` needs that depends only on the sizes

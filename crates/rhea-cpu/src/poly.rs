@@ -119,12 +119,20 @@ pub(crate) fn unary(b: &mut FunctionBuilder, l: F32Lanes, op: UnaryOp, x: Value)
 /// `e^r`, and `2^n` applied in two halves so that subnormal results round
 /// once.
 fn exp(b: &mut FunctionBuilder, l: F32Lanes, x: Value) -> Value {
+    // Clamp to where the result is 0 or inf; a NaN fails both comparisons
+    // and stays NaN through the arithmetic below.
     let (hi, lo) = (l.f(b, 88.8), l.f(b, -104.0));
-    let x = b.ins().fmax(x, lo);
-    let x = b.ins().fmin(x, hi);
+    let above = b.ins().fcmp(FloatCC::GreaterThan, x, hi);
+    let x = l.pick(b, above, hi, x);
+    let below = b.ins().fcmp(FloatCC::LessThan, x, lo);
+    let x = l.pick(b, below, lo, x);
+    // n = round(x / ln 2) by the 1.5 * 2^23 trick: adding it leaves n in the
+    // low mantissa bits, exactly, for |n| < 2^22.
     let log2e = l.f(b, std::f32::consts::LOG2_E);
+    let magic = l.f(b, 12_582_912.0);
     let t = b.ins().fmul(x, log2e);
-    let nf = b.ins().nearest(t);
+    let shifted = b.ins().fadd(t, magic);
+    let nf = b.ins().fsub(shifted, magic);
     let (c1, c2) = (l.f(b, 0.693_359_4), l.f(b, -2.121_944_4e-4));
     let a = b.ins().fmul(nf, c1);
     let r = b.ins().fsub(x, a);
@@ -136,7 +144,9 @@ fn exp(b: &mut FunctionBuilder, l: F32Lanes, x: Value) -> Value {
     let p = b.ins().fadd(p, r);
     let one = l.f(b, 1.0);
     let p = b.ins().fadd(p, one);
-    let n = b.ins().fcvt_to_sint_sat(l.int(), nf);
+    let bits = l.to_int_bits(b, shifted);
+    let magic_bits = l.i(b, 0x4b40_0000);
+    let n = b.ins().isub(bits, magic_bits);
     let n1 = b.ins().sshr_imm_u(n, 1);
     let n2 = b.ins().isub(n, n1);
     let s1 = l.pow2(b, n1);

@@ -2,7 +2,10 @@
 
 use rhea_graph::{Builder, DType, Dim, Var};
 
-use crate::{Activation, Adam, Dense, Optimizer, Result, binary_accuracy_from_logits, binary_crossentropy_with_logits};
+use crate::{
+    Activation, Adam, Dense, Optimizer, Result, Sgd, binary_accuracy_from_logits, binary_crossentropy_with_logits,
+    categorical_accuracy, categorical_crossentropy_with_logits,
+};
 
 /// A binary classifier's training graph: inputs, outputs, parameters and
 /// the optimizer's update rules.
@@ -84,6 +87,49 @@ pub fn mlp_binary(
     Ok(BinaryClassifier { graph: g, x, y, logits, probs, loss, accuracy, params, updates })
 }
 
+/// A multi-class classifier's training graph.
+pub struct Classifier {
+    /// The builder holding the graph.
+    pub graph: Builder,
+    /// Features, `f32[batch, n_features]`.
+    pub x: Var,
+    /// One-hot targets, `f32[batch, classes]`.
+    pub y: Var,
+    /// Pre-softmax scores.
+    pub logits: Var,
+    /// Mean categorical cross-entropy (computed from the logits).
+    pub loss: Var,
+    /// Share of rows classified correctly.
+    pub accuracy: Var,
+    /// Trainable parameters.
+    pub params: Vec<Var>,
+    /// One optimization step's updates.
+    pub updates: Vec<(Var, Var)>,
+}
+
+/// The MLP of the Theano paper's benchmark (Bergstra et al. 2010): 784
+/// inputs, 500 tanh units, 10 softmax outputs, categorical cross-entropy,
+/// plain SGD with learning rate 0.01.
+pub fn theano_mlp(seed: u64) -> Result<Classifier> {
+    let g = Builder::new();
+    let batch = g.dim("batch")?;
+    let x = g.input("x", DType::F32, [batch, Dim::Known(784)])?;
+    let y = g.input("y", DType::F32, [batch, Dim::Known(10)])?;
+    let hidden = Dense::new(&g, "hidden", 784, 500, seed)?;
+    let out = Dense::new(&g, "out", 500, 10, seed.wrapping_add(1))?;
+    let logits = out.forward(&Activation::Tanh.apply(&hidden.forward(&x)?)?)?.named("logits");
+    let loss = categorical_crossentropy_with_logits(&logits, &y)?.named("loss");
+    let accuracy = categorical_accuracy(&logits, &y)?.named("accuracy");
+    let params: Vec<Var> = hidden.params().into_iter().chain(out.params()).collect();
+    let updates = Sgd::default().updates(&loss, &params)?;
+    g.output("loss", &loss)?;
+    g.output("accuracy", &accuracy)?;
+    for (s, v) in &updates {
+        g.update(s, v)?;
+    }
+    Ok(Classifier { graph: g, x, y, logits, loss, accuracy, params, updates })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +144,14 @@ mod tests {
         assert_eq!(m.probs.ty().to_string(), "f32[batch,1]");
         let forward = sonar_mlp_forward(1).unwrap();
         assert!(forward.updates.is_empty() && forward.graph.graph().len() < m.graph.graph().len());
+    }
+
+    #[test]
+    fn theano_mlp_is_784_500_10() {
+        let m = theano_mlp(1).unwrap();
+        let shapes: Vec<String> = m.params.iter().map(|p| p.shape().to_string()).collect();
+        assert_eq!(shapes, ["[784,500]", "[500]", "[500,10]", "[10]"]);
+        assert_eq!(m.updates.len(), 4);
+        assert_eq!(m.logits.ty().to_string(), "f32[batch,10]");
     }
 }

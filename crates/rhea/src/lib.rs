@@ -41,6 +41,8 @@
 pub use rhea_graph::*;
 /// The reference interpreter: the meaning of every op, on `ndarray`.
 pub use rhea_interp as interp;
+/// The kernel IR the optimizer fuses into and the backends compile.
+pub use rhea_kernel as kernel;
 
 /// Tensor files: safetensors, read with every header checked.
 pub use rhea_nn::io;

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use rhea::{Graph, Op, TextOptions, Value};
 
+mod bench;
+
 const MAIN_HELP: &str = "\
 Examples:
   rhea dump model.json                       # the graph as text, one node per line
@@ -24,6 +26,7 @@ Examples:
   rhea dump sonar-mlp --stage optimized --trace --explain-fusion   # after rewrites and fusion
   rhea dump model.json --stage optimized --after stabilize          # the graph right after one pass
   rhea dump model.json --stage optimized --kernels                  # each kernel's Cranelift IR
+  rhea dump model.json --stage optimized --asm                      # and its machine code
   rhea dump model.json --stage grad --grad-of loss --wrt w,b
   rhea dump model.json
   rhea dump model.json --locs                 # with the source line that built each node
@@ -57,10 +60,43 @@ enum Command {
     /// Evaluate a graph file's named outputs on inputs from a safetensors file.
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
+    /// Time the models' training steps on each backend.
+    #[command(after_help = BENCH_HELP)]
+    Bench(BenchArgs),
+}
+
+const BENCH_HELP: &str = "\
+Each model's training step is compiled (timed cold), called once (timed:
+planning), warmed up, then timed over rounds of about 20 ms; the table
+gives the median step with the fastest and slowest round, examples per
+second, the matrix products' GFLOP/s and their share of the machine's f32
+GEMM rate, measured first. For sonar-mlp, also one epoch (124 rows).
+
+Examples:
+  rhea bench
+  rhea bench --model theano-mlp --backend cpu --json bench.json";
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Which models: sonar-mlp, theano-mlp or all.
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',', default_value = "all")]
+    model: Vec<String>,
+    /// Which backends.
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',', default_value = "interp,cpu")]
+    backend: Vec<String>,
+    /// Rows per batch (default: each model's own, 10 and 60).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Timed rounds per model and backend.
+    #[arg(long, default_value_t = 15)]
+    rounds: usize,
+    /// Also write the results as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// Built-in models that GRAPH may name instead of a file.
-const MODELS: &[&str] = &["sonar-mlp"];
+const MODELS: &[&str] = &["sonar-mlp", "theano-mlp"];
 
 #[derive(clap::Args)]
 struct DumpArgs {
@@ -130,6 +166,9 @@ struct OptArgs {
     /// Print each fused kernel's Cranelift IR, as the CPU backend compiles it.
     #[arg(long)]
     kernels: bool,
+    /// Print each fused kernel's x86-64 machine code (Cranelift's listing).
+    #[arg(long)]
+    asm: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -184,11 +223,44 @@ enum Backend {
     Cpu,
 }
 
+fn bench_command(args: &BenchArgs) -> Result<()> {
+    let models: Vec<&str> = if args.model.iter().any(|m| m == "all") {
+        bench::MODELS.to_vec()
+    } else {
+        args.model.iter().map(String::as_str).collect()
+    };
+    for m in &models {
+        if !bench::MODELS.contains(m) {
+            bail!("unknown model {m:?}; available: {}, all", bench::MODELS.join(", "));
+        }
+    }
+    let backends: Vec<rhea::Backend> =
+        args.backend.iter().map(|b| b.parse().map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
+    if args.batch == Some(0) || args.rounds == 0 {
+        bail!("--batch and --rounds must be at least 1");
+    }
+    let peak = bench::gemm_peak()?;
+    let mut rows = Vec::new();
+    for model in &models {
+        for &backend in &backends {
+            rows.push(bench::measure(model, backend, args.batch, args.rounds)?);
+        }
+    }
+    print!("{}", bench::table(&rows, peak));
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "gemm_peak_gflops": peak, "rows": rows });
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dump(args) => dump(&args),
         Command::Run(args) => run(&args),
+        Command::Bench(args) => bench_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,8 +276,12 @@ fn main() -> ExitCode {
 fn load_graph(path: &Path, training: bool) -> Result<Graph> {
     let name = path.to_string_lossy();
     if !path.exists() && MODELS.contains(&name.as_ref()) {
-        let model = if training { rhea::nn::models::sonar_mlp(1)? } else { rhea::nn::models::sonar_mlp_forward(1)? };
-        return Ok(model.graph.to_graph());
+        let graph = match (name.as_ref(), training) {
+            ("theano-mlp", _) => rhea::nn::models::theano_mlp(1)?.graph,
+            (_, true) => rhea::nn::models::sonar_mlp(1)?.graph,
+            (_, false) => rhea::nn::models::sonar_mlp_forward(1)?.graph,
+        };
+        return Ok(graph.to_graph());
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read graph {} (built-in models: {})", path.display(), MODELS.join(", ")))?;
@@ -284,8 +360,9 @@ fn dump(args: &DumpArgs) -> Result<()> {
         return dump_optimized(args, graph);
     }
     let o = &args.opt;
-    if o.trace || o.after.is_some() || o.explain_fusion || o.kernels || !o.include.is_empty() || !o.exclude.is_empty() {
-        bail!("--trace, --after, --explain-fusion, --kernels, --include and --exclude need --stage optimized");
+    let options_given = o.trace || o.after.is_some() || o.explain_fusion || o.kernels || o.asm;
+    if options_given || !o.include.is_empty() || !o.exclude.is_empty() {
+        bail!("--trace, --after, --explain-fusion, --kernels, --asm, --include and --exclude need --stage optimized");
     }
     let text = match args.format {
         Format::Text => rhea::to_text(&graph, TextOptions { locs: args.locs }),
@@ -339,11 +416,16 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
         if o.explain_fusion {
             notes.push_str(&rhea::opt::print::explain_fusion(&p));
         }
-        if o.kernels {
+        if o.kernels || o.asm {
             let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
             let cpu = rhea_cpu::CpuKernels::compile(&kernels)?;
             for k in 0..kernels.len() {
-                notes.push_str(&format!("# kernel k{k}, Cranelift IR\n{}\n", cpu.clif(k)));
+                if o.kernels {
+                    notes.push_str(&format!("# kernel k{k}, Cranelift IR\n{}\n", cpu.clif(k)));
+                }
+                if o.asm {
+                    notes.push_str(&format!("# kernel k{k}, x86-64\n{}\n", cpu.asm(k)));
+                }
             }
         }
         match args.format {

@@ -1,0 +1,234 @@
+//! `rhea bench`: the models' training steps timed on each backend, with
+//! compile time, examples per second and achieved GFLOP/s beside the
+//! machine's measured GEMM peak.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ndarray::{Array2, s};
+use rhea::opt::StepKind;
+use rhea::{Backend, DType, Function, Value, function};
+use serde::Serialize;
+
+/// The workloads `--model` names.
+pub const MODELS: &[&str] = &["sonar-mlp", "theano-mlp"];
+
+/// One measured (model, backend) pair.
+#[derive(Serialize)]
+pub struct Row {
+    model: String,
+    backend: String,
+    batch: usize,
+    /// Graph to callable: optimizer, code generation.
+    compile_ms: f64,
+    /// The first call's planning (memory plan, executor), on top of compiling.
+    first_call_ms: f64,
+    /// Median time of one training step, and the spread (min, max) of the rounds.
+    step_us: f64,
+    step_min_us: f64,
+    step_max_us: f64,
+    examples_per_s: f64,
+    /// Matrix-product FLOPs per step over the median step time.
+    gflops: f64,
+    /// For the Sonar MLP: one epoch (124 rows, 13 steps).
+    epoch_ms: Option<f64>,
+}
+
+/// A model's training step, compiled, with its batches.
+struct Workload {
+    step: Function,
+    batches: Vec<[Value; 2]>,
+    /// Batches per epoch (Sonar: 124 rows in batches of 10).
+    epoch: Option<usize>,
+}
+
+fn workload(model: &str, backend: Backend, batch: Option<usize>) -> Result<(Workload, Duration)> {
+    let started = Instant::now();
+    match model {
+        "sonar-mlp" => {
+            let m = rhea::nn::models::sonar_mlp(1)?;
+            let step = function(&[&m.x, &m.y], &[&m.loss]).updates(m.updates.clone()).backend(backend).compile()?;
+            let compiled = started.elapsed();
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sonar/sonar.all-data");
+            let table = rhea::nn::data::read_csv(std::path::Path::new(path))
+                .with_context(|| format!("the Sonar data ({path})"))?;
+            let rows = 124;
+            let x = table.features.slice(s![..rows, ..]).to_owned();
+            let y = Array2::from_shape_fn((rows, 1), |(i, _)| f32::from(table.labels[i] == "R"));
+            let b = batch.unwrap_or(10);
+            let batches: Vec<[Value; 2]> = (0..rows)
+                .step_by(b)
+                .map(|s| {
+                    let e = (s + b).min(rows);
+                    [Value::from(x.slice(s![s..e, ..]).to_owned()), Value::from(y.slice(s![s..e, ..]).to_owned())]
+                })
+                .collect();
+            let epoch = Some(batches.len());
+            Ok((Workload { step, batches, epoch }, compiled))
+        }
+        "theano-mlp" => {
+            let m = rhea::nn::models::theano_mlp(1)?;
+            let step = function(&[&m.x, &m.y], &[&m.loss]).updates(m.updates.clone()).backend(backend).compile()?;
+            let compiled = started.elapsed();
+            // Synthetic MNIST-sized data: the step's cost does not depend on the values.
+            let b = batch.unwrap_or(60);
+            let batches = (0..4u64)
+                .map(|k| {
+                    let x = Value::from(Array2::from_shape_fn((b, 784), |(i, j)| {
+                        rhea::rng::uniform01(k, (i * 784 + j) as u64) as f32
+                    }));
+                    let y = Value::from(Array2::from_shape_fn((b, 10), |(i, j)| f32::from((i + k as usize) % 10 == j)));
+                    [x, y]
+                })
+                .collect();
+            Ok((Workload { step, batches, epoch: None }, compiled))
+        }
+        other => bail!("unknown model {other:?}; available: {}", MODELS.join(", ")),
+    }
+}
+
+/// FLOPs of the matrix products of one call at the first batch's sizes.
+fn matmul_flops(f: &Function, batch: &[Value; 2]) -> Result<f64> {
+    let g = f.graph();
+    let feeds: std::collections::HashMap<String, Value> =
+        ["x", "y"].iter().map(|n| n.to_string()).zip(batch.iter().cloned()).collect();
+    let bindings = rhea::interp::bind_inputs(g, &feeds)?;
+    let mut flops = 0.0;
+    for step in &f.program().steps {
+        let StepKind::Op(id) = step.kind else { continue };
+        let node = g.node(id);
+        let resolve = |shape: &rhea::Shape| rhea::kernel::resolve(shape, &bindings).map_err(anyhow::Error::msg);
+        let k = match &node.op {
+            rhea::Op::Gemm { trans_a: true, .. } => resolve(&g.ty(node.inputs[0]).shape)?[0],
+            rhea::Op::Gemm { .. } | rhea::Op::Dot => *resolve(&g.ty(node.inputs[0]).shape)?.last().unwrap_or(&0),
+            _ => continue,
+        };
+        // Every output element is a dot product of length k.
+        flops += 2.0 * (resolve(&node.ty.shape)?.iter().product::<usize>() * k) as f64;
+    }
+    Ok(flops)
+}
+
+/// Times the training step: warm-up, then `rounds` rounds of `steps` calls.
+pub fn measure(model: &str, backend: Backend, batch: Option<usize>, rounds: usize) -> Result<Row> {
+    let (mut w, compiled) = workload(model, backend, batch)?;
+    let started = Instant::now();
+    w.step.call(&w.batches[0])?;
+    let first_call = started.elapsed();
+    for b in w.batches.iter().cycle().take(3) {
+        w.step.call(b)?;
+    }
+    // Enough calls per round for about 20 ms, at least one pass over the batches.
+    let probe = Instant::now();
+    w.step.call(&w.batches[0])?;
+    let one = probe.elapsed().as_secs_f64().max(1e-7);
+    let per_round = ((0.02 / one) as usize).max(w.batches.len()).min(100_000);
+    let mut per_step = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for b in w.batches.iter().cycle().take(per_round) {
+            w.step.call(b)?;
+        }
+        per_step.push(t.elapsed().as_secs_f64() / per_round as f64);
+    }
+    per_step.sort_by(f64::total_cmp);
+    let median = per_step[per_step.len() / 2];
+    let batch_rows = w.batches[0][0].shape()[0];
+    let flops = matmul_flops(&w.step, &w.batches[0])?;
+    let epoch_ms = match w.epoch {
+        Some(n) => {
+            let mut times = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let t = Instant::now();
+                for b in w.batches.iter().take(n) {
+                    w.step.call(b)?;
+                }
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            Some(times[times.len() / 2])
+        }
+        None => None,
+    };
+    Ok(Row {
+        model: model.to_string(),
+        backend: backend.to_string(),
+        batch: batch_rows,
+        compile_ms: compiled.as_secs_f64() * 1e3,
+        first_call_ms: first_call.as_secs_f64() * 1e3,
+        step_us: median * 1e6,
+        step_min_us: per_step[0] * 1e6,
+        step_max_us: per_step[per_step.len() - 1] * 1e6,
+        examples_per_s: batch_rows as f64 / median,
+        gflops: flops / median / 1e9,
+        epoch_ms,
+    })
+}
+
+/// The machine's f32 GEMM rate: a 1024x1024x1024 product through the CPU
+/// backend (the same library and threads the models use), best of 10.
+pub fn gemm_peak() -> Result<f64> {
+    let n = 1024;
+    let g = rhea::Builder::new();
+    let a = g.input("a", DType::F32, [n, n])?;
+    let b = g.input("b", DType::F32, [n, n])?;
+    let c = a.dot(&b)?;
+    let mut f = function(&[&a, &b], &[&c]).compile()?;
+    let m = Value::from(Array2::from_shape_fn((n, n), |(i, j)| ((i * 31 + j) % 17) as f32 / 17.0));
+    let mut best = f64::INFINITY;
+    for _ in 0..10 {
+        let t = Instant::now();
+        f.call(&[m.clone(), m.clone()])?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
+}
+
+/// The table printed on stdout.
+pub fn table(rows: &[Row], peak: f64) -> String {
+    let mut out = format!(
+        "machine: {} threads; f32 GEMM peak {peak:.0} GFLOP/s (1024^3 through the cpu backend)\n",
+        rayon_threads()
+    );
+    out.push_str(&format!(
+        "{:<11} {:<7} {:>5} {:>10} {:>10} {:>11} {:>17} {:>12} {:>8} {:>6} {:>9}\n",
+        "model",
+        "backend",
+        "batch",
+        "compile",
+        "1st call",
+        "step",
+        "(min..max)",
+        "examples/s",
+        "GFLOP/s",
+        "%peak",
+        "epoch"
+    ));
+    for r in rows {
+        out.push_str(&format!(
+            "{:<11} {:<7} {:>5} {:>8.2}ms {:>8.2}ms {:>9.1}us {:>17} {:>12.0} {:>8.1} {:>5.1}% {:>9}\n",
+            r.model,
+            r.backend,
+            r.batch,
+            r.compile_ms,
+            r.first_call_ms,
+            r.step_us,
+            format!("({:.1}..{:.1})", r.step_min_us, r.step_max_us),
+            r.examples_per_s,
+            r.gflops,
+            r.gflops / peak * 100.0,
+            r.epoch_ms.map_or_else(String::new, |e| format!("{e:.3}ms")),
+        ));
+    }
+    let by = |model: &str, backend: &str| rows.iter().find(|r| r.model == model && r.backend == backend);
+    for model in MODELS {
+        if let (Some(i), Some(c)) = (by(model, "interp"), by(model, "cpu")) {
+            out.push_str(&format!("{model}: cpu is {:.1}x the interpreter\n", i.step_us / c.step_us));
+        }
+    }
+    out
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

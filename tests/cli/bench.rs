@@ -1,0 +1,31 @@
+//! `rhea bench`: the table, the JSON report and bad arguments.
+
+use crate::support::*;
+
+#[test]
+fn bench_times_the_sonar_step_and_writes_json() {
+    let dir = tempdir();
+    let json = path_in(dir.path(), "bench.json");
+    let out = rhea(&["bench", "--model", "sonar-mlp", "--backend", "interp,cpu", "--rounds", "1", "--json", &json])
+        .ok()
+        .to_string();
+    assert!(out.starts_with("machine: ") && out.contains("GFLOP/s"), "{out}");
+    assert!(out.contains("sonar-mlp   interp") && out.contains("sonar-mlp   cpu"), "{out}");
+    assert!(out.contains("sonar-mlp: cpu is "), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["batch"], 10);
+        assert!(row["step_us"].as_f64().unwrap() > 0.0 && row["examples_per_s"].as_f64().unwrap() > 0.0);
+        assert!(row["epoch_ms"].as_f64().unwrap() > 0.0 && row["gflops"].as_f64().unwrap() > 0.0);
+    }
+    assert!(report["gemm_peak_gflops"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_rejects_unknown_models_and_backends() {
+    rhea(&["bench", "--model", "resnet"]).fails_with(&["unknown model \"resnet\"", "sonar-mlp", "theano-mlp"]);
+    rhea(&["bench", "--backend", "tpu"]).fails_with(&["unknown backend \"tpu\""]);
+    rhea(&["bench", "--batch", "0"]).fails_with(&["--batch"]);
+}
