@@ -168,3 +168,26 @@ fn the_readme_example_is_the_quickstart_code() {
     let ci = read(".ci/run");
     assert!(ci.contains("cargo test --workspace --release"), ".ci/run runs the README's test command");
 }
+
+/// The ulp table of docs/cpu-backend.md states the bounds the accuracy
+/// test of the CPU backend checks.
+#[test]
+fn the_stated_ulp_bounds_are_the_tested_ones() {
+    let doc = read("docs/cpu-backend.md");
+    let test = read("crates/rhea-cpu/tests/accuracy.rs");
+    let mut stated = Vec::new();
+    for line in doc.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if let [_, name, bound, _] = cells.as_slice()
+            && let Some(n) = bound.strip_suffix(" ulp")
+        {
+            stated.push((name.trim_matches('`').to_string(), n.to_string()));
+        }
+    }
+    assert_eq!(stated.len(), 8, "{stated:?}");
+    for (name, bound) in stated {
+        let variant: String = name[..1].to_uppercase() + &name[1..];
+        let tested = format!("(UnaryOp::{variant}, {bound})");
+        assert!(test.contains(&tested), "docs say {name} is within {bound} ulp; the test has no {tested}");
+    }
+}

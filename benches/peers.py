@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""The workloads of `rhea bench`, in the peers users compare rhea with.
+
+Runs whichever of JAX and PyTensor is installed (each is optional) on the
+same two training steps as `rhea bench`, with the same shapes and f32:
+
+- sonar-mlp: Dense 60 relu, Dense 8 relu, Dense 1, binary cross-entropy
+  from logits, Adam (Keras defaults); one epoch = 124 rows in batches of 10.
+- theano-mlp: 784-500-10 tanh/softmax, categorical cross-entropy, SGD 0.01,
+  batch 60; examples per second.
+
+    python3 benches/peers.py [--json FILE]
+
+Run it right after `rhea bench` on the same machine; docs/benchmarks.md
+records both.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SONAR = os.path.join(HERE, "..", "data", "sonar", "sonar.all-data")
+
+
+def sonar_batches(batch=10, rows=124):
+    x, y = [], []
+    with open(SONAR) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) < 61:
+                continue
+            x.append([float(v) for v in fields[:60]])
+            y.append([1.0 if fields[60] == "R" else 0.0])
+    x = np.asarray(x[:rows], np.float32)
+    y = np.asarray(y[:rows], np.float32)
+    return [(x[s : s + batch], y[s : s + batch]) for s in range(0, rows, batch)]
+
+
+def mnist_like_batches(batch=60, count=4):
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(count):
+        x = rng.random((batch, 784), dtype=np.float32)
+        y = np.eye(10, dtype=np.float32)[(np.arange(batch) + k) % 10]
+        out.append((x, y))
+    return out
+
+
+def glorot(rng, fan_in, fan_out):
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32)
+
+
+def timed(fn, rounds=15):
+    """Median and spread of `rounds` timings of fn() (after a warm-up)."""
+    fn()
+    fn()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times), max(times)
+
+
+def jax_workloads():
+    import jax
+    import jax.numpy as jnp
+
+    results = {}
+    rng = np.random.default_rng(1)
+
+    # Sonar MLP with Adam.
+    sizes = [(60, 60), (60, 8), (8, 1)]
+    params = []
+    for a, b in sizes:
+        params += [jnp.asarray(glorot(rng, a, b)), jnp.zeros((b,), jnp.float32)]
+    m = [jnp.zeros_like(p) for p in params]
+    v = [jnp.zeros_like(p) for p in params]
+
+    def sonar_loss(params, x, y):
+        h = x
+        for i in range(3):
+            h = h @ params[2 * i] + params[2 * i + 1]
+            if i < 2:
+                h = jax.nn.relu(h)
+        return jnp.mean(jnp.maximum(h, 0) - h * y + jnp.log1p(jnp.exp(-jnp.abs(h))))
+
+    @jax.jit
+    def adam_step(params, m, v, t, x, y):
+        loss, g = jax.value_and_grad(sonar_loss)(params, x, y)
+        t = t + 1
+        lr = 0.001 * jnp.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        m = [0.9 * a + 0.1 * b for a, b in zip(m, g)]
+        v = [0.999 * a + 0.001 * b * b for a, b in zip(v, g)]
+        params = [p - lr * a / (jnp.sqrt(b) + 1e-7) for p, a, b in zip(params, m, v)]
+        return params, m, v, t, loss
+
+    batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in sonar_batches()]
+    state = [params, m, v, jnp.float32(0)]
+
+    def epoch():
+        p, mm, vv, t = state
+        for x, y in batches:
+            p, mm, vv, t, loss = adam_step(p, mm, vv, t, x, y)
+        loss.block_until_ready()
+        state[:] = [p, mm, vv, t]
+
+    med, lo, hi = timed(epoch)
+    results["sonar-mlp"] = {"epoch_ms": med * 1e3, "min_ms": lo * 1e3, "max_ms": hi * 1e3}
+
+    # Theano paper MLP with SGD.
+    w1, b1 = jnp.asarray(glorot(rng, 784, 500)), jnp.zeros((500,), jnp.float32)
+    w2, b2 = jnp.asarray(glorot(rng, 500, 10)), jnp.zeros((10,), jnp.float32)
+
+    def mlp_loss(params, x, y):
+        w1, b1, w2, b2 = params
+        logits = jnp.tanh(x @ w1 + b1) @ w2 + b2
+        return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(logits), axis=-1))
+
+    @jax.jit
+    def sgd_step(params, x, y):
+        loss, g = jax.value_and_grad(mlp_loss)(params, x, y)
+        return [p - 0.01 * d for p, d in zip(params, g)], loss
+
+    batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in mnist_like_batches()]
+    state = [[w1, b1, w2, b2]]
+
+    def steps():
+        p = state[0]
+        for x, y in batches:
+            p, loss = sgd_step(p, x, y)
+        loss.block_until_ready()
+        state[0] = p
+
+    med, lo, hi = timed(steps)
+    per_step = med / len(batches)
+    results["theano-mlp"] = {"step_us": per_step * 1e6, "examples_per_s": 60 / per_step}
+    return "jax " + jax.__version__, results
+
+
+def pytensor_workloads():
+    import pytensor
+    import pytensor.tensor as pt
+
+    rng = np.random.default_rng(1)
+    x, y = pt.matrix("x", dtype="float32"), pt.matrix("y", dtype="float32")
+    w1 = pytensor.shared(glorot(rng, 784, 500))
+    b1 = pytensor.shared(np.zeros(500, np.float32))
+    w2 = pytensor.shared(glorot(rng, 500, 10))
+    b2 = pytensor.shared(np.zeros(10, np.float32))
+    logits = pt.tanh(x @ w1 + b1) @ w2 + b2
+    loss = -pt.mean(pt.sum(y * pt.special.log_softmax(logits, axis=-1), axis=-1))
+    params = [w1, b1, w2, b2]
+    grads = pytensor.grad(loss, params)
+    lr = np.float32(0.01)
+    step = pytensor.function([x, y], loss, updates=[(p, p - lr * g) for p, g in zip(params, grads)])
+    batches = mnist_like_batches()
+
+    def steps():
+        for bx, by in batches:
+            step(bx, by)
+
+    med, _, _ = timed(steps)
+    per_step = med / len(batches)
+    return "pytensor " + pytensor.__version__, {"theano-mlp": {"step_us": per_step * 1e6, "examples_per_s": 60 / per_step}}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    report = {}
+    for name, run in [("jax", jax_workloads), ("pytensor", pytensor_workloads)]:
+        try:
+            version, results = run()
+        except ImportError as e:
+            print(f"{name}: not installed ({e})", file=sys.stderr)
+            continue
+        report[version] = results
+        for model, r in results.items():
+            shown = ", ".join(f"{k} {v:.3f}" if v < 1000 else f"{k} {v:.0f}" for k, v in r.items())
+            print(f"{version:<18} {model:<11} {shown}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
