@@ -138,24 +138,57 @@ pub(crate) fn multiply<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, alpha: T, 
     }
     let (a_rs, a_cs) = a.strides();
     let (b_rs, b_cs) = b.strides();
-    let threads = if m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above check that `dst`, `a` and `b` hold the
     // matrices the strides describe; all three are borrowed for the call.
+    unsafe {
+        raw_gemm(
+            [m, n, k],
+            (dst.as_mut_ptr(), n as isize),
+            (a.data.as_ptr(), a_rs, a_cs),
+            (b.data.as_ptr(), b_rs, b_cs),
+            alpha,
+            beta,
+            m * n * k >= PARALLEL_PRODUCT,
+        )
+    }
+}
+
+/// Multiply-adds above which a product is split over the cores.
+const PARALLEL_PRODUCT: usize = 1 << 18;
+
+/// `dst = alpha * a @ b (+ beta * dst)` on raw strided matrices, `[m, n, k]`;
+/// `dst` is row-major with row stride `dst.1`, `a` and `b` are given with
+/// their row and column strides.
+///
+/// # Safety
+/// Every pointer must address the whole matrix its strides describe, and
+/// `dst` must not overlap `a` or `b`.
+unsafe fn raw_gemm<T: Float>(
+    [m, n, k]: [usize; 3],
+    dst: (*mut T, isize),
+    a: (*const T, isize, isize),
+    b: (*const T, isize, isize),
+    alpha: T,
+    beta: Option<T>,
+    parallel: bool,
+) {
+    let threads = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: as the caller promises.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.0,
             1,
-            n as isize,
+            dst.1,
             beta.is_some(),
-            a.data.as_ptr(),
-            a_cs,
-            a_rs,
-            b.data.as_ptr(),
-            b_cs,
-            b_rs,
+            a.0,
+            a.2,
+            a.1,
+            b.0,
+            b.2,
+            b.1,
             beta.unwrap_or_default(),
             alpha,
             false,
@@ -165,3 +198,78 @@ pub(crate) fn multiply<T: Float>(dst: &mut [T], a: Mat<T>, b: Mat<T>, alpha: T, 
         );
     }
 }
+
+/// Columns of output per block of a product with an epilogue: a block of
+/// `m` rows stays within about 128 KiB, so the epilogue reads it from cache.
+fn block_columns(m: usize, n: usize, elem: usize) -> usize {
+    let cols = (128 * 1024 / elem / m.max(1)).max(16) / 16 * 16;
+    cols.clamp(1, n.max(1))
+}
+
+/// [`gemm_into`] followed by `epilogue(row, columns)` over each block of
+/// output columns while the block is still in cache. Blocks run in
+/// parallel, each product on one thread.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_with_epilogue<T: Float>(
+    out: &mut [T],
+    a: (&[T], &[usize]),
+    b: (&[T], &[usize]),
+    c: Option<(&[T], &[usize])>,
+    alpha: f64,
+    beta: f64,
+    ta: bool,
+    tb: bool,
+    epilogue: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
+) -> Result<(), String> {
+    use rayon::prelude::*;
+    let (a_shape, b_shape) = (a.1, b.1);
+    if a_shape.len() != 2 || b_shape.len() != 2 {
+        return Err(format!("gemm needs matrices, got {a_shape:?} and {b_shape:?}"));
+    }
+    let (m, k) = if ta { (a_shape[1], a_shape[0]) } else { (a_shape[0], a_shape[1]) };
+    let (kb, n) = if tb { (b_shape[1], b_shape[0]) } else { (b_shape[0], b_shape[1]) };
+    if k != kb || out.len() != m * n || a.0.len() < m * k || b.0.len() < k * n {
+        return Err(format!("gemm: {m}x{k} @ {kb}x{n} into {} elements", out.len()));
+    }
+    let nb = block_columns(m, n, std::mem::size_of::<T>());
+    if m == 0 || n == 0 || k == 0 || nb >= n {
+        gemm_into(out, a, b, c, alpha, beta, ta, tb)?;
+        (0..m).for_each(|r| epilogue(r, 0..n));
+        return Ok(());
+    }
+    if let Some((c, shape)) = c {
+        broadcast_into(out, m, n, c, shape)?;
+    }
+    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let (alpha, beta) = (T::of(alpha), c.map(|_| T::of(beta)));
+    let dst = SendPtr(out.as_mut_ptr());
+    let blocks = n.div_ceil(nb);
+    (0..blocks).into_par_iter().for_each(|blk| {
+        let (c0, c1) = (blk * nb, ((blk + 1) * nb).min(n));
+        let dst = &dst;
+        // SAFETY: the block's columns c0..c1 of `out` (row stride n) are
+        // written by this task alone; `a` and `b` were checked to hold
+        // their matrices, and column c0 of op(b) starts c0 * b_cs in.
+        unsafe {
+            raw_gemm(
+                [m, c1 - c0, k],
+                (dst.0.add(c0), n as isize),
+                (a.0.as_ptr(), a_rs, a_cs),
+                (b.0.as_ptr().offset(c0 as isize * b_cs), b_rs, b_cs),
+                alpha,
+                beta,
+                false,
+            );
+        }
+        for r in 0..m {
+            epilogue(r, c0..c1);
+        }
+    });
+    Ok(())
+}
+
+/// A pointer shared by tasks that write disjoint parts of its buffer.
+struct SendPtr<T>(*mut T);
+// SAFETY: only used for disjoint writes, as at the use site.
+unsafe impl<T> Sync for SendPtr<T> {}

@@ -81,8 +81,22 @@ enum Action {
     Native { op: Op, inputs: Vec<Operand>, out: Operand },
     /// A reshape: the same bytes in another buffer.
     Copy { from: Operand, to: Operand },
+    /// Nothing: a step merged into the one before it.
+    Done,
     /// Any other op, through the fallback on `Value`s.
     Fallback { op: Op, inputs: Vec<Operand>, out: Operand },
+    /// A matrix product whose next step is a flat kernel reading its
+    /// output pointwise: the kernel runs on each block of the product's
+    /// output right after the block is computed, while it is in cache.
+    GemmEpilogue {
+        op: Op,
+        inputs: Vec<Operand>,
+        out: Operand,
+        k: usize,
+        launch: Launch,
+        kernel_inputs: Vec<Source>,
+        kernel_outputs: Vec<usize>,
+    },
 }
 
 /// One step of a prepared program.
@@ -208,12 +222,50 @@ impl Prepared {
             };
             p.steps.push(Prepped { action, label, loc });
         }
+        if std::env::var("RHEA_NO_EPILOGUE").is_err() {
+            p.fuse_epilogues(kernels);
+        }
         for &w in wanted {
             let o = operand(&mut p, w)?;
             p.wanted.push(o);
         }
         p.staged = vec![None; p.wanted.len()];
         Ok(p)
+    }
+
+    /// Merges each 2-d matrix product with the flat kernel right after it
+    /// when that kernel covers the product's output pointwise. The merged
+    /// step keeps the product's place; the kernel's becomes empty, so step
+    /// numbers (and profiles) stay those of the program.
+    fn fuse_epilogues(&mut self, kernels: &CpuKernels) {
+        for s in 0..self.steps.len().saturating_sub(1) {
+            let (head, tail) = self.steps.split_at_mut(s + 1);
+            let (Action::Native { op, out, inputs: product_inputs }, Action::Kernel { k, launch, inputs, outputs }) =
+                (&head[s].action, &tail[0].action)
+            else {
+                continue;
+            };
+            // The plan may give the kernel a buffer that the product's inputs
+            // freed; blocks still being multiplied would read it overwritten.
+            let clobbers = outputs.iter().any(|&b| product_inputs.iter().any(|i| i.src == Source::Buffer(b)));
+            let product = matches!(op, Op::Gemm { .. } | Op::Dot) && out.shape.len() == 2;
+            let covers = launch.outputs.iter().all(|o| o.shape == out.shape)
+                && launch.input_shapes.iter().all(|sh| sh == &out.shape || sh.iter().all(|&d| d == 1));
+            let reads = inputs.iter().any(|&i| Some(i) == buffer_of(out).ok().map(Source::Buffer));
+            if !(product && kernels.is_flat(*k) && covers && reads) || clobbers {
+                continue;
+            }
+            let kernel = std::mem::replace(&mut tail[0].action, Action::Done);
+            let native = std::mem::replace(&mut head[s].action, Action::Done);
+            let (Action::Native { op, inputs, out }, Action::Kernel { k, launch, inputs: kernel_inputs, outputs }) =
+                (native, kernel)
+            else {
+                unreachable!("matched above")
+            };
+            head[s].label = format!("{} + kernel k{k}", head[s].label);
+            head[s].action =
+                Action::GemmEpilogue { op, inputs, out, k, launch, kernel_inputs, kernel_outputs: outputs };
+        }
     }
 
     /// The number of steps (for profiles).
@@ -281,6 +333,29 @@ impl Prepared {
                         match out.dtype {
                             DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr),
                             _ => native::<f64>(op, inputs, out, out_ptr, &ptr),
+                        }
+                    }
+                    .map_err(fail)?;
+                }
+                Action::Done => {}
+                Action::GemmEpilogue { op, inputs, out, k, launch, kernel_inputs, kernel_outputs } => {
+                    let out_ptr = buffers[buffer_of(out).map_err(fail)?];
+                    let ins: Vec<*const u8> = kernel_inputs.iter().map(|&i| ptr(i)).collect();
+                    let outs: Vec<*mut u8> = kernel_outputs.iter().map(|&b| buffers[b]).collect();
+                    let (ins, outs) = (SendPtrs(&ins), SendPtrs(&outs));
+                    let n = out.shape[1];
+                    let epilogue = |row: usize, cols: std::ops::Range<usize>| {
+                        let range = row * n + cols.start..row * n + cols.end;
+                        // SAFETY: as for the kernel step this was: the
+                        // kernel reads the product's output pointwise, and
+                        // each block of it is complete when this runs.
+                        unsafe { kernels.call_range(*k, launch, ins.get(), outs.get(), range) };
+                    };
+                    // SAFETY: as for a native step.
+                    unsafe {
+                        match out.dtype {
+                            DType::F32 => product_with_epilogue::<f32>(op, inputs, out, out_ptr, &ptr, &epilogue),
+                            _ => product_with_epilogue::<f64>(op, inputs, out, out_ptr, &ptr, &epilogue),
                         }
                     }
                     .map_err(fail)?;
@@ -449,6 +524,41 @@ unsafe fn native<T: crate::blas::Float>(
         .collect();
     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut T, out.len()) };
     run_native(op, &slices, &out.shape, dst)
+}
+
+/// Pointers shared by the tasks of a product with an epilogue.
+struct SendPtrs<'a, T>(&'a [T]);
+impl<T> SendPtrs<'_, T> {
+    fn get(&self) -> &[T] {
+        self.0
+    }
+}
+// SAFETY: the kernels called through them write disjoint blocks.
+unsafe impl<T> Sync for SendPtrs<'_, T> {}
+
+/// A matrix product followed, block by block, by `epilogue`.
+///
+/// # Safety
+/// As for [`native`].
+unsafe fn product_with_epilogue<T: crate::blas::Float>(
+    op: &Op,
+    inputs: &[Operand],
+    out: &Operand,
+    out_ptr: *mut u8,
+    ptr: &dyn Fn(Source) -> *const u8,
+    epilogue: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
+) -> Result<(), String> {
+    // SAFETY: as the caller promises.
+    let slices: Vec<(&[T], &[usize])> = inputs
+        .iter()
+        .map(|o| (unsafe { std::slice::from_raw_parts(ptr(o.src) as *const T, o.len()) }, o.shape.as_slice()))
+        .collect();
+    let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut T, out.len()) };
+    let (alpha, beta, ta, tb) = match op {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => (alpha.0, beta.0, *trans_a, *trans_b),
+        _ => (1.0, 0.0, false, false),
+    };
+    crate::blas::gemm_with_epilogue(dst, slices[0], slices[1], slices.get(2).copied(), alpha, beta, ta, tb, epilogue)
 }
 
 /// A copy of the value at `ptr`.

@@ -42,6 +42,9 @@ pub struct CpuKernels {
 // The JIT code is immutable once finalized and the kernels only read their
 // arguments, so calling from several threads is fine.
 unsafe impl Send for CpuKernels {}
+// SAFETY: no method taking `&self` touches the module (only `Drop`, which
+// has `&mut self`); the code and the launch data are read-only.
+unsafe impl Sync for CpuKernels {}
 
 impl CpuKernels {
     /// Compiles every kernel.
@@ -226,6 +229,40 @@ impl CpuKernels {
                     }
                 }
             }
+        }
+    }
+
+    /// True if kernel `k` is one flat loop (see `lower::is_flat`): its
+    /// outer range is the flat index and any part of it can run alone.
+    pub fn is_flat(&self, k: usize) -> bool {
+        self.flat[k]
+    }
+
+    /// Runs part `start..end` of flat kernel `k`'s loop on this thread.
+    ///
+    /// # Safety
+    /// As for [`CpuKernels::call`]; `k` must be flat and `start..end`
+    /// within its domain.
+    pub unsafe fn call_range(
+        &self,
+        k: usize,
+        launch: &Launch,
+        inputs: &[*const u8],
+        outputs: &[*mut u8],
+        range: std::ops::Range<usize>,
+    ) {
+        debug_assert!(self.flat[k] && range.end <= launch.total);
+        // SAFETY: as the caller promises.
+        unsafe {
+            (self.functions[k])(
+                inputs.as_ptr(),
+                outputs.as_ptr(),
+                launch.dims.as_ptr(),
+                launch.in_strides.as_ptr(),
+                launch.out_strides.as_ptr(),
+                range.start as i64,
+                range.end as i64,
+            );
         }
     }
 
