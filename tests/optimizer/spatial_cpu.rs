@@ -67,4 +67,7 @@ fn convolution_and_pooling_with_gradients_match_the_interpreter() {
         // Kernels wider than the image, padding only.
         check(dtype, [1, 1, 2, 2], [2, 1, 3, 3], conv([1, 1], [1, 1], [1, 1], 1), pool(1, 1, 0, true), true);
     }
+    // An im2col matrix over 32 MiB: built and multiplied in blocks of
+    // output pixels, in parallel.
+    check(DType::F32, [1, 64, 128, 130], [8, 64, 3, 3], conv([1, 1], [1, 1], [1, 1], 1), pool(2, 2, 0, true), true);
 }

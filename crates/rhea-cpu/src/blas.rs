@@ -11,6 +11,8 @@ pub(crate) trait Float:
     + std::ops::Add<Output = Self>
     + std::ops::AddAssign
     + std::ops::Mul<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Neg<Output = Self>
     + 'static
 {
     fn of(x: f64) -> Self;
@@ -163,7 +165,7 @@ const PARALLEL_PRODUCT: usize = 1 << 18;
 /// # Safety
 /// Every pointer must address the whole matrix its strides describe, and
 /// `dst` must not overlap `a` or `b`.
-unsafe fn raw_gemm<T: Float>(
+pub(crate) unsafe fn raw_gemm<T: Float>(
     [m, n, k]: [usize; 3],
     dst: (*mut T, isize),
     a: (*const T, isize, isize),

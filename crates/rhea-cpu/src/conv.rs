@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 use rhea_graph::Conv2d;
 
-use crate::blas::{Float, Mat, multiply};
+use crate::blas::{Float, Mat, multiply, raw_gemm};
 
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -132,21 +132,107 @@ pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out:
     if out.is_empty() {
         return;
     }
-    let pointwise = g.pointwise(c);
-    out.par_chunks_mut(g.o * px).enumerate().for_each(|(n, out)| {
-        let mut cols = vec![T::default(); if pointwise { 0 } else { taps * px }];
-        for gi in 0..g.groups {
-            let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
-            if !pointwise {
-                im2col(g, c, image, &mut cols);
+    if g.pointwise(c) {
+        out.par_chunks_mut(g.o * px).enumerate().for_each(|(n, out)| {
+            for gi in 0..g.groups {
+                let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
+                let filters =
+                    Mat { data: &w[gi * og * taps..(gi + 1) * og * taps], rows: og, cols: taps, trans: false };
+                let dst = &mut out[gi * og * px..(gi + 1) * og * px];
+                multiply(dst, filters, Mat { data: image, rows: taps, cols: px, trans: false }, T::of(1.0), None);
             }
-            let b = if pointwise { image } else { &cols };
-            let filters = Mat { data: &w[gi * og * taps..(gi + 1) * og * taps], rows: og, cols: taps, trans: false };
-            let dst = &mut out[gi * og * px..(gi + 1) * og * px];
-            multiply(dst, filters, Mat { data: b, rows: taps, cols: px, trans: false }, T::of(1.0), None);
+        });
+        return;
+    }
+    if taps * px * std::mem::size_of::<T>() <= WHOLE_BYTES {
+        // The whole im2col matrix of an image, built row by row in
+        // parallel, then one product threaded inside the GEMM.
+        let mut cols = vec![T::default(); taps * px];
+        for n in 0..g.n {
+            for gi in 0..g.groups {
+                let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
+                cols.par_chunks_mut(px).enumerate().for_each(|(row, out)| im2col_row(g, c, image, row, 0..px, out));
+                let filters =
+                    Mat { data: &w[gi * og * taps..(gi + 1) * og * taps], rows: og, cols: taps, trans: false };
+                let dst = &mut out[(n * g.o + gi * og) * px..(n * g.o + (gi + 1) * og) * px];
+                multiply(dst, filters, Mat { data: &cols, rows: taps, cols: px, trans: false }, T::of(1.0), None);
+            }
         }
-    });
+        return;
+    }
+    // Large images: blocks of output pixels, each task building its block's
+    // columns and multiplying them on one thread, writing its columns of the
+    // output (row stride: all the image's pixels).
+    let block = (BLOCK_BYTES / std::mem::size_of::<T>() / taps).max(BLOCK_MIN).min(px) / 16 * 16;
+    let block = block.max(16);
+    let blocks = px.div_ceil(block);
+    let dst = SendPtr(out.as_mut_ptr());
+    (0..g.n * g.groups * blocks).into_par_iter().for_each_init(
+        || vec![T::default(); taps * block],
+        |cols, task| {
+            let (n, gi, b) = (task / (g.groups * blocks), task / blocks % g.groups, task % blocks);
+            let (p0, p1) = (b * block, ((b + 1) * block).min(px));
+            let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
+            let width = p1 - p0;
+            for (row, out) in cols[..taps * width].chunks_mut(width).enumerate() {
+                im2col_row(g, c, image, row, p0..p1, out);
+            }
+            let filters = &w[gi * og * taps..(gi + 1) * og * taps];
+            let dst = &dst;
+            // SAFETY: rows gi*og.. of image n, columns p0..p1, are written
+            // by this task alone; the operands hold the matrices described.
+            unsafe {
+                raw_gemm(
+                    [og, width, taps],
+                    (dst.0.add((n * g.o + gi * og) * px + p0), px as isize),
+                    (filters.as_ptr(), taps as isize, 1),
+                    (cols.as_ptr(), width as isize, 1),
+                    T::of(1.0),
+                    None,
+                    false,
+                );
+            }
+        },
+    );
 }
+
+/// Largest im2col matrix built whole, for one product threaded inside.
+const WHOLE_BYTES: usize = 32 << 20;
+/// Bytes of im2col columns per block of output pixels, and the fewest
+/// pixels per block (narrower products waste the GEMM's packing).
+const BLOCK_BYTES: usize = 1 << 20;
+const BLOCK_MIN: usize = 256;
+
+/// Row `row` = `(ci, ki, kj)` of one group's im2col matrix, over `pixels`.
+fn im2col_row<T: Float>(
+    g: &Geometry,
+    c: &Conv2d,
+    image: &[T],
+    row: usize,
+    pixels: std::ops::Range<usize>,
+    out: &mut [T],
+) {
+    let (ci, ki, kj) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+    let (mut y, mut x) = (pixels.start / g.ow, pixels.start % g.ow);
+    for o in out.iter_mut() {
+        let iy = (y * c.stride[0] + ki * c.dilation[0]) as isize - c.padding[0] as isize;
+        let ix = (x * c.stride[1] + kj * c.dilation[1]) as isize - c.padding[1] as isize;
+        *o = if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
+            image[(ci * g.h + iy as usize) * g.w + ix as usize]
+        } else {
+            T::default()
+        };
+        x += 1;
+        if x == g.ow {
+            (x, y) = (0, y + 1);
+        }
+    }
+}
+
+/// A pointer shared by tasks that write disjoint parts of its buffer.
+struct SendPtr<T>(*mut T);
+// SAFETY: only used for disjoint writes, as at the use site.
+unsafe impl<T> Sync for SendPtr<T> {}
 
 /// The gradient with respect to the input: col2im of `w^T @ gy`.
 pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T], gx: &mut [T]) {
