@@ -39,14 +39,20 @@ pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>
     let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
     let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
     let inputs = p.graph.inputs();
-    let values: Vec<&Value> = inputs
+    let values: Vec<Value> = inputs
         .iter()
-        .map(|&i| feeds.get(p.graph.leaf_name(i).unwrap_or_default()).ok_or("an input was not fed"))
+        .map(|&i| feeds.get(p.graph.leaf_name(i).unwrap_or_default()).cloned().ok_or("an input was not fed"))
         .collect::<Result<_, _>>()?;
+    let updates = p.graph.updates().to_vec();
     let mut prepared =
-        rhea_cpu::Prepared::new(p, &cpu, &mem, &bindings, &inputs, &ids, ids.len()).map_err(|e| e.to_string())?;
+        rhea_cpu::Prepared::new(p, &cpu, &mem, &bindings, &inputs, &ids, &updates).map_err(|e| e.to_string())?;
     let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
-    prepared.run(&cpu, &values, &|id| p.graph.shared_value(id), &fallback, None).map_err(|e| e.to_string())
+    // The shared variables' values, copied: the run writes updates into them.
+    let nodes: Vec<rhea::NodeId> = prepared.shared_nodes().collect();
+    let mut shared: Vec<Value> =
+        nodes.iter().map(|&id| p.graph.shared_value(id).cloned().ok_or("no value")).collect::<Result<_, _>>()?;
+    let slots: Vec<_> = shared.iter_mut().map(|v| rhea_cpu::SharedSlot::of(v.elements_mut())).collect();
+    prepared.run(&cpu, &values, &slots, &fallback, None).map_err(|e| e.to_string())
 }
 
 /// Checks two values agree: same dtype and shape, floats within a relative

@@ -60,6 +60,38 @@ enum Source {
     Buffer(usize),
 }
 
+/// Where a kernel writes an output: a buffer, or (for an update written in
+/// place) the storage of shared variable number `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Buffer(usize),
+    Shared(usize),
+}
+
+/// A shared variable's storage for one call: its dtype, its number of
+/// elements, and a pointer to them (row-major), read by the steps and, for
+/// updates written in place, written.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedSlot {
+    dtype: DType,
+    len: usize,
+    ptr: *mut u8,
+}
+
+impl SharedSlot {
+    /// The slot of a value's elements; it stays valid while they do.
+    pub fn of(elements: ElementsMut<'_>) -> SharedSlot {
+        let (dtype, len, ptr) = match elements {
+            ElementsMut::F32(e) => (DType::F32, e.len(), e.as_mut_ptr() as *mut u8),
+            ElementsMut::F64(e) => (DType::F64, e.len(), e.as_mut_ptr() as *mut u8),
+            ElementsMut::I32(e) => (DType::I32, e.len(), e.as_mut_ptr() as *mut u8),
+            ElementsMut::I64(e) => (DType::I64, e.len(), e.as_mut_ptr() as *mut u8),
+            ElementsMut::Bool(e) => (DType::Bool, e.len(), e.as_mut_ptr() as *mut u8),
+        };
+        SharedSlot { dtype, len, ptr }
+    }
+}
+
 /// A value a step reads: where, and what it is.
 #[derive(Clone, Debug)]
 struct Operand {
@@ -76,7 +108,7 @@ impl Operand {
 
 enum Action {
     /// A compiled kernel.
-    Kernel { k: usize, launch: Launch, inputs: Vec<Source>, outputs: Vec<usize> },
+    Kernel { k: usize, launch: Launch, inputs: Vec<Source>, outputs: Vec<Target> },
     /// A library op with a native kernel.
     Native { op: Op, inputs: Vec<Operand>, out: Operand },
     /// A reshape: the same bytes in another buffer.
@@ -95,13 +127,15 @@ enum Action {
         k: usize,
         launch: Launch,
         kernel_inputs: Vec<Source>,
-        kernel_outputs: Vec<usize>,
+        kernel_outputs: Vec<Target>,
     },
 }
 
 /// One step of a prepared program.
 struct Prepped {
     action: Action,
+    /// The values it writes (the program step's outputs).
+    writes: Vec<NodeId>,
     /// For errors and profiles: the op (or kernel) and where it was built.
     label: String,
     loc: Option<Loc>,
@@ -119,8 +153,12 @@ pub struct Prepared {
     /// The values the caller wants: outputs, then update values.
     wanted: Vec<Operand>,
     outputs: usize,
-    /// Update values that are not in buffers, copied during the call.
-    staged: Vec<Option<Value>>,
+    /// The shared variable (index into `shared`) each update writes.
+    updated: Vec<usize>,
+    /// Updates whose kernel writes straight into the shared variable.
+    in_place: Vec<bool>,
+    /// Scratch: the inputs' data pointers of a call.
+    feed_ptrs: Vec<*const u8>,
     bindings: Bindings,
 }
 
@@ -130,17 +168,17 @@ unsafe impl Send for Prepared {}
 
 impl Prepared {
     /// Prepares `program` for the sizes in `bindings`. `inputs` are the
-    /// program's input nodes in call order; `wanted` the values a call
-    /// returns (the first `outputs` of them) or leaves for
-    /// [`Prepared::write_update`].
+    /// program's input nodes in call order; `outputs` the values a call
+    /// returns; `updates` the (shared variable, new value) pairs a call
+    /// writes once every step has run.
     pub fn new(
         program: &Program,
         kernels: &CpuKernels,
         memory: &MemoryPlan,
         bindings: &Bindings,
         inputs: &[NodeId],
-        wanted: &[NodeId],
-        outputs: usize,
+        outputs: &[NodeId],
+        updates: &[(NodeId, NodeId)],
     ) -> Result<Prepared, ExecError> {
         let g = &program.graph;
         let mut p = Prepared {
@@ -150,8 +188,10 @@ impl Prepared {
             feeds: Vec::new(),
             shared: Vec::new(),
             wanted: Vec::new(),
-            outputs,
-            staged: Vec::new(),
+            outputs: outputs.len(),
+            updated: Vec::new(),
+            in_place: Vec::new(),
+            feed_ptrs: Vec::new(),
             bindings: bindings.clone(),
         };
         let plan_bug = |msg: String| ExecError { op: Some("plan".into()), loc: None, msg };
@@ -196,7 +236,7 @@ impl Prepared {
                     let mut outs = Vec::with_capacity(step.outputs.len());
                     for &o in &step.outputs {
                         match operand(&mut p, o)?.src {
-                            Source::Buffer(b) => outs.push(b),
+                            Source::Buffer(b) => outs.push(Target::Buffer(b)),
                             other => return Err(plan_bug(format!("kernel k{k} writes {other:?}"))),
                         }
                     }
@@ -220,16 +260,23 @@ impl Prepared {
                     (action, node.op.name().to_string(), node.loc.clone())
                 }
             };
-            p.steps.push(Prepped { action, label, loc });
+            p.steps.push(Prepped { action, writes: step.outputs.clone(), label, loc });
         }
         if std::env::var("RHEA_NO_EPILOGUE").is_err() {
             p.fuse_epilogues(kernels);
         }
-        for &w in wanted {
+        for &w in outputs.iter().chain(updates.iter().map(|(_, v)| v)) {
             let o = operand(&mut p, w)?;
             p.wanted.push(o);
         }
-        p.staged = vec![None; p.wanted.len()];
+        for &(s, _) in updates {
+            match operand(&mut p, s)?.src {
+                Source::Shared(i) => p.updated.push(i),
+                other => return Err(plan_bug(format!("update of {s}, which is {other:?}"))),
+            }
+        }
+        p.in_place = vec![false; updates.len()];
+        p.update_in_place(kernels, memory, updates);
         Ok(p)
     }
 
@@ -247,7 +294,9 @@ impl Prepared {
             };
             // The plan may give the kernel a buffer that the product's inputs
             // freed; blocks still being multiplied would read it overwritten.
-            let clobbers = outputs.iter().any(|&b| product_inputs.iter().any(|i| i.src == Source::Buffer(b)));
+            let clobbers = outputs
+                .iter()
+                .any(|&t| product_inputs.iter().any(|i| matches!(t, Target::Buffer(b) if i.src == Source::Buffer(b))));
             let product = matches!(op, Op::Gemm { .. } | Op::Dot) && out.shape.len() == 2;
             let covers = launch.outputs.iter().all(|o| o.shape == out.shape)
                 && launch.input_shapes.iter().all(|sh| sh == &out.shape || sh.iter().all(|&d| d == 1));
@@ -262,10 +311,79 @@ impl Prepared {
             else {
                 unreachable!("matched above")
             };
+            let writes = std::mem::take(&mut tail[0].writes);
+            head[s].writes.extend(writes);
             head[s].label = format!("{} + kernel k{k}", head[s].label);
             head[s].action =
                 Action::GemmEpilogue { op, inputs, out, k, launch, kernel_inputs, kernel_outputs: outputs };
         }
+    }
+
+    /// Lets each update's kernel write straight into its shared variable
+    /// (no copy after the call) where that is invisible: the kernel reads
+    /// the variable's old value only at the point it writes (or not at
+    /// all), nothing after it reads the old value or the new one, the new
+    /// value is not also an output, and no step from there on can fail (so
+    /// a failed call still changes nothing).
+    fn update_in_place(&mut self, kernels: &CpuKernels, memory: &MemoryPlan, updates: &[(NodeId, NodeId)]) {
+        for (j, &(_, value)) in updates.iter().enumerate() {
+            let shared = self.updated[j];
+            let Some(&buffer) = memory.buffer_of.get(&value) else { continue };
+            let Some(t) = self.steps.iter().position(|st| st.writes.contains(&value)) else { continue };
+            let (k, launch, inputs) = match &self.steps[t].action {
+                Action::Kernel { k, launch, inputs, .. } => (k, launch, inputs),
+                // The product's blocks must not read what the epilogue overwrites.
+                Action::GemmEpilogue { k, launch, kernel_inputs, inputs, .. }
+                    if inputs.iter().all(|o| o.src != Source::Shared(shared)) =>
+                {
+                    (k, launch, kernel_inputs)
+                }
+                _ => continue,
+            };
+            let kernel = kernels.kernel(*k);
+            let domain = &kernel.domain;
+            let reads_pointwise = inputs
+                .iter()
+                .zip(&kernel.inputs)
+                .filter(|(src, _)| **src == Source::Shared(shared))
+                .all(|(_, spec)| spec.is_pointwise(domain));
+            let writes_whole = launch.outputs.iter().all(|o| o.combine.is_none());
+            let reads = |a: &Action, src: Source| match a {
+                Action::Kernel { inputs, .. } => inputs.contains(&src),
+                Action::GemmEpilogue { inputs, kernel_inputs, .. } => {
+                    kernel_inputs.contains(&src) || inputs.iter().any(|o| o.src == src)
+                }
+                Action::Native { inputs, .. } | Action::Fallback { inputs, .. } => inputs.iter().any(|o| o.src == src),
+                Action::Copy { from, .. } => from.src == src,
+                Action::Done => false,
+            };
+            let later = &self.steps[t + 1..];
+            let read_later = later
+                .iter()
+                .any(|st| reads(&st.action, Source::Shared(shared)) || reads(&st.action, Source::Buffer(buffer)));
+            let wanted_elsewhere = self.wanted.iter().enumerate().any(|(i, o)| {
+                (o.src == Source::Shared(shared)) || (o.src == Source::Buffer(buffer) && i != self.outputs + j)
+            });
+            let fallible_later = self.steps[t..].iter().any(|st| matches!(st.action, Action::Fallback { .. }));
+            if !reads_pointwise || !writes_whole || read_later || wanted_elsewhere || fallible_later {
+                continue;
+            }
+            if let Action::Kernel { outputs, .. } | Action::GemmEpilogue { kernel_outputs: outputs, .. } =
+                &mut self.steps[t].action
+            {
+                for o in outputs.iter_mut() {
+                    if *o == Target::Buffer(buffer) {
+                        *o = Target::Shared(shared);
+                    }
+                }
+            }
+            self.in_place[j] = true;
+        }
+    }
+
+    /// How many updates are written in place by their kernels.
+    pub fn updates_in_place(&self) -> usize {
+        self.in_place.iter().filter(|&&b| b).count()
     }
 
     /// The number of steps (for profiles).
@@ -283,29 +401,54 @@ impl Prepared {
         &self.steps[s].label
     }
 
-    /// Runs every step and returns the outputs; update values stay in the
-    /// buffers for [`Prepared::write_update`]. With `times`, each step's
-    /// wall time is added to its slot.
-    pub fn run<'s>(
+    /// Runs every step, writes every update into its shared variable (all
+    /// after the last step, or in place where that is invisible), and
+    /// returns the outputs. `shared` gives each shared variable's storage;
+    /// it must stay valid, and be touched by nothing else, for the call.
+    /// With `times`, each step's wall time is added to its slot.
+    pub fn run(
         &mut self,
         kernels: &CpuKernels,
-        feeds: &[&Value],
-        shared: &dyn Fn(NodeId) -> Option<&'s Value>,
+        feeds: &[Value],
+        shared: &[SharedSlot],
+        fallback: Fallback,
+        times: Option<&mut [Duration]>,
+    ) -> Result<Vec<Value>, ExecError> {
+        let copies = self.check_feeds(feeds)?;
+        self.check_shared(shared)?;
+        let mut feed_ptrs = std::mem::take(&mut self.feed_ptrs);
+        feed_ptrs.clear();
+        feed_ptrs.extend(
+            feeds.iter().enumerate().map(|(i, v)| data_ptr(copies.get(i).and_then(Option::as_ref).unwrap_or(v))),
+        );
+        let result = self.run_steps(kernels, &feed_ptrs, shared, fallback, times);
+        self.feed_ptrs = feed_ptrs;
+        result
+    }
+
+    /// The steps, on checked inputs.
+    fn run_steps(
+        &mut self,
+        kernels: &CpuKernels,
+        feed_ptrs: &[*const u8],
+        slots: &[SharedSlot],
         fallback: Fallback,
         mut times: Option<&mut [Duration]>,
     ) -> Result<Vec<Value>, ExecError> {
-        let feeds = self.check_feeds(feeds)?;
-        let shared_values = self.read_shared(shared)?;
         let consts: Vec<*const u8> = self.consts.iter().map(data_ptr).collect();
-        let feed_ptrs: Vec<*const u8> = feeds.iter().map(|v| data_ptr(v)).collect();
-        let shared_ptrs: Vec<*const u8> = shared_values.iter().map(|v| data_ptr(v)).collect();
         let buffers: Vec<*mut u8> = self.buffers.iter_mut().map(|b| b.as_mut_ptr() as *mut u8).collect();
         let ptr = |s: Source| -> *const u8 {
             match s {
                 Source::Feed(i) => feed_ptrs[i],
-                Source::Shared(i) => shared_ptrs[i],
+                Source::Shared(i) => slots[i].ptr,
                 Source::Const(i) => consts[i],
                 Source::Buffer(b) => buffers[b],
+            }
+        };
+        let target = |t: Target| -> *mut u8 {
+            match t {
+                Target::Buffer(b) => buffers[b],
+                Target::Shared(i) => slots[i].ptr,
             }
         };
         let mut in_ptrs: Vec<*const u8> = Vec::with_capacity(16);
@@ -318,11 +461,12 @@ impl Prepared {
                     in_ptrs.clear();
                     in_ptrs.extend(inputs.iter().map(|&i| ptr(i)));
                     out_ptrs.clear();
-                    out_ptrs.extend(outputs.iter().map(|&b| buffers[b]));
+                    out_ptrs.extend(outputs.iter().map(|&t| target(t)));
                     // SAFETY: every pointer is to a live buffer of the dtype and
                     // shape the launch was made for (the plan sized the buffers,
-                    // inputs were checked above), and the memory plan only puts
-                    // an output over an input the kernel reads pointwise.
+                    // inputs and shared variables were checked above), and an
+                    // output only overlaps an input the kernel reads pointwise
+                    // (the memory plan's in-place rule, `update_in_place`).
                     unsafe { kernels.call(*k, launch, &in_ptrs, &out_ptrs) };
                 }
                 Action::Native { op, inputs, out } => {
@@ -341,7 +485,7 @@ impl Prepared {
                 Action::GemmEpilogue { op, inputs, out, k, launch, kernel_inputs, kernel_outputs } => {
                     let out_ptr = buffers[buffer_of(out).map_err(fail)?];
                     let ins: Vec<*const u8> = kernel_inputs.iter().map(|&i| ptr(i)).collect();
-                    let outs: Vec<*mut u8> = kernel_outputs.iter().map(|&b| buffers[b]).collect();
+                    let outs: Vec<*mut u8> = kernel_outputs.iter().map(|&t| target(t)).collect();
                     let (ins, outs) = (SendPtrs(&ins), SendPtrs(&outs));
                     let n = out.shape[1];
                     let epilogue = |row: usize, cols: std::ops::Range<usize>| {
@@ -390,84 +534,78 @@ impl Prepared {
                 t[s] += started.elapsed();
             }
         }
-        // SAFETY (both): each wanted operand's pointer is live and sized for it.
+        // SAFETY: each wanted operand's pointer is live and sized for it.
         let outputs = self.wanted[..self.outputs].iter().map(|o| unsafe { value_at(ptr(o.src), o) }).collect();
-        for (j, o) in self.wanted.iter().enumerate().skip(self.outputs) {
-            self.staged[j] = match o.src {
+        // Update values outside the buffers (another shared variable, an
+        // input) are read before any update lands.
+        let staged: Vec<Option<Value>> = self.wanted[self.outputs..]
+            .iter()
+            .map(|o| match o.src {
                 Source::Buffer(_) => None,
+                // SAFETY: as above.
                 src => Some(unsafe { value_at(ptr(src), o) }),
+            })
+            .collect();
+        for (j, (o, staged)) in self.wanted[self.outputs..].iter().zip(&staged).enumerate() {
+            if self.in_place[j] {
+                continue;
+            }
+            let src = match staged {
+                Some(v) => data_ptr(v),
+                None => ptr(o.src),
             };
+            let slot = slots[self.updated[j]];
+            // SAFETY: the slot was checked to hold `o.len()` elements of
+            // `o.dtype`, and the value's storage is another allocation.
+            unsafe { std::ptr::copy_nonoverlapping(src, slot.ptr, o.len() * o.dtype.size_bytes()) };
         }
         Ok(outputs)
     }
 
-    /// Copies update value `j` (counted among the updates) of the last call
-    /// into `dst`, the elements of a value of its dtype and shape.
-    pub fn write_update(&self, j: usize, dst: ElementsMut) -> Result<(), String> {
-        let i = self.outputs + j;
-        let o = &self.wanted[i];
-        let src: *const u8 = match (o.src, &self.staged[i]) {
-            (Source::Buffer(b), _) => self.buffers[b].as_ptr() as *const u8,
-            (_, Some(v)) => data_ptr(v),
-            _ => return Err("update value was not computed".into()),
-        };
-        macro_rules! copy {
-            ($dst:expr, $t:ty, $dtype:expr) => {{
-                if o.dtype != $dtype || $dst.len() != o.len() {
-                    return Err(format!("update target of {} elements, value is {}{:?}", $dst.len(), o.dtype, o.shape));
-                }
-                // SAFETY: `src` holds `o.len()` elements of `o.dtype`, checked
-                // to be the target's element type and count.
-                $dst.copy_from_slice(unsafe { std::slice::from_raw_parts(src as *const $t, o.len()) });
-            }};
+    /// Checks each input's dtype and shape; non-contiguous ones are copied
+    /// (`None`: used as it is).
+    fn check_feeds(&self, feeds: &[Value]) -> Result<Vec<Option<Value>>, ExecError> {
+        if feeds.len() != self.feeds.len() {
+            return Err(input_error(format!("expected {} inputs, got {}", self.feeds.len(), feeds.len())));
         }
-        match dst {
-            ElementsMut::F32(d) => copy!(d, f32, DType::F32),
-            ElementsMut::F64(d) => copy!(d, f64, DType::F64),
-            ElementsMut::I32(d) => copy!(d, i32, DType::I32),
-            ElementsMut::I64(d) => copy!(d, i64, DType::I64),
-            ElementsMut::Bool(d) => copy!(d, bool, DType::Bool),
+        let mut copies = Vec::new();
+        for (i, (v, (name, dtype, shape))) in feeds.iter().zip(&self.feeds).enumerate() {
+            if v.dtype() != *dtype || v.shape() != shape.as_slice() {
+                return Err(input_error(format!(
+                    "input {name:?}: expected {dtype}{shape:?}, got {}{:?}",
+                    v.dtype(),
+                    v.shape()
+                )));
+            }
+            if let Cow::Owned(copy) = standard(v) {
+                copies.resize(feeds.len(), None);
+                copies[i] = Some(copy);
+            }
+        }
+        Ok(copies)
+    }
+
+    /// Checks each shared variable's storage against its type.
+    fn check_shared(&self, slots: &[SharedSlot]) -> Result<(), ExecError> {
+        if slots.len() != self.shared.len() {
+            return Err(input_error(format!("expected {} shared variables, got {}", self.shared.len(), slots.len())));
+        }
+        for (slot, (_, name, dtype, shape)) in slots.iter().zip(&self.shared) {
+            let len: usize = shape.iter().product();
+            if slot.dtype != *dtype || slot.len != len {
+                return Err(input_error(format!(
+                    "shared variable {name:?}: expected {dtype}{shape:?}, got {} elements of {}",
+                    slot.len, slot.dtype
+                )));
+            }
         }
         Ok(())
     }
 
-    /// Checks each input's dtype and shape; non-contiguous ones are copied.
-    fn check_feeds<'v>(&self, feeds: &[&'v Value]) -> Result<Vec<Cow<'v, Value>>, ExecError> {
-        if feeds.len() != self.feeds.len() {
-            return Err(input_error(format!("expected {} inputs, got {}", self.feeds.len(), feeds.len())));
-        }
-        feeds
-            .iter()
-            .zip(&self.feeds)
-            .map(|(v, (name, dtype, shape))| {
-                if v.dtype() != *dtype || v.shape() != shape.as_slice() {
-                    return Err(input_error(format!(
-                        "input {name:?}: expected {dtype}{shape:?}, got {}{:?}",
-                        v.dtype(),
-                        v.shape()
-                    )));
-                }
-                Ok(standard(v))
-            })
-            .collect()
-    }
-
-    /// Each shared variable's current value, checked against its type.
-    fn read_shared<'s>(&self, shared: &dyn Fn(NodeId) -> Option<&'s Value>) -> Result<Vec<Cow<'s, Value>>, ExecError> {
-        self.shared
-            .iter()
-            .map(|(id, name, dtype, shape)| {
-                let v = shared(*id).ok_or_else(|| input_error(format!("shared variable {name:?} has no value")))?;
-                if v.dtype() != *dtype || v.shape() != shape.as_slice() {
-                    return Err(input_error(format!(
-                        "shared variable {name:?}: expected {dtype}{shape:?}, got {}{:?}",
-                        v.dtype(),
-                        v.shape()
-                    )));
-                }
-                Ok(standard(v))
-            })
-            .collect()
+    /// The shared variables a call reads, in the order [`Prepared::run`]
+    /// takes their slots.
+    pub fn shared_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.shared.iter().map(|(id, ..)| *id)
     }
 }
 

@@ -232,6 +232,11 @@ impl CpuKernels {
         }
     }
 
+    /// Kernel `k`'s IR.
+    pub fn kernel(&self, k: usize) -> &Kernel {
+        &self.kernels[k]
+    }
+
     /// True if kernel `k` is one flat loop (see `lower::is_flat`): its
     /// outer range is the flat index and any part of it can run alone.
     pub fn is_flat(&self, k: usize) -> bool {

@@ -19,6 +19,6 @@ mod math;
 mod poly;
 mod pool;
 
-pub use exec::{ExecError, Fallback, Prepared};
+pub use exec::{ExecError, Fallback, Prepared, SharedSlot};
 pub use jit::{CpuError, CpuKernels, Launch, LaunchOutput};
 pub use library::{is_native, library_op};

@@ -253,7 +253,8 @@ impl FunctionBuilder {
             updates,
             shared_origin,
             backend: self.backend,
-            plans: HashMap::new(),
+            plans: Vec::new(),
+            last_plan: 0,
             profile: profiling_requested().then(Profile::default),
         })
     }
@@ -338,15 +339,21 @@ pub struct Function {
     shared_origin: HashMap<NodeId, NodeId>,
     backend: Backend,
     /// memory plan (and prepared executor) per distinct set of input shapes
-    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    plans: Vec<Plan>,
+    /// the plan the last call used (most calls have the same shapes)
+    last_plan: usize,
     /// per-step times, when profiling
     profile: Option<Profile>,
 }
 
 /// What a function keeps per distinct set of input shapes.
 struct Plan {
+    /// the input shapes it was made for
+    shapes: Vec<Vec<usize>>,
     memory: MemoryPlan,
     prepared: Option<rhea_cpu::Prepared>,
+    /// the builder's shared variables, in the order the prepared plan reads them
+    shared: Vec<NodeId>,
 }
 
 fn run_error(e: rhea_cpu::ExecError) -> FunctionError {
@@ -369,20 +376,29 @@ impl Function {
                 got: inputs.len(),
             });
         }
-        let key: Vec<Vec<usize>> = inputs.iter().map(|v| v.shape().to_vec()).collect();
         let g = &self.program.graph;
         let dtypes_match = self.inputs.iter().zip(inputs).all(|((_, id), v)| g.ty(*id).dtype == v.dtype());
-        if !dtypes_match || !self.plans.contains_key(&key) {
-            // The interpreter's input check names what is wrong.
-            let feeds = self.feeds(inputs);
-            let bindings = rhea_interp::bind_inputs(g, &feeds)?;
-            let plan = self.plan(&bindings)?;
-            self.plans.insert(key.clone(), plan);
-        }
+        let fits = |plan: &Plan| plan.shapes.iter().zip(inputs).all(|(s, v)| s.as_slice() == v.shape());
+        let found = match self.plans.get(self.last_plan) {
+            Some(plan) if fits(plan) => Some(self.last_plan),
+            _ => self.plans.iter().position(fits),
+        };
+        let index = match found {
+            Some(i) if dtypes_match => i,
+            _ => {
+                // The interpreter's input check names what is wrong.
+                let feeds = self.feeds(inputs);
+                let bindings = rhea_interp::bind_inputs(g, &feeds)?;
+                let plan = self.plan(&bindings, inputs)?;
+                self.plans.push(plan);
+                self.plans.len() - 1
+            }
+        };
+        self.last_plan = index;
         let started = self.profile.as_ref().map(|_| std::time::Instant::now());
         let outputs = match self.backend {
-            Backend::Cpu => self.call_cpu(&key, inputs)?,
-            Backend::Interp => self.call_interp(&key, inputs)?,
+            Backend::Cpu => self.call_cpu(index, inputs)?,
+            Backend::Interp => self.call_interp(index, inputs)?,
         };
         if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
             p.calls += 1;
@@ -397,22 +413,27 @@ impl Function {
 
     /// Plans memory (and, on the CPU, prepares the executor) for one set of
     /// input sizes.
-    fn plan(&self, bindings: &rhea_interp::Bindings) -> Result<Plan> {
+    fn plan(&self, bindings: &rhea_interp::Bindings, inputs: &[Value]) -> Result<Plan> {
         let p = &self.program;
         let memory = rhea_opt::memory_plan(&p.graph, &p.steps, &p.fusion, bindings)
             .map_err(|msg| OptError { pass: "plan".into(), msg })?;
         let prepared = match &self.compiled {
             Some(cpu) => {
                 let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
-                let wanted = self.targets();
+                let updates = p.graph.updates().to_vec();
                 Some(
-                    rhea_cpu::Prepared::new(p, cpu, &memory, bindings, &inputs, &wanted, self.outputs.len())
+                    rhea_cpu::Prepared::new(p, cpu, &memory, bindings, &inputs, &self.outputs, &updates)
                         .map_err(run_error)?,
                 )
             }
             None => None,
         };
-        Ok(Plan { memory, prepared })
+        let shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
+        let shared = match &prepared {
+            Some(p) => p.shared_nodes().map(|id| self.shared_origin[&id]).collect(),
+            None => Vec::new(),
+        };
+        Ok(Plan { shapes, memory, prepared, shared })
     }
 
     /// Outputs, then update values.
@@ -422,41 +443,38 @@ impl Function {
         targets
     }
 
-    fn call_cpu(&mut self, key: &[Vec<usize>], inputs: &[Value]) -> Result<Vec<Value>> {
+    fn call_cpu(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
         let cpu = self.compiled.as_ref().expect("the CPU backend compiled its kernels");
-        let plan = self.plans.get_mut(key).expect("planned above");
+        let plan = &mut self.plans[index];
         let prepared = plan.prepared.as_mut().expect("CPU plans are prepared");
-        let feeds: Vec<&Value> = inputs.iter().collect();
-        let outputs = {
-            let source = self.builder.graph();
-            let origin = &self.shared_origin;
-            let lookup = |id: NodeId| origin.get(&id).and_then(|&o| source.shared_value(o));
-            let bindings_fallback =
-                |op: &Op, ins: &[&Value], b: &rhea_interp::Bindings| rhea_interp::eval_op(op, ins, b);
-            let times = self.profile.as_mut().map(|p| {
-                p.steps.resize(prepared.len(), Default::default());
-                p.steps.as_mut_slice()
-            });
-            prepared.run(cpu, &feeds, &lookup, &bindings_fallback, times).map_err(run_error)?
-        };
+        // The builder's graph stays borrowed for the whole call: the steps
+        // read the shared variables, and updates are written into them.
         let mut source = self.builder.graph_mut();
-        for (j, &(shared, _)) in self.updates.iter().enumerate() {
-            let name = source.leaf_name(shared).unwrap_or_default().to_string();
-            let dst = source
-                .shared_elements_mut(shared)
-                .ok_or_else(|| FunctionError::Invalid(format!("shared variable {name:?} has no value")))?;
-            prepared.write_update(j, dst).map_err(FunctionError::Invalid)?;
+        let mut slots = Vec::with_capacity(plan.shared.len());
+        for &id in &plan.shared {
+            match source.shared_elements_mut(id) {
+                Some(e) => slots.push(rhea_cpu::SharedSlot::of(e)),
+                None => {
+                    let name = source.leaf_name(id).unwrap_or_default().to_string();
+                    return Err(FunctionError::Invalid(format!("shared variable {name:?} has no value")));
+                }
+            }
         }
-        Ok(outputs)
+        let fallback = |op: &Op, ins: &[&Value], b: &rhea_interp::Bindings| rhea_interp::eval_op(op, ins, b);
+        let times = self.profile.as_mut().map(|p| {
+            p.steps.resize(prepared.len(), Default::default());
+            p.steps.as_mut_slice()
+        });
+        prepared.run(cpu, inputs, &slots, &fallback, times).map_err(run_error)
     }
 
-    fn call_interp(&mut self, key: &[Vec<usize>], inputs: &[Value]) -> Result<Vec<Value>> {
+    fn call_interp(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
         let feeds = self.feeds(inputs);
         let targets = self.targets();
         let values = {
             let source = self.builder.graph();
             let lookup = |id: NodeId, _: &str| self.shared_origin.get(&id).and_then(|&o| source.shared_value(o));
-            rhea_interp::run_program(&self.program, &self.plans[key].memory, &feeds, &lookup, &targets)?
+            rhea_interp::run_program(&self.program, &self.plans[index].memory, &feeds, &lookup, &targets)?
         };
         let (outputs, new_values) = values.split_at(self.outputs.len());
         let mut source = self.builder.graph_mut();
@@ -490,6 +508,8 @@ impl Function {
                 StepKind::Op(id) => format!("{} {id}{}", g.node(*id).op.name(), at(*id)),
             })
             .collect();
+        let in_place = self.plans.iter().filter_map(|plan| plan.prepared.as_ref()).map(|p| p.updates_in_place()).max();
+        p.updates = (self.updates.len(), in_place.unwrap_or(0));
         Some(p)
     }
 
@@ -680,5 +700,30 @@ mod tests {
         assert!(text.starts_with("rhea profile: 3 call(s)"), "{text}");
         assert!(text.contains("gemm %") && text.contains("kernel k0"), "{text}");
         assert!(text.contains("src/function.rs"), "{text}");
+    }
+
+    #[test]
+    fn updates_written_in_place_keep_theano_semantics() {
+        // The old value is an output: the update cannot overwrite it early.
+        let g = Builder::new();
+        let a = g.shared("a", array![1.0f32, 2.0]).unwrap();
+        let doubled = a.mul(2.0).unwrap();
+        let mut f = function(&[], &[&a]).updates([(a.clone(), doubled)]).compile().unwrap();
+        assert_eq!(f.call(&[]).unwrap()[0], Value::from(array![1.0f32, 2.0]));
+        assert_eq!(f.call(&[]).unwrap()[0], Value::from(array![2.0f32, 4.0]));
+        assert_eq!(f.shared("a").unwrap(), Value::from(array![4.0f32, 8.0]));
+        f.enable_profile();
+        f.call(&[]).unwrap();
+        assert_eq!(f.profile().unwrap().updates, (1, 0));
+        // The Sonar training step: Adam's updates are written by their kernels.
+        let m = rhea_nn::models::sonar_mlp(1).unwrap();
+        let mut step = function(&[&m.x, &m.y], &[&m.loss]).updates(m.updates.clone()).compile().unwrap();
+        step.enable_profile();
+        step.call(&[Value::from(Array2::<f32>::zeros((4, 60))), Value::from(Array2::<f32>::ones((4, 1)))]).unwrap();
+        let (updates, in_place) = step.profile().unwrap().updates;
+        assert_eq!(updates, 19);
+        // Two weights are read by the backward pass after their update is
+        // computed (the schedule runs updates as early as they are ready).
+        assert!(in_place >= 17, "{in_place} of {updates} updates in place");
     }
 }

@@ -17,6 +17,9 @@ pub struct Profile {
     /// What each step runs: `kernel k3 (fuses %12, %13)`, `gemm %47`, with
     /// the line that built it.
     pub labels: Vec<String>,
+    /// Updates of shared variables, and how many of them the CPU backend
+    /// writes in place (with no copy after the call).
+    pub updates: (usize, usize),
 }
 
 /// True if `RHEA_PROFILE` asks for profiles (set and not `0`).
@@ -34,6 +37,9 @@ impl fmt::Display for Profile {
             self.total.as_secs_f64() * 1e3,
             per_call(self.total).as_secs_f64() * 1e6
         )?;
+        if self.updates.0 > 0 {
+            writeln!(f, "  {} of {} update(s) written in place", self.updates.1, self.updates.0)?;
+        }
         if self.steps.is_empty() {
             return writeln!(f, "  (per-step times are measured on the cpu backend)");
         }
