@@ -147,17 +147,18 @@ pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out:
     if taps * px * std::mem::size_of::<T>() <= WHOLE_BYTES {
         // The whole im2col matrix of an image, built row by row in
         // parallel, then one product threaded inside the GEMM.
-        let mut cols = vec![T::default(); taps * px];
-        for n in 0..g.n {
-            for gi in 0..g.groups {
-                let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
-                cols.par_chunks_mut(px).enumerate().for_each(|(row, out)| im2col_row(g, c, image, row, 0..px, out));
-                let filters =
-                    Mat { data: &w[gi * og * taps..(gi + 1) * og * taps], rows: og, cols: taps, trans: false };
-                let dst = &mut out[(n * g.o + gi * og) * px..(n * g.o + (gi + 1) * og) * px];
-                multiply(dst, filters, Mat { data: &cols, rows: taps, cols: px, trans: false }, T::of(1.0), None);
+        with_scratch(taps * px, |cols: &mut [T]| {
+            for n in 0..g.n {
+                for gi in 0..g.groups {
+                    let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
+                    cols.par_chunks_mut(px).enumerate().for_each(|(row, out)| im2col_row(g, c, image, row, 0..px, out));
+                    let filters =
+                        Mat { data: &w[gi * og * taps..(gi + 1) * og * taps], rows: og, cols: taps, trans: false };
+                    let dst = &mut out[(n * g.o + gi * og) * px..(n * g.o + (gi + 1) * og) * px];
+                    multiply(dst, filters, Mat { data: cols, rows: taps, cols: px, trans: false }, T::of(1.0), None);
+                }
             }
-        }
+        });
         return;
     }
     // Large images: blocks of output pixels, each task building its block's
@@ -167,9 +168,8 @@ pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out:
     let block = block.max(16);
     let blocks = px.div_ceil(block);
     let dst = SendPtr(out.as_mut_ptr());
-    (0..g.n * g.groups * blocks).into_par_iter().for_each_init(
-        || vec![T::default(); taps * block],
-        |cols, task| {
+    (0..g.n * g.groups * blocks).into_par_iter().for_each(|task| {
+        with_scratch(taps * block, |cols: &mut [T]| {
             let (n, gi, b) = (task / (g.groups * blocks), task / blocks % g.groups, task % blocks);
             let (p0, p1) = (b * block, ((b + 1) * block).min(px));
             let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
@@ -192,8 +192,34 @@ pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out:
                     false,
                 );
             }
-        },
-    );
+        })
+    });
+}
+
+thread_local! {
+    /// Each thread's scratch space for im2col matrices, kept between calls
+    /// so that a compiled call does not allocate (or fault in) it again.
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` elements of this thread's scratch space, whose
+/// contents are left over from earlier uses: `f` must write before reading.
+fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        // A nested use (none today) gets its own allocation.
+        let Ok(mut words) = cell.try_borrow_mut() else {
+            return f(&mut vec![T::default(); len]);
+        };
+        let need = (len * std::mem::size_of::<T>()).div_ceil(8);
+        if words.len() < need {
+            words.resize(need, 0);
+        }
+        // SAFETY: the words are 8-byte aligned and initialized, T is f32 or
+        // f64 (alignment at most 8, every bit pattern valid), and `need`
+        // words hold `len` elements.
+        let slice = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut T, len) };
+        f(slice)
+    })
 }
 
 /// Largest im2col matrix built whole, for one product threaded inside.
@@ -244,23 +270,25 @@ pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T], 
     }
     let pointwise = g.pointwise(c);
     gx.par_chunks_mut(g.c * g.h * g.w).enumerate().for_each(|(n, gx)| {
-        let mut cols = vec![T::default(); if pointwise { 0 } else { taps * px }];
-        for gi in 0..g.groups {
-            let rows = Mat {
-                data: &gy[(n * g.o + gi * og) * px..(n * g.o + (gi + 1) * og) * px],
-                rows: og,
-                cols: px,
-                trans: false,
-            };
-            let filters_t = Mat { data: &w[gi * og * taps..(gi + 1) * og * taps], rows: taps, cols: og, trans: true };
-            let image = &mut gx[gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w];
-            if pointwise {
-                multiply(image, filters_t, rows, T::of(1.0), None);
-            } else {
-                multiply(&mut cols, filters_t, rows, T::of(1.0), None);
-                col2im(g, c, &cols, image);
+        with_scratch(if pointwise { 0 } else { taps * px }, |cols: &mut [T]| {
+            for gi in 0..g.groups {
+                let rows = Mat {
+                    data: &gy[(n * g.o + gi * og) * px..(n * g.o + (gi + 1) * og) * px],
+                    rows: og,
+                    cols: px,
+                    trans: false,
+                };
+                let filters_t =
+                    Mat { data: &w[gi * og * taps..(gi + 1) * og * taps], rows: taps, cols: og, trans: true };
+                let image = &mut gx[gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w];
+                if pointwise {
+                    multiply(image, filters_t, rows, T::of(1.0), None);
+                } else {
+                    multiply(cols, filters_t, rows, T::of(1.0), None);
+                    col2im(g, c, cols, image);
+                }
             }
-        }
+        })
     });
 }
 
@@ -274,29 +302,30 @@ pub(crate) fn weight_grad<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], gy: &[T],
         return;
     }
     let pointwise = g.pointwise(c);
-    let mut cols = vec![T::default(); if pointwise { 0 } else { taps * px }];
-    for n in 0..g.n {
-        for gi in 0..g.groups {
-            let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
-            if !pointwise {
-                im2col(g, c, image, &mut cols);
+    with_scratch(if pointwise { 0 } else { taps * px }, |cols: &mut [T]| {
+        for n in 0..g.n {
+            for gi in 0..g.groups {
+                let image = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
+                if !pointwise {
+                    im2col(g, c, image, cols);
+                }
+                let b = if pointwise { image } else { &*cols };
+                let rows = Mat {
+                    data: &gy[(n * g.o + gi * og) * px..(n * g.o + (gi + 1) * og) * px],
+                    rows: og,
+                    cols: px,
+                    trans: false,
+                };
+                let dst = &mut gw[gi * og * taps..(gi + 1) * og * taps];
+                let first = n == 0;
+                multiply(
+                    dst,
+                    rows,
+                    Mat { data: b, rows: px, cols: taps, trans: true },
+                    T::of(1.0),
+                    (!first).then(|| T::of(1.0)),
+                );
             }
-            let b = if pointwise { image } else { &cols };
-            let rows = Mat {
-                data: &gy[(n * g.o + gi * og) * px..(n * g.o + (gi + 1) * og) * px],
-                rows: og,
-                cols: px,
-                trans: false,
-            };
-            let dst = &mut gw[gi * og * taps..(gi + 1) * og * taps];
-            let first = n == 0;
-            multiply(
-                dst,
-                rows,
-                Mat { data: b, rows: px, cols: taps, trans: true },
-                T::of(1.0),
-                (!first).then(|| T::of(1.0)),
-            );
         }
-    }
+    });
 }

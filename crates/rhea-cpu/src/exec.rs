@@ -159,6 +159,9 @@ pub struct Prepared {
     in_place: Vec<bool>,
     /// Scratch: the inputs' data pointers of a call.
     feed_ptrs: Vec<*const u8>,
+    /// Pointers to the constants and the buffers (which never move).
+    const_ptrs: Vec<*const u8>,
+    buffer_ptrs: Vec<*mut u8>,
     bindings: Bindings,
 }
 
@@ -192,6 +195,8 @@ impl Prepared {
             updated: Vec::new(),
             in_place: Vec::new(),
             feed_ptrs: Vec::new(),
+            const_ptrs: Vec::new(),
+            buffer_ptrs: Vec::new(),
             bindings: bindings.clone(),
         };
         let plan_bug = |msg: String| ExecError { op: Some("plan".into()), loc: None, msg };
@@ -252,7 +257,7 @@ impl Prepared {
                     let same_dtype = ins.iter().all(|o| o.dtype == out.dtype);
                     let action = match &node.op {
                         Op::Reshape { .. } => Action::Copy { from: ins[0].clone(), to: out },
-                        op if same_dtype && is_native(op, out.dtype, &ranks) => {
+                        op if same_dtype && ins.len() <= MAX_LIBRARY_INPUTS && is_native(op, out.dtype, &ranks) => {
                             Action::Native { op: op.clone(), inputs: ins, out }
                         }
                         op => Action::Fallback { op: op.clone(), inputs: ins, out },
@@ -277,6 +282,8 @@ impl Prepared {
         }
         p.in_place = vec![false; updates.len()];
         p.update_in_place(kernels, memory, updates);
+        p.const_ptrs = p.consts.iter().map(data_ptr).collect();
+        p.buffer_ptrs = p.buffers.iter_mut().map(|b| b.as_mut_ptr() as *mut u8).collect();
         Ok(p)
     }
 
@@ -435,8 +442,9 @@ impl Prepared {
         fallback: Fallback,
         mut times: Option<&mut [Duration]>,
     ) -> Result<Vec<Value>, ExecError> {
-        let consts: Vec<*const u8> = self.consts.iter().map(data_ptr).collect();
-        let buffers: Vec<*mut u8> = self.buffers.iter_mut().map(|b| b.as_mut_ptr() as *mut u8).collect();
+        // The constants and buffers never move once prepared: their
+        // pointers were taken then.
+        let (consts, buffers) = (&self.const_ptrs, &self.buffer_ptrs);
         let ptr = |s: Source| -> *const u8 {
             match s {
                 Source::Feed(i) => feed_ptrs[i],
@@ -484,9 +492,11 @@ impl Prepared {
                 Action::Done => {}
                 Action::GemmEpilogue { op, inputs, out, k, launch, kernel_inputs, kernel_outputs } => {
                     let out_ptr = buffers[buffer_of(out).map_err(fail)?];
-                    let ins: Vec<*const u8> = kernel_inputs.iter().map(|&i| ptr(i)).collect();
-                    let outs: Vec<*mut u8> = kernel_outputs.iter().map(|&t| target(t)).collect();
-                    let (ins, outs) = (SendPtrs(&ins), SendPtrs(&outs));
+                    in_ptrs.clear();
+                    in_ptrs.extend(kernel_inputs.iter().map(|&i| ptr(i)));
+                    out_ptrs.clear();
+                    out_ptrs.extend(kernel_outputs.iter().map(|&t| target(t)));
+                    let (ins, outs) = (SendPtrs(&in_ptrs), SendPtrs(&out_ptrs));
                     let n = out.shape[1];
                     let epilogue = |row: usize, cols: std::ops::Range<usize>| {
                         let range = row * n + cols.start..row * n + cols.end;
@@ -643,6 +653,9 @@ fn buffer_of(o: &Operand) -> Result<usize, String> {
     }
 }
 
+/// The most inputs a native library op takes (a GEMM's A, B and C).
+const MAX_LIBRARY_INPUTS: usize = 3;
+
 /// Runs a native library op on raw operands.
 ///
 /// # Safety
@@ -656,12 +669,13 @@ unsafe fn native<T: crate::blas::Float>(
     ptr: &dyn Fn(Source) -> *const u8,
 ) -> Result<(), String> {
     // SAFETY: as the caller promises.
-    let slices: Vec<(&[T], &[usize])> = inputs
-        .iter()
-        .map(|o| (unsafe { std::slice::from_raw_parts(ptr(o.src) as *const T, o.len()) }, o.shape.as_slice()))
-        .collect();
+    let mut slices: [(&[T], &[usize]); MAX_LIBRARY_INPUTS] = [(&[], &[]); MAX_LIBRARY_INPUTS];
+    for (slot, o) in slices.iter_mut().zip(inputs) {
+        *slot = (unsafe { std::slice::from_raw_parts(ptr(o.src) as *const T, o.len()) }, o.shape.as_slice());
+    }
+    let slices = &slices[..inputs.len().min(MAX_LIBRARY_INPUTS)];
     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut T, out.len()) };
-    run_native(op, &slices, &out.shape, dst)
+    run_native(op, slices, &out.shape, dst)
 }
 
 /// Pointers shared by the tasks of a product with an epilogue.
@@ -687,10 +701,11 @@ unsafe fn product_with_epilogue<T: crate::blas::Float>(
     epilogue: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
 ) -> Result<(), String> {
     // SAFETY: as the caller promises.
-    let slices: Vec<(&[T], &[usize])> = inputs
-        .iter()
-        .map(|o| (unsafe { std::slice::from_raw_parts(ptr(o.src) as *const T, o.len()) }, o.shape.as_slice()))
-        .collect();
+    let mut slices: [(&[T], &[usize]); MAX_LIBRARY_INPUTS] = [(&[], &[]); MAX_LIBRARY_INPUTS];
+    for (slot, o) in slices.iter_mut().zip(inputs) {
+        *slot = (unsafe { std::slice::from_raw_parts(ptr(o.src) as *const T, o.len()) }, o.shape.as_slice());
+    }
+    let slices = &slices[..inputs.len().min(MAX_LIBRARY_INPUTS)];
     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut T, out.len()) };
     let (alpha, beta, ta, tb) = match op {
         Op::Gemm { alpha, beta, trans_a, trans_b } => (alpha.0, beta.0, *trans_a, *trans_b),

@@ -354,6 +354,8 @@ struct Plan {
     prepared: Option<rhea_cpu::Prepared>,
     /// the builder's shared variables, in the order the prepared plan reads them
     shared: Vec<NodeId>,
+    /// scratch: their storage during a call
+    slots: Vec<rhea_cpu::SharedSlot>,
 }
 
 fn run_error(e: rhea_cpu::ExecError) -> FunctionError {
@@ -433,7 +435,7 @@ impl Function {
             Some(p) => p.shared_nodes().map(|id| self.shared_origin[&id]).collect(),
             None => Vec::new(),
         };
-        Ok(Plan { shapes, memory, prepared, shared })
+        Ok(Plan { shapes, memory, prepared, shared, slots: Vec::new() })
     }
 
     /// Outputs, then update values.
@@ -450,7 +452,8 @@ impl Function {
         // The builder's graph stays borrowed for the whole call: the steps
         // read the shared variables, and updates are written into them.
         let mut source = self.builder.graph_mut();
-        let mut slots = Vec::with_capacity(plan.shared.len());
+        let slots = &mut plan.slots;
+        slots.clear();
         for &id in &plan.shared {
             match source.shared_elements_mut(id) {
                 Some(e) => slots.push(rhea_cpu::SharedSlot::of(e)),
@@ -465,7 +468,7 @@ impl Function {
             p.steps.resize(prepared.len(), Default::default());
             p.steps.as_mut_slice()
         });
-        prepared.run(cpu, inputs, &slots, &fallback, times).map_err(run_error)
+        prepared.run(cpu, inputs, slots, &fallback, times).map_err(run_error)
     }
 
     fn call_interp(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
