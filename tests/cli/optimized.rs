@@ -85,3 +85,14 @@ fn kernels_and_asm_print_what_the_cpu_backend_compiles() {
     assert!(out.contains("# kernel k3, x86-64") && out.contains("vmovups") && out.contains("retq"), "{out}");
     rhea(&["dump", "sonar-mlp", "--asm"]).fails_with(&["--asm", "need --stage optimized"]);
 }
+
+#[test]
+fn vgg16_is_a_built_in_model() {
+    let out = rhea(&["dump", "vgg16", "--stage", "optimized"]).ok().to_string();
+    assert_eq!(out.matches("= conv2d{stride=1x1, padding=1x1").count(), 13, "{out}");
+    assert_eq!(out.matches("= max_pool2d{kernel=2x2, stride=2x2").count(), 5, "{out}");
+    assert_eq!(out.matches("= gemm{").count(), 3, "{out}");
+    assert!(out.contains("shared \"features.28.weight\" : f32[512,512,3,3]"), "{out}");
+    assert!(out.contains("shared \"classifier.0.weight\" : f32[25088,4096]"), "{out}");
+    assert!(out.contains("output \"logits\""), "{out}");
+}

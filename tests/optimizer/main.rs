@@ -9,3 +9,4 @@ mod plan;
 mod random;
 mod rules;
 mod spatial_cpu;
+mod vgg;

@@ -29,6 +29,9 @@ pub enum NnError {
     /// Data that does not fit what was asked (sizes, splits, labels).
     #[error("{0}")]
     Data(String),
+    /// A model asked for with options that do not make one.
+    #[error("{0}")]
+    Invalid(String),
     /// A compiled function failed while training or evaluating.
     #[error("{0}")]
     Run(String),

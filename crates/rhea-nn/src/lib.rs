@@ -32,7 +32,7 @@ mod optimizers;
 mod train;
 
 pub use error::{NnError, Result};
-pub use layers::{Activation, Dense};
+pub use layers::{Activation, Conv2d, Dense, dropout, flatten, max_pool2d};
 pub use losses::{
     binary_accuracy_from_logits, binary_crossentropy, binary_crossentropy_with_logits, categorical_accuracy,
     categorical_crossentropy, categorical_crossentropy_with_logits,

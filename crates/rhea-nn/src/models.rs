@@ -1,10 +1,10 @@
 //! Model builders: whole training graphs, ready to compile or dump.
 
-use rhea_graph::{Builder, DType, Dim, Var};
+use rhea_graph::{Builder, DType, Dim, Shape, Var};
 
 use crate::{
-    Activation, Adam, Dense, Optimizer, Result, Sgd, binary_accuracy_from_logits, binary_crossentropy_with_logits,
-    categorical_accuracy, categorical_crossentropy_with_logits,
+    Activation, Adam, Conv2d, Dense, Optimizer, Result, Sgd, binary_accuracy_from_logits,
+    binary_crossentropy_with_logits, categorical_accuracy, categorical_crossentropy_with_logits, flatten, max_pool2d,
 };
 
 /// A binary classifier's training graph: inputs, outputs, parameters and
@@ -130,6 +130,142 @@ pub fn theano_mlp(seed: u64) -> Result<Classifier> {
     Ok(Classifier { graph: g, x, y, logits, loss, accuracy, params, updates })
 }
 
+/// VGG16's convolution widths, `0` marking a 2x2 max pool (torchvision's
+/// configuration "D").
+pub const VGG16_LAYOUT: [usize; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
+
+/// How to build [`vgg16`].
+#[derive(Clone, Debug)]
+pub struct VggOptions {
+    /// Outputs of the last layer (1000 for ImageNet).
+    pub num_classes: usize,
+    /// Divides every channel count and the classifier's width (1: the real
+    /// VGG16; 8 or 16: small enough to train from scratch on a laptop).
+    pub width_div: usize,
+    /// Height and width of the input images, a multiple of 32 (224 for the
+    /// pretrained weights).
+    pub image_size: usize,
+    /// Seed of the initial weights and of the dropout masks.
+    pub seed: u64,
+    /// Build the training graph: dropout active, its masks keyed by an
+    /// `i64[]` input named `step`.
+    pub training: bool,
+    /// Element type of the input and the parameters (`f32`; `f64` for
+    /// gradient checks).
+    pub dtype: DType,
+}
+
+impl Default for VggOptions {
+    fn default() -> VggOptions {
+        VggOptions { num_classes: 1000, width_div: 1, image_size: 224, seed: 1, training: false, dtype: DType::F32 }
+    }
+}
+
+/// VGG16 as a graph.
+pub struct Vgg16 {
+    /// The builder holding the graph.
+    pub graph: Builder,
+    /// Images, `f32[batch, 3, size, size]`, normalized as torchvision's
+    /// ImageNet models expect.
+    pub x: Var,
+    /// The step number keying the dropout masks (training graphs only).
+    pub step: Option<Var>,
+    /// Class scores before the softmax, `f32[batch, num_classes]`.
+    pub logits: Var,
+    /// The 13 convolutions, in order (`features.0` ... `features.28`).
+    pub convs: Vec<Conv2d>,
+    /// The 3 dense layers (`classifier.0`, `.3`, `.6`), weights `[in, out]`.
+    pub classifier: Vec<Dense>,
+}
+
+impl Vgg16 {
+    /// Every parameter, in torchvision's state-dict order.
+    pub fn params(&self) -> Vec<Var> {
+        self.convs.iter().flat_map(Conv2d::params).chain(self.classifier.iter().flat_map(Dense::params)).collect()
+    }
+}
+
+/// torchvision's parameter names of VGG16, in state-dict order: the
+/// convolutions are `features.{i}` (ReLUs and pools take the indices
+/// between), the dense layers `classifier.{0,3,6}`.
+pub fn vgg16_param_names() -> Vec<String> {
+    let mut names = Vec::new();
+    let mut index = 0;
+    for &w in &VGG16_LAYOUT {
+        if w > 0 {
+            names.push(format!("features.{index}.weight"));
+            names.push(format!("features.{index}.bias"));
+            index += 2;
+        } else {
+            index += 1;
+        }
+    }
+    for i in [0, 3, 6] {
+        names.push(format!("classifier.{i}.weight"));
+        names.push(format!("classifier.{i}.bias"));
+    }
+    names
+}
+
+/// VGG16 exactly as torchvision's `vgg16`: 13 3x3 convolutions with ReLU,
+/// 5 max pools, a classifier 25088-4096-4096-classes with ReLU and dropout
+/// 0.5; 138,357,544 parameters with 1000 classes. Parameters are named as
+/// torchvision names them and initialized as it does (seeded). At other
+/// image sizes the classifier takes the flattened features directly
+/// (torchvision's adaptive average pool is the identity at 224).
+pub fn vgg16(opts: &VggOptions) -> Result<Vgg16> {
+    let bad = |msg: String| crate::NnError::Invalid(msg);
+    if opts.width_div == 0 || opts.image_size == 0 || !opts.image_size.is_multiple_of(32) {
+        return Err(bad(format!(
+            "vgg16 needs a positive width divisor and an image size that is a positive multiple of 32, got {} and {}",
+            opts.width_div, opts.image_size
+        )));
+    }
+    if opts.num_classes == 0 {
+        return Err(bad("vgg16 needs at least one class".into()));
+    }
+    let width = |c: usize| (c / opts.width_div).max(1);
+    let g = Builder::new();
+    let batch = g.dim("batch")?;
+    let s = opts.image_size;
+    let x = g.input("x", opts.dtype, [batch, Dim::Known(3), Dim::Known(s), Dim::Known(s)])?;
+    let step = if opts.training { Some(g.input("step", DType::I64, Shape::scalar())?) } else { None };
+    let mut h = x.clone();
+    let (mut channels, mut index, mut convs) = (3, 0, Vec::new());
+    for &w in &VGG16_LAYOUT {
+        if w == 0 {
+            h = max_pool2d(&h, 2)?;
+            index += 1;
+            continue;
+        }
+        let seed = opts.seed.wrapping_mul(1000).wrapping_add(index as u64);
+        let conv = Conv2d::typed(&g, &format!("features.{index}"), [channels, width(w), 3], opts.dtype, seed)?;
+        h = conv.forward(&h)?.relu()?;
+        convs.push(conv);
+        channels = width(w);
+        index += 2;
+    }
+    h = flatten(&h)?;
+    let spatial = (s / 32) * (s / 32);
+    let sizes = [channels * spatial, width(4096), width(4096), opts.num_classes];
+    let mut classifier = Vec::new();
+    for (i, name) in [0, 3, 6].iter().enumerate() {
+        let seed = opts.seed.wrapping_mul(1000).wrapping_add(100 + i as u64);
+        let dense = Dense::torchvision(&g, &format!("classifier.{name}"), sizes[i], sizes[i + 1], opts.dtype, seed)?;
+        h = dense.forward(&h)?;
+        if i < 2 {
+            h = h.relu()?;
+            if let Some(step) = &step {
+                h = h.dropout_keyed(0.5, opts.seed.wrapping_add(i as u64), true, step)?;
+            }
+        }
+        classifier.push(dense);
+    }
+    let logits = h.named("logits");
+    g.output("logits", &logits)?;
+    Ok(Vgg16 { graph: g, x, step, logits, convs, classifier })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +280,36 @@ mod tests {
         assert_eq!(m.probs.ty().to_string(), "f32[batch,1]");
         let forward = sonar_mlp_forward(1).unwrap();
         assert!(forward.updates.is_empty() && forward.graph.graph().len() < m.graph.graph().len());
+    }
+
+    #[test]
+    fn vgg16_has_torchvisions_parameters() {
+        let m = vgg16(&VggOptions::default()).unwrap();
+        let params = m.params();
+        let count: usize = params.iter().map(|p| p.shape().to_known().unwrap().iter().product::<usize>()).sum();
+        assert_eq!(count, 138_357_544);
+        let names: Vec<String> =
+            params.iter().map(|p| m.graph.graph().leaf_name(p.id()).unwrap().to_string()).collect();
+        assert_eq!(names, vgg16_param_names());
+        assert_eq!(names[0], "features.0.weight");
+        assert_eq!(names[25], "features.28.bias");
+        assert_eq!(names[31], "classifier.6.bias");
+        assert_eq!(params[0].shape().to_string(), "[64,3,3,3]");
+        assert_eq!(params[26].shape().to_string(), "[25088,4096]");
+        assert_eq!(m.logits.ty().to_string(), "f32[batch,1000]");
+        let small = vgg16(&VggOptions {
+            num_classes: 2,
+            width_div: 16,
+            image_size: 64,
+            seed: 3,
+            training: true,
+            ..VggOptions::default()
+        })
+        .unwrap();
+        assert_eq!(small.params()[26].shape().to_string(), "[128,256]");
+        assert!(small.step.is_some());
+        assert!(vgg16(&VggOptions { image_size: 100, ..VggOptions::default() }).is_err());
+        assert!(vgg16(&VggOptions { width_div: 0, ..VggOptions::default() }).is_err());
     }
 
     #[test]

@@ -69,8 +69,10 @@ const BENCH_HELP: &str = "\
 Each model's training step is compiled (timed cold), called once (timed:
 planning), warmed up, then timed over rounds of about 20 ms; the table
 gives the median step with the fastest and slowest round, examples per
-second, the matrix products' GFLOP/s and their share of the machine's f32
-GEMM rate, measured first. For sonar-mlp, also one epoch (124 rows).
+second, the matrix products' and convolutions' GFLOP/s and their share of
+the machine's f32 GEMM rate, measured first. For sonar-mlp, also one epoch
+(124 rows). vgg16 is the forward pass of the full model at 224x224 (30.9
+GFLOP per image), batch 8 unless --batch says otherwise.
 
 Examples:
   rhea bench
@@ -78,7 +80,7 @@ Examples:
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Which models: sonar-mlp, theano-mlp or all.
+    /// Which models: sonar-mlp, theano-mlp, vgg16 (forward, 224x224) or all.
     #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',', default_value = "all")]
     model: Vec<String>,
     /// Which backends.
@@ -96,11 +98,11 @@ struct BenchArgs {
 }
 
 /// Built-in models that GRAPH may name instead of a file.
-const MODELS: &[&str] = &["sonar-mlp", "theano-mlp"];
+const MODELS: &[&str] = &["sonar-mlp", "theano-mlp", "vgg16"];
 
 #[derive(clap::Args)]
 struct DumpArgs {
-    /// The graph: a JSON graph file, or a built-in model (sonar-mlp).
+    /// The graph: a JSON graph file, or a built-in model (sonar-mlp, theano-mlp, vgg16).
     graph: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -198,7 +200,7 @@ impl GradArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The graph: a JSON graph file, or a built-in model (sonar-mlp).
+    /// The graph: a JSON graph file, or a built-in model (sonar-mlp, theano-mlp, vgg16).
     graph: PathBuf,
     /// A safetensors file with the graph's inputs and, optionally, shared variable values.
     #[arg(long, value_name = "FILE")]
@@ -240,9 +242,14 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
         bail!("--batch and --rounds must be at least 1");
     }
     let peak = bench::gemm_peak()?;
+    let everything = args.model.iter().any(|m| m == "all");
     let mut rows = Vec::new();
     for model in &models {
         for &backend in &backends {
+            if everything && *model == "vgg16" && backend == rhea::Backend::Interp {
+                eprintln!("note: vgg16 on the interpreter takes minutes per image; ask for it with --model vgg16");
+                continue;
+            }
             rows.push(bench::measure(model, backend, args.batch, args.rounds)?);
         }
     }
@@ -278,6 +285,8 @@ fn load_graph(path: &Path, training: bool) -> Result<Graph> {
     if !path.exists() && MODELS.contains(&name.as_ref()) {
         let graph = match (name.as_ref(), training) {
             ("theano-mlp", _) => rhea::nn::models::theano_mlp(1)?.graph,
+            // Inference: the forward graph to the logits, torchvision's 1000 classes.
+            ("vgg16", _) => rhea::nn::models::vgg16(&rhea::nn::models::VggOptions::default())?.graph,
             (_, true) => rhea::nn::models::sonar_mlp(1)?.graph,
             (_, false) => rhea::nn::models::sonar_mlp_forward(1)?.graph,
         };

@@ -1,0 +1,80 @@
+//! VGG16, width-reduced, on every backend: the same logits on the
+//! interpreter and the CPU backend for the same weights and images, and
+//! gradients of a few parameters against finite differences.
+
+use rhea::nn::models::{VggOptions, vgg16};
+use rhea::{Backend, DType, Value, function, grad, rng};
+
+use crate::kit::close;
+
+fn images(dtype: DType, batch: usize, size: usize) -> Value {
+    let shape = [batch, 3, size, size];
+    let n: usize = shape.iter().product();
+    let data: Vec<f64> = (0..n as u64).map(|i| rng::uniform01(9, i) * 4.0 - 2.0).collect();
+    Value::from_f64(dtype, &shape, &data).unwrap()
+}
+
+#[test]
+fn vgg16_gives_the_same_logits_on_the_interpreter_and_the_cpu() {
+    let opts = VggOptions { num_classes: 5, width_div: 16, image_size: 64, seed: 7, ..VggOptions::default() };
+    let x = images(DType::F32, 2, 64);
+    let mut logits = Vec::new();
+    for backend in [Backend::Interp, Backend::Cpu] {
+        let m = vgg16(&opts).unwrap();
+        let mut f = function(&[&m.x], &[&m.logits]).backend(backend).compile().unwrap();
+        logits.push(f.call(std::slice::from_ref(&x)).unwrap().remove(0));
+    }
+    assert_eq!(logits[0].shape(), [2, 5]);
+    close(&logits[0], &logits[1], 1e-4).unwrap();
+    // Not all equal: the weights and images reach the logits.
+    let v = logits[0].to_f64_vec();
+    assert!(v.iter().any(|&a| (a - v[0]).abs() > 1e-6), "{v:?}");
+}
+
+#[test]
+fn vgg16_gradients_match_finite_differences() {
+    let opts = VggOptions {
+        num_classes: 3,
+        width_div: 32,
+        image_size: 32,
+        seed: 5,
+        dtype: DType::F64,
+        ..VggOptions::default()
+    };
+    let m = vgg16(&opts).unwrap();
+    let x = images(DType::F64, 2, 32);
+    let r = Value::from_f64(DType::F64, &[3], &[0.3, -1.2, 0.7]).unwrap();
+    let rv = m.graph.constant(r);
+    let cost = (&m.logits * &rv).sum_all().unwrap();
+    let names = ["features.0.weight", "features.14.bias", "features.28.weight", "classifier.6.weight"];
+    let params: Vec<rhea::Var> = names.iter().map(|n| m.graph.find(n).unwrap()).collect();
+    let refs: Vec<&rhea::Var> = params.iter().collect();
+    let grads = grad(&cost, &refs).unwrap();
+    let mut wanted = vec![&cost];
+    wanted.extend(grads.iter());
+    let mut f = function(&[&m.x], &wanted).backend(Backend::Interp).compile().unwrap();
+    let symbolic = f.call(std::slice::from_ref(&x)).unwrap();
+    let eps = 1e-6;
+    for (p, name) in names.iter().enumerate() {
+        let base = f.shared(name).unwrap();
+        let values = base.to_f64_vec();
+        let sym = symbolic[p + 1].to_f64_vec();
+        assert!(sym.iter().any(|g| g.abs() > 1e-9), "the gradient of {name} is all zeros: the check would be empty");
+        // A few elements of each parameter, spread over it.
+        for j in (0..values.len()).step_by(values.len().div_ceil(4).max(1)) {
+            let mut at = |delta: f64| {
+                let mut moved = values.clone();
+                moved[j] += delta;
+                f.set_shared(name, Value::from_f64(DType::F64, base.shape(), &moved).unwrap()).unwrap();
+                f.call(std::slice::from_ref(&x)).unwrap()[0].to_f64_vec()[0]
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (numeric - sym[j]).abs() <= 1e-6 + 1e-5 * numeric.abs(),
+                "d cost / d {name}[{j}]: symbolic {} numeric {numeric}",
+                sym[j]
+            );
+        }
+        f.set_shared(name, base).unwrap();
+    }
+}
