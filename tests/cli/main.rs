@@ -16,3 +16,4 @@ mod python;
 mod run;
 mod sonar;
 mod support;
+mod vgg16;

@@ -23,6 +23,7 @@
 
 pub mod data;
 mod error;
+pub mod images;
 pub mod init;
 pub mod io;
 mod layers;

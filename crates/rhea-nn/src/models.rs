@@ -176,6 +176,8 @@ pub struct Vgg16 {
     pub convs: Vec<Conv2d>,
     /// The 3 dense layers (`classifier.0`, `.3`, `.6`), weights `[in, out]`.
     pub classifier: Vec<Dense>,
+    /// Seed of the dropout masks.
+    pub seed: u64,
 }
 
 impl Vgg16 {
@@ -230,40 +232,129 @@ pub fn vgg16(opts: &VggOptions) -> Result<Vgg16> {
     let s = opts.image_size;
     let x = g.input("x", opts.dtype, [batch, Dim::Known(3), Dim::Known(s), Dim::Known(s)])?;
     let step = if opts.training { Some(g.input("step", DType::I64, Shape::scalar())?) } else { None };
-    let mut h = x.clone();
     let (mut channels, mut index, mut convs) = (3, 0, Vec::new());
     for &w in &VGG16_LAYOUT {
         if w == 0 {
-            h = max_pool2d(&h, 2)?;
             index += 1;
             continue;
         }
         let seed = opts.seed.wrapping_mul(1000).wrapping_add(index as u64);
-        let conv = Conv2d::typed(&g, &format!("features.{index}"), [channels, width(w), 3], opts.dtype, seed)?;
-        h = conv.forward(&h)?.relu()?;
-        convs.push(conv);
+        convs.push(Conv2d::typed(&g, &format!("features.{index}"), [channels, width(w), 3], opts.dtype, seed)?);
         channels = width(w);
         index += 2;
     }
-    h = flatten(&h)?;
     let spatial = (s / 32) * (s / 32);
     let sizes = [channels * spatial, width(4096), width(4096), opts.num_classes];
     let mut classifier = Vec::new();
     for (i, name) in [0, 3, 6].iter().enumerate() {
         let seed = opts.seed.wrapping_mul(1000).wrapping_add(100 + i as u64);
-        let dense = Dense::torchvision(&g, &format!("classifier.{name}"), sizes[i], sizes[i + 1], opts.dtype, seed)?;
-        h = dense.forward(&h)?;
-        if i < 2 {
-            h = h.relu()?;
-            if let Some(step) = &step {
-                h = h.dropout_keyed(0.5, opts.seed.wrapping_add(i as u64), true, step)?;
+        classifier.push(Dense::torchvision(
+            &g,
+            &format!("classifier.{name}"),
+            sizes[i],
+            sizes[i + 1],
+            opts.dtype,
+            seed,
+        )?);
+    }
+    let mut model = Vgg16 {
+        graph: g.clone(),
+        x: x.clone(),
+        step: step.clone(),
+        logits: x.clone(),
+        convs,
+        classifier,
+        seed: opts.seed,
+    };
+    model.logits = model.forward(&x, step.as_ref())?.named("logits");
+    g.output("logits", &model.logits)?;
+    Ok(model)
+}
+
+impl Vgg16 {
+    /// The network applied to images `x` with this model's parameters:
+    /// with `dropout_step`, dropout is active and its masks are keyed by
+    /// that `i64[]` value (training); without, it is the identity.
+    pub fn forward(&self, x: &Var, dropout_step: Option<&Var>) -> Result<Var> {
+        let mut h = x.clone();
+        let mut convs = self.convs.iter();
+        for &w in &VGG16_LAYOUT {
+            h = match w {
+                0 => max_pool2d(&h, 2)?,
+                _ => convs.next().expect("one layer per width").forward(&h)?.relu()?,
+            };
+        }
+        h = flatten(&h)?;
+        for (i, dense) in self.classifier.iter().enumerate() {
+            h = dense.forward(&h)?;
+            if i < 2 {
+                h = h.relu()?;
+                if let Some(step) = dropout_step {
+                    h = h.dropout_keyed(0.5, self.seed.wrapping_add(i as u64), true, step)?;
+                }
             }
         }
-        classifier.push(dense);
+        Ok(h)
     }
-    let logits = h.named("logits");
-    g.output("logits", &logits)?;
-    Ok(Vgg16 { graph: g, x, step, logits, convs, classifier })
+}
+
+/// Loads torchvision-named VGG16 weights (a `state_dict` saved with
+/// `safetensors.torch.save_file`) into `model`. Linear weights are stored
+/// `[out, in]` in the file and transposed to rhea's `[in, out]`. Names in
+/// `skip` (a replaced last layer) are neither loaded nor required; every
+/// other parameter must be in the file with its shape and dtype, and the
+/// file may hold nothing else (torchvision's VGG has no buffers). All
+/// problems are reported together, and nothing is set unless everything
+/// fits. Returns how many tensors were loaded.
+pub fn load_vgg16_weights(model: &Vgg16, path: &std::path::Path, skip: &[&str]) -> Result<usize> {
+    let mismatch = |problems: Vec<String>| {
+        crate::NnError::Data(format!("{}: does not fit VGG16: {}", path.display(), problems.join("; ")))
+    };
+    let tensors = crate::io::load_safetensors(path).map_err(|e| crate::NnError::Data(e.to_string()))?;
+    let mut file: std::collections::HashMap<String, rhea_graph::Value> = tensors.into_iter().collect();
+    let mut problems = Vec::new();
+    let mut fits = Vec::new();
+    for p in model.params() {
+        let name = model.graph.graph().leaf_name(p.id()).unwrap_or_default().to_string();
+        if skip.contains(&name.as_str()) {
+            file.remove(&name);
+            continue;
+        }
+        let Some(value) = file.remove(&name) else {
+            problems.push(format!("{name:?} is missing"));
+            continue;
+        };
+        let want = p.shape().to_known().unwrap_or_default();
+        let linear = name.starts_with("classifier.") && name.ends_with(".weight");
+        let torch_shape: Vec<usize> = if linear { want.iter().rev().copied().collect() } else { want.clone() };
+        if value.dtype() != p.dtype() || value.shape() != torch_shape.as_slice() {
+            problems.push(format!(
+                "{name:?}: expected {}{torch_shape:?} (torchvision's layout), got {}{:?}",
+                p.dtype(),
+                value.dtype(),
+                value.shape()
+            ));
+            continue;
+        }
+        let value = if linear {
+            rhea_graph::with_array!(&value, a => a.t().as_standard_layout().into_owned().into())
+        } else {
+            value
+        };
+        fits.push((p.id(), value));
+    }
+    let mut extra: Vec<String> = file.into_keys().map(|n| format!("{n:?} is not a VGG16 parameter")).collect();
+    extra.sort();
+    problems.extend(extra);
+    if !problems.is_empty() {
+        return Err(mismatch(problems));
+    }
+    let n = fits.len();
+    let mut g = model.graph.graph_mut();
+    for (id, value) in fits {
+        g.set_shared_value(id, value)?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -310,6 +401,56 @@ mod tests {
         assert!(small.step.is_some());
         assert!(vgg16(&VggOptions { image_size: 100, ..VggOptions::default() }).is_err());
         assert!(vgg16(&VggOptions { width_div: 0, ..VggOptions::default() }).is_err());
+    }
+
+    #[test]
+    fn torchvision_weights_load_transposed_and_every_problem_is_named() {
+        let opts = VggOptions { num_classes: 4, width_div: 32, image_size: 32, seed: 2, ..VggOptions::default() };
+        let source = vgg16(&opts).unwrap();
+        // The file as torchvision writes it: linear weights [out, in].
+        let mut tensors: Vec<(String, rhea_graph::Value)> = Vec::new();
+        for p in source.params() {
+            let name = source.graph.graph().leaf_name(p.id()).unwrap().to_string();
+            let value = source.graph.graph().shared_value(p.id()).unwrap().clone();
+            let value = if name.starts_with("classifier.") && name.ends_with(".weight") {
+                rhea_graph::with_array!(&value, a => a.t().as_standard_layout().into_owned().into())
+            } else {
+                value
+            };
+            tensors.push((name, value));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vgg.safetensors");
+        let named: Vec<(&str, &rhea_graph::Value)> = tensors.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        crate::io::save_safetensors(&path, &named).unwrap();
+        let target = vgg16(&VggOptions { seed: 9, ..opts.clone() }).unwrap();
+        assert_eq!(load_vgg16_weights(&target, &path, &[]).unwrap(), 32);
+        for p in source.params() {
+            let id = source.graph.graph().find(source.graph.graph().leaf_name(p.id()).unwrap()).unwrap();
+            assert_eq!(source.graph.graph().shared_value(id), target.graph.graph().shared_value(id));
+        }
+        // A replaced last layer is skipped, file entries included.
+        let two = vgg16(&VggOptions { num_classes: 2, ..opts.clone() }).unwrap();
+        assert_eq!(load_vgg16_weights(&two, &path, &["classifier.6.weight", "classifier.6.bias"]).unwrap(), 30);
+        // Every problem at once, nothing set.
+        let mut bad = named.clone();
+        bad.retain(|(n, _)| *n != "features.0.bias");
+        let wrong = rhea_graph::Value::from(ndarray::Array1::<f32>::zeros(7));
+        bad.push(("extra.weight", &wrong));
+        let w0 = rhea_graph::Value::from(ndarray::Array1::<f64>::zeros(3));
+        bad.retain(|(n, _)| *n != "features.2.bias");
+        bad.push(("features.2.bias", &w0));
+        let bad_path = dir.path().join("bad.safetensors");
+        crate::io::save_safetensors(&bad_path, &bad).unwrap();
+        let fresh = vgg16(&VggOptions { seed: 11, ..opts }).unwrap();
+        let before = fresh.graph.graph().shared_value(fresh.params()[0].id()).cloned();
+        let e = load_vgg16_weights(&fresh, &bad_path, &[]).unwrap_err().to_string();
+        assert!(e.contains("\"features.0.bias\" is missing"), "{e}");
+        assert!(e.contains("\"features.2.bias\": expected f32[2]"), "{e}");
+        assert!(e.contains("\"extra.weight\" is not a VGG16 parameter"), "{e}");
+        assert_eq!(fresh.graph.graph().shared_value(fresh.params()[0].id()).cloned(), before);
+        std::fs::write(&bad_path, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+        assert!(load_vgg16_weights(&fresh, &bad_path, &[]).is_err());
     }
 
     #[test]

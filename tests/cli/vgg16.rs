@@ -1,0 +1,128 @@
+//! The VGG16 dogs-vs-cats example end to end: training from scratch on the
+//! shipped photos, fine-tuning from a torchvision-layout weights file (only
+//! the new last layer changes), checkpoints and resuming, predictions, and
+//! unreadable images.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rhea::Value;
+use rhea::nn::models::{VggOptions, vgg16};
+
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("tests run from target/<profile>/deps");
+    let path = dir.join("examples").join(format!("vgg16_dogscats{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} is missing: `cargo test` builds the examples before the tests", path.display());
+    path
+}
+
+fn run(args: &[&str]) -> (String, String) {
+    let out: Output = Command::new(example()).args(args).output().expect("the example runs");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "vgg16_dogscats {args:?} failed:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small copy of the shipped photos: 8 per class for training, 4 for validation.
+fn small_data(dir: &Path) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dogscats");
+    let root = dir.join("data");
+    for (split, n) in [("train", 8), ("valid", 4)] {
+        for class in ["cats", "dogs"] {
+            let to = root.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            let mut files: Vec<_> =
+                std::fs::read_dir(shipped.join(split).join(class)).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files.into_iter().take(n) {
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    root
+}
+
+#[test]
+fn trains_from_scratch_on_the_shipped_photos() {
+    let (out, _) = run(&["--epochs", "2"]);
+    assert!(out.contains("240 training and 60 validation images"), "{out}");
+    assert!(out.contains("Epoch 2/2 - loss: ") && out.contains(" - val_acc: "), "{out}");
+    assert!(out.contains("validation accuracy: ") && out.contains("0 file(s) skipped"), "{out}");
+}
+
+#[test]
+fn fine_tunes_only_the_last_layer_checkpoints_resumes_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_data(dir.path());
+    // Weights as torchvision saves them (1000 classes, linear weights [out, in]).
+    let source = vgg16(&VggOptions { width_div: 16, image_size: 32, seed: 4, ..VggOptions::default() }).unwrap();
+    let mut tensors = Vec::new();
+    for p in source.params() {
+        let name = source.graph.graph().leaf_name(p.id()).unwrap().to_string();
+        let v = source.graph.graph().shared_value(p.id()).unwrap().clone();
+        let v = if name.starts_with("classifier.") && name.ends_with(".weight") {
+            rhea::with_array!(&v, a => a.t().as_standard_layout().into_owned().into())
+        } else {
+            v
+        };
+        tensors.push((name, v));
+    }
+    let weights = dir.path().join("vgg16.safetensors");
+    let named: Vec<(&str, &Value)> = tensors.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    rhea::io::save_safetensors(&weights, &named).unwrap();
+    let ck = dir.path().join("ck.safetensors");
+    let csv = dir.path().join("pred.csv");
+    let common = ["--width-div", "16", "--image-size", "32", "--batch-size", "4"];
+    let mut args = vec!["--data", s(&data), "--weights", s(&weights), "--epochs", "2", "--checkpoint", s(&ck)];
+    args.extend(common);
+    let valid = data.join("valid");
+    args.extend(["--predict", s(&valid), "--predictions", s(&csv)]);
+    let (out, _) = run(&args);
+    assert!(out.contains("loaded 30 tensors") && out.contains("training only the new last layer"), "{out}");
+    assert!(out.contains("16 training and 8 validation images") && out.contains("wrote 8 predictions"), "{out}");
+    let saved: std::collections::HashMap<String, Value> =
+        rhea::io::load_safetensors(&ck).unwrap().into_iter().collect();
+    for (name, v) in &tensors {
+        let transposed = name.starts_with("classifier.") && name.ends_with(".weight");
+        if name.starts_with("classifier.6") || transposed {
+            continue;
+        }
+        assert_eq!(&saved[name], v, "{name} changed, but only the last layer trains");
+    }
+    let c3 = rhea::with_array!(&tensors.iter().find(|(n, _)| n == "classifier.3.weight").unwrap().1, a => a.t().as_standard_layout().into_owned().into());
+    assert_eq!(saved["classifier.3.weight"], c3, "classifier.3 changed");
+    assert_eq!(saved["classifier.6.weight"].shape(), [256, 2]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows[0], "id,label");
+    assert_eq!(rows.len(), 9, "{text}");
+    for row in &rows[1..] {
+        let p: f64 = row.split(',').nth(1).unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{row}");
+    }
+    // Resuming from the checkpoint restores every tensor, Adam's state included.
+    let mut args = vec!["--data", s(&data), "--epochs", "1", "--resume", s(&ck)];
+    args.extend(common);
+    let (out, _) = run(&args);
+    assert!(out.contains(&format!("resumed {} tensors", saved.len())), "{out}");
+}
+
+#[test]
+fn unreadable_images_are_named_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_data(dir.path());
+    std::fs::write(data.join("train/cats/broken.jpg"), b"\xff\xd8\xff this is not a jpeg").unwrap();
+    std::fs::write(data.join("valid/dogs/empty.png"), b"").unwrap();
+    let (out, err) = run(&["--data", s(&data), "--epochs", "1", "--width-div", "16", "--image-size", "32"]);
+    assert!(out.contains("2 file(s) skipped"), "{out}");
+    assert!(err.contains("broken.jpg") && err.contains("empty.png"), "{err}");
+    let out = Command::new(example()).args(["--data", s(&dir.path().join("nowhere"))]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"), "{}", String::from_utf8_lossy(&out.stderr));
+}
