@@ -126,3 +126,38 @@ fn unreadable_images_are_named_and_skipped() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_vgg16_graph_file_runs_with_weights_and_images_from_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let m =
+        vgg16(&VggOptions { num_classes: 3, width_div: 16, image_size: 32, seed: 6, ..VggOptions::default() }).unwrap();
+    let graph = dir.path().join("vgg16.json");
+    std::fs::write(&graph, rhea::to_json(&m.graph.graph())).unwrap();
+    let x = Value::from_f64(
+        rhea::DType::F32,
+        &[2, 3, 32, 32],
+        &(0..6144).map(|i| (i % 17) as f64 / 8.0 - 1.0).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut tensors: Vec<(String, Value)> = vec![("x".into(), x.clone())];
+    for p in m.params() {
+        let g = m.graph.graph();
+        tensors.push((g.leaf_name(p.id()).unwrap().to_string(), g.shared_value(p.id()).unwrap().clone()));
+    }
+    let inputs = dir.path().join("inputs.safetensors");
+    let named: Vec<(&str, &Value)> = tensors.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    rhea::io::save_safetensors(&inputs, &named).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let status = Command::new(env!("CARGO_BIN_EXE_rhea"))
+        .args(["run", s(&graph), "--inputs", s(&inputs), "-o", s(&out)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let logits = rhea::io::load_safetensors(&out).unwrap().remove(0).1;
+    let mut f = rhea::function(&[&m.x], &[&m.logits]).compile().unwrap();
+    let want = f.call(&[x]).unwrap().remove(0);
+    assert_eq!(logits.shape(), [2, 3]);
+    let (a, b) = (logits.to_f64_vec(), want.to_f64_vec());
+    assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + q.abs())), "{a:?} vs {b:?}");
+}

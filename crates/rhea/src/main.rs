@@ -72,7 +72,7 @@ gives the median step with the fastest and slowest round, examples per
 second, the matrix products' and convolutions' GFLOP/s and their share of
 the machine's f32 GEMM rate, measured first. For sonar-mlp, also one epoch
 (124 rows). vgg16 is the forward pass of the full model at 224x224 (30.9
-GFLOP per image), batch 8 unless --batch says otherwise.
+GFLOP per image), at batch 1 and 8 unless --batch says otherwise.
 
 Examples:
   rhea bench
@@ -250,7 +250,14 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
                 eprintln!("note: vgg16 on the interpreter takes minutes per image; ask for it with --model vgg16");
                 continue;
             }
-            rows.push(bench::measure(model, backend, args.batch, args.rounds)?);
+            // VGG16 at batch 1 and 8 unless a batch is given.
+            let batches = match (args.batch, *model) {
+                (None, "vgg16") => vec![Some(1), Some(8)],
+                (b, _) => vec![b],
+            };
+            for batch in batches {
+                rows.push(bench::measure(model, backend, batch, args.rounds)?);
+            }
         }
     }
     print!("{}", bench::table(&rows, peak));
