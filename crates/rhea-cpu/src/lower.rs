@@ -72,6 +72,30 @@ pub fn vector_dtype(k: &Kernel) -> Option<DType> {
     if !is_flat(k) || k.domain.rank() == 0 {
         return None;
     }
+    body_vector_dtype(k)
+}
+
+/// The float dtype a loop nest's innermost loop can run on vectors of: the
+/// body qualifies (as for [`vector_dtype`]), the innermost axis is not
+/// reduced, and every input either does not vary along it (it is splat) or
+/// is read along its own last axis, contiguously if its size there is not 1
+/// (checked when the kernel runs; otherwise the scalar loop runs).
+pub fn inner_vector_dtype(k: &Kernel) -> Option<DType> {
+    let rank = k.domain.rank();
+    if is_flat(k) || rank < 2 || k.reduce.as_ref().is_some_and(|r| r.axes.contains(&(rank - 1))) {
+        return None;
+    }
+    let inner_ok = k.inputs.iter().all(|i| match i.axes[rank - 1] {
+        None => true,
+        Some(a) => a + 1 == i.shape.rank(),
+    });
+    if !inner_ok {
+        return None;
+    }
+    body_vector_dtype(k)
+}
+
+fn body_vector_dtype(k: &Kernel) -> Option<DType> {
     let float = k.inputs.first().map(|i| i.dtype).or_else(|| k.body.first().map(|(_, d)| *d))?;
     if !float.is_float() || k.inputs.iter().any(|i| i.dtype != float) {
         return None;
@@ -302,9 +326,33 @@ fn nest(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, n: Nest) -> Res
     let rank = n.dims.len();
     let flags = MemFlagsData::trusted();
     let idx: Vec<Variable> = (0..rank).map(|_| b.declare_var(types::I64)).collect();
+    // With a vectorizable innermost axis, it gets its own loops below.
+    let vector = inner_vector_dtype(k);
+    let inner = rank.saturating_sub(1);
+    // Whether the inputs read along the innermost axis really are
+    // contiguous there in this call (a size-1 axis broadcasts instead).
+    // Inputs that do not vary along the innermost axis are loaded once per
+    // vector and splat.
+    let splat: Vec<bool> = k
+        .inputs
+        .iter()
+        .map(|i| match i.axes.get(inner).copied().flatten() {
+            None => true,
+            Some(a) => i.shape[a] == rhea_graph::Dim::Known(1),
+        })
+        .collect();
+    let contiguous_now = vector.map(|_| {
+        let mut all = b.ins().iconst(types::I8, 1);
+        for (strides, _) in n.in_strides.iter().zip(&splat).filter(|(_, s)| !**s) {
+            let unit = b.ins().icmp_imm_s(IntCC::Equal, strides[inner], 1);
+            all = b.ins().band(all, unit);
+        }
+        all
+    });
+    let loops = if vector.is_some() { rank - 1 } else { rank };
     let mut exits = Vec::new();
     let mut headers = Vec::new();
-    for (d, &var) in idx.iter().enumerate() {
+    for (d, &var) in idx.iter().enumerate().take(loops) {
         let first = if d == 0 { n.start } else { b.ins().iconst(types::I64, 0) };
         let last = if d == 0 { n.end } else { n.dims[d] };
         b.def_var(var, first);
@@ -327,38 +375,68 @@ fn nest(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, n: Nest) -> Res
         }
         off
     };
-    let mut load = |b: &mut FunctionBuilder, x: usize| {
-        let off = offset(b, &n.in_strides[x]);
-        let dtype = k.inputs[x].dtype;
-        let addr = address(b, io.base_in[x], off, dtype);
-        b.ins().load(cl_type(dtype), flags, addr, 0)
-    };
-    let regs = body(b, ctx, k, Width::Scalar, &mut load)?;
-    for (o, out) in k.outputs.iter().enumerate() {
-        let dtype = k.output_dtype(o);
-        let off = offset(b, &n.out_strides[o]);
-        let addr = address(b, io.base_out[o], off, dtype);
-        let v = regs[out.value as usize];
-        let stored = match (&k.reduce, out.reduced) {
-            (Some(r), true) => {
-                let acc = b.ins().load(cl_type(dtype), flags, addr, 0);
-                let float = dtype.is_float();
-                match (r.combine, float) {
-                    (Combine::Sum | Combine::Mean, true) => b.ins().fadd(acc, v),
-                    (Combine::Sum | Combine::Mean, false) => b.ins().iadd(acc, v),
-                    (Combine::Prod, true) => b.ins().fmul(acc, v),
-                    (Combine::Prod, false) => b.ins().imul(acc, v),
-                    (Combine::Max, true) => b.ins().fmax(acc, v),
-                    (Combine::Max, false) => b.ins().smax(acc, v),
-                    (Combine::Min, true) => b.ins().fmin(acc, v),
-                    (Combine::Min, false) => b.ins().smin(acc, v),
+    // One point (scalar) or `lanes` points along the innermost axis.
+    let point = |b: &mut FunctionBuilder, width: Width| -> Result<(), String> {
+        let vector_flags = MemFlagsData::new().with_notrap();
+        let mut load = |b: &mut FunctionBuilder, x: usize| {
+            let off = offset(b, &n.in_strides[x]);
+            let dtype = k.inputs[x].dtype;
+            let addr = address(b, io.base_in[x], off, dtype);
+            match width {
+                Width::Scalar => b.ins().load(cl_type(dtype), flags, addr, 0),
+                Width::Vector(_) if splat[x] => {
+                    let v = b.ins().load(cl_type(dtype), flags, addr, 0);
+                    b.ins().splat(width.ty(dtype), v)
                 }
+                Width::Vector(_) => b.ins().load(width.ty(dtype), vector_flags, addr, 0),
             }
-            _ => v,
         };
-        b.ins().store(flags, stored, addr, 0);
+        let regs = body(b, ctx, k, width, &mut load)?;
+        for (o, out) in k.outputs.iter().enumerate() {
+            let dtype = k.output_dtype(o);
+            let off = offset(b, &n.out_strides[o]);
+            let addr = address(b, io.base_out[o], off, dtype);
+            let (ty, mem) = match width {
+                Width::Scalar => (cl_type(dtype), flags),
+                Width::Vector(_) => (width.ty(dtype), vector_flags),
+            };
+            let v = regs[out.value as usize];
+            let stored = match (&k.reduce, out.reduced) {
+                (Some(r), true) => {
+                    let acc = b.ins().load(ty, mem, addr, 0);
+                    let float = dtype.is_float();
+                    match (r.combine, float) {
+                        (Combine::Sum | Combine::Mean, true) => b.ins().fadd(acc, v),
+                        (Combine::Sum | Combine::Mean, false) => b.ins().iadd(acc, v),
+                        (Combine::Prod, true) => b.ins().fmul(acc, v),
+                        (Combine::Prod, false) => b.ins().imul(acc, v),
+                        (Combine::Max, true) => b.ins().fmax(acc, v),
+                        (Combine::Max, false) => b.ins().smax(acc, v),
+                        (Combine::Min, true) => b.ins().fmin(acc, v),
+                        (Combine::Min, false) => b.ins().smin(acc, v),
+                    }
+                }
+                _ => v,
+            };
+            b.ins().store(mem, stored, addr, 0);
+        }
+        Ok(())
+    };
+    match (vector, contiguous_now) {
+        (Some(float), Some(contiguous)) => {
+            // Vectors while a whole one fits (none unless contiguous), then
+            // single points.
+            let width = Width::Vector(float);
+            let j = idx[inner];
+            let zero = b.ins().iconst(types::I64, 0);
+            b.def_var(j, zero);
+            let vector_end = b.ins().select(contiguous, n.dims[inner], zero);
+            counted(b, j, vector_end, width.lanes(), |b| point(b, width))?;
+            counted(b, j, n.dims[inner], 1, |b| point(b, Width::Scalar))?;
+        }
+        _ => point(b, Width::Scalar)?,
     }
-    for d in (0..rank).rev() {
+    for d in (0..loops).rev() {
         let i = b.use_var(idx[d]);
         let next = b.ins().iadd_imm_s(i, 1);
         b.def_var(idx[d], next);

@@ -1,0 +1,76 @@
+//! Loop nests whose innermost axis runs on vectors give the kernel-IR
+//! evaluator's results: broadcast rows and columns, a reduction over the
+//! outer axis (vector accumulators), tails shorter than a vector, and an
+//! input whose innermost size turns out to be 1 when the kernel runs (the
+//! scalar loop must take over).
+
+use rhea_cpu::CpuKernels;
+use rhea_graph::{BinaryOp, DType, Dim, Shape, Symbol, UnaryOp, Value};
+use rhea_kernel::{Bindings, Combine, Inst, Kernel, KernelInput, KernelOutput, Reduction, eval_kernel};
+
+fn values(shape: &[usize], stream: usize) -> Value {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|i| (((i + stream) * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
+    Value::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), data).unwrap())
+}
+
+fn check(k: &Kernel, inputs: &[Value], bindings: &Bindings, tol: f32) {
+    let refs: Vec<&Value> = inputs.iter().collect();
+    let want = eval_kernel(k, &refs, bindings).unwrap();
+    let cpu = CpuKernels::compile(std::slice::from_ref(k)).unwrap();
+    let got = cpu.run(0, &refs, bindings).unwrap();
+    for (w, g) in want.iter().zip(&got) {
+        let (Value::F32(w), Value::F32(g)) = (w, g) else { panic!("f32 outputs") };
+        assert_eq!(w.shape(), g.shape());
+        for (i, (a, b)) in w.iter().zip(g.iter()).enumerate() {
+            assert!((a - b).abs() <= tol * (1.0 + a.abs()), "element {i}: {a} vs {b}");
+        }
+    }
+}
+
+/// `tanh(a + row) * col`, and its sum over axis 0, over `[rows, cols]`.
+fn kernel(rows: Dim, cols: Dim, col_cols: Dim, reduce: bool) -> Kernel {
+    let f32_in = |shape: Vec<Dim>, axes| KernelInput { dtype: DType::F32, shape: Shape::from(shape), axes };
+    Kernel {
+        domain: Shape::from(vec![rows, cols]),
+        inputs: vec![
+            f32_in(vec![rows, cols], vec![Some(0), Some(1)]),
+            f32_in(vec![cols], vec![None, Some(0)]),
+            f32_in(vec![rows, col_cols], vec![Some(0), Some(1)]),
+        ],
+        body: vec![
+            (Inst::Load { input: 0 }, DType::F32),
+            (Inst::Load { input: 1 }, DType::F32),
+            (Inst::Load { input: 2 }, DType::F32),
+            (Inst::Binary { op: BinaryOp::Add, a: 0, b: 1 }, DType::F32),
+            (Inst::Unary { op: UnaryOp::Tanh, x: 3 }, DType::F32),
+            (Inst::Binary { op: BinaryOp::Mul, a: 4, b: 2 }, DType::F32),
+        ],
+        outputs: vec![KernelOutput { value: 5, reduced: reduce }],
+        reduce: reduce.then(|| Reduction { combine: Combine::Sum, axes: vec![0], keepdims: false }),
+    }
+}
+
+#[test]
+fn broadcast_kernels_and_outer_reductions_match_the_evaluator() {
+    let none = Bindings::new();
+    for (rows, cols) in [(5, 37), (3, 4), (2, 3), (7, 64)] {
+        for reduce in [false, true] {
+            let (r, c) = (Dim::Known(rows), Dim::Known(cols));
+            // A column broadcast from a [rows, 1] input (splat).
+            let k = kernel(r, c, Dim::Known(1), reduce);
+            assert!(rhea_cpu::inner_vector_dtype(&k).is_some());
+            check(&k, &[values(&[rows, cols], 0), values(&[cols], 1), values(&[rows, 1], 2)], &none, 1e-5);
+            // A third input read contiguously along the innermost axis.
+            let k = kernel(r, c, c, reduce);
+            check(&k, &[values(&[rows, cols], 0), values(&[cols], 1), values(&[rows, cols], 2)], &none, 1e-5);
+        }
+    }
+    // The third input's last size is symbolic: 37 runs on vectors, 1 must not.
+    let n = Dim::Sym(Symbol::new("vector_test_n").unwrap());
+    let k = kernel(Dim::Known(5), Dim::Known(37), n, false);
+    for size in [37, 1] {
+        let b: Bindings = [(Symbol::new("vector_test_n").unwrap(), size)].into();
+        check(&k, &[values(&[5, 37], 0), values(&[37], 1), values(&[5, size], 2)], &b, 1e-5);
+    }
+}
