@@ -5,11 +5,7 @@ use std::process::Command;
 
 /// The example binary cargo built next to this test's binary.
 fn example() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("tests run from target/<profile>/deps");
-    let path = dir.join("examples").join(format!("sonar_mlp{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} is missing: `cargo test` builds the examples before the tests", path.display());
-    path
+    crate::support::example("sonar_mlp")
 }
 
 fn test_accuracy(args: &[&str]) -> f64 {

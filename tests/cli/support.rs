@@ -193,3 +193,12 @@ pub fn branches() -> Graph {
 pub fn all_graphs() -> Vec<(&'static str, Graph)> {
     vec![("mlp", mlp()), ("symbolic", symbolic()), ("branches", branches())]
 }
+
+/// An example binary cargo built next to this test's binary.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("tests run from target/<profile>/deps");
+    let path = dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} is missing: `cargo test` builds the examples before the tests", path.display());
+    path
+}

@@ -10,11 +10,7 @@ use rhea::Value;
 use rhea::nn::models::{VggOptions, vgg16};
 
 fn example() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("tests run from target/<profile>/deps");
-    let path = dir.join("examples").join(format!("vgg16_dogscats{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} is missing: `cargo test` builds the examples before the tests", path.display());
-    path
+    crate::support::example("vgg16_dogscats")
 }
 
 fn run(args: &[&str]) -> (String, String) {
@@ -62,17 +58,7 @@ fn fine_tunes_only_the_last_layer_checkpoints_resumes_and_predicts() {
     let data = small_data(dir.path());
     // Weights as torchvision saves them (1000 classes, linear weights [out, in]).
     let source = vgg16(&VggOptions { width_div: 16, image_size: 32, seed: 4, ..VggOptions::default() }).unwrap();
-    let mut tensors = Vec::new();
-    for p in source.params() {
-        let name = source.graph.graph().leaf_name(p.id()).unwrap().to_string();
-        let v = source.graph.graph().shared_value(p.id()).unwrap().clone();
-        let v = if name.starts_with("classifier.") && name.ends_with(".weight") {
-            rhea::with_array!(&v, a => a.t().as_standard_layout().into_owned().into())
-        } else {
-            v
-        };
-        tensors.push((name, v));
-    }
+    let tensors = rhea::nn::models::vgg16_state_dict(&source);
     let weights = dir.path().join("vgg16.safetensors");
     let named: Vec<(&str, &Value)> = tensors.iter().map(|(n, v)| (n.as_str(), v)).collect();
     rhea::io::save_safetensors(&weights, &named).unwrap();

@@ -58,6 +58,25 @@ pub(crate) fn gemm_into<T: Float>(
     ta: bool,
     tb: bool,
 ) -> Result<(), String> {
+    let [m, k, n] = product_dims(out.len(), a, b, ta, tb)?;
+    if let Some((c, shape)) = c {
+        broadcast_into(out, m, n, c, shape)?;
+    }
+    let a = Mat { data: a.0, rows: m, cols: k, trans: ta };
+    let b = Mat { data: b.0, rows: k, cols: n, trans: tb };
+    multiply(out, a, b, T::of(alpha), c.map(|_| T::of(beta)));
+    Ok(())
+}
+
+/// `[m, k, n]` of `op(a) @ op(b)` into `out_len` elements, checked: both
+/// matrices, matching inner sizes, and data as long as the shapes say.
+fn product_dims<T>(
+    out_len: usize,
+    a: (&[T], &[usize]),
+    b: (&[T], &[usize]),
+    ta: bool,
+    tb: bool,
+) -> Result<[usize; 3], String> {
     let (a_shape, b_shape) = (a.1, b.1);
     if a_shape.len() != 2 || b_shape.len() != 2 {
         return Err(format!("gemm needs matrices, got {a_shape:?} and {b_shape:?}"));
@@ -67,16 +86,10 @@ pub(crate) fn gemm_into<T: Float>(
     if k != kb {
         return Err(format!("gemm: inner dims {k} and {kb} differ"));
     }
-    if out.len() != m * n {
-        return Err(format!("gemm: output of {} elements for {m}x{n}", out.len()));
+    if out_len != m * n || a.0.len() < m * k || b.0.len() < k * n {
+        return Err(format!("gemm: {m}x{k} @ {kb}x{n} into {out_len} elements"));
     }
-    if let Some((c, shape)) = c {
-        broadcast_into(out, m, n, c, shape)?;
-    }
-    let a = Mat { data: a.0, rows: m, cols: k, trans: ta };
-    let b = Mat { data: b.0, rows: k, cols: n, trans: tb };
-    multiply(out, a, b, T::of(alpha), c.map(|_| T::of(beta)));
-    Ok(())
+    Ok([m, k, n])
 }
 
 /// Writes `c` (of rank at most 2, numpy-broadcastable to `m x n`) into
@@ -224,15 +237,7 @@ pub(crate) fn gemm_with_epilogue<T: Float>(
     epilogue: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
 ) -> Result<(), String> {
     use rayon::prelude::*;
-    let (a_shape, b_shape) = (a.1, b.1);
-    if a_shape.len() != 2 || b_shape.len() != 2 {
-        return Err(format!("gemm needs matrices, got {a_shape:?} and {b_shape:?}"));
-    }
-    let (m, k) = if ta { (a_shape[1], a_shape[0]) } else { (a_shape[0], a_shape[1]) };
-    let (kb, n) = if tb { (b_shape[1], b_shape[0]) } else { (b_shape[0], b_shape[1]) };
-    if k != kb || out.len() != m * n || a.0.len() < m * k || b.0.len() < k * n {
-        return Err(format!("gemm: {m}x{k} @ {kb}x{n} into {} elements", out.len()));
-    }
+    let [m, k, n] = product_dims(out.len(), a, b, ta, tb)?;
     let nb = block_columns(m, n, std::mem::size_of::<T>());
     if m == 0 || n == 0 || k == 0 || nb >= n {
         gemm_into(out, a, b, c, alpha, beta, ta, tb)?;

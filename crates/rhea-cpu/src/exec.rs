@@ -483,8 +483,8 @@ impl Prepared {
                     // a library step.
                     unsafe {
                         match out.dtype {
-                            DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr),
-                            _ => native::<f64>(op, inputs, out, out_ptr, &ptr),
+                            DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr, None),
+                            _ => native::<f64>(op, inputs, out, out_ptr, &ptr, None),
                         }
                     }
                     .map_err(fail)?;
@@ -508,8 +508,8 @@ impl Prepared {
                     // SAFETY: as for a native step.
                     unsafe {
                         match out.dtype {
-                            DType::F32 => product_with_epilogue::<f32>(op, inputs, out, out_ptr, &ptr, &epilogue),
-                            _ => product_with_epilogue::<f64>(op, inputs, out, out_ptr, &ptr, &epilogue),
+                            DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr, Some(&epilogue)),
+                            _ => native::<f64>(op, inputs, out, out_ptr, &ptr, Some(&epilogue)),
                         }
                     }
                     .map_err(fail)?;
@@ -656,7 +656,9 @@ fn buffer_of(o: &Operand) -> Result<usize, String> {
 /// The most inputs a native library op takes (a GEMM's A, B and C).
 const MAX_LIBRARY_INPUTS: usize = 3;
 
-/// Runs a native library op on raw operands.
+/// Runs a native library op on raw operands; a matrix product with an
+/// `epilogue` runs it on each block of its output (see
+/// [`crate::blas::gemm_with_epilogue`]).
 ///
 /// # Safety
 /// Every operand's pointer must hold its dtype and shape; `out_ptr` must not
@@ -667,6 +669,7 @@ unsafe fn native<T: crate::blas::Float>(
     out: &Operand,
     out_ptr: *mut u8,
     ptr: &dyn Fn(Source) -> *const u8,
+    epilogue: Option<&(dyn Fn(usize, std::ops::Range<usize>) + Sync)>,
 ) -> Result<(), String> {
     // SAFETY: as the caller promises.
     let mut slices: [(&[T], &[usize]); MAX_LIBRARY_INPUTS] = [(&[], &[]); MAX_LIBRARY_INPUTS];
@@ -675,7 +678,14 @@ unsafe fn native<T: crate::blas::Float>(
     }
     let slices = &slices[..inputs.len().min(MAX_LIBRARY_INPUTS)];
     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut T, out.len()) };
-    run_native(op, slices, &out.shape, dst)
+    let Some(epilogue) = epilogue else {
+        return run_native(op, slices, &out.shape, dst);
+    };
+    let (alpha, beta, ta, tb) = match op {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => (alpha.0, beta.0, *trans_a, *trans_b),
+        _ => (1.0, 0.0, false, false),
+    };
+    crate::blas::gemm_with_epilogue(dst, slices[0], slices[1], slices.get(2).copied(), alpha, beta, ta, tb, epilogue)
 }
 
 /// Pointers shared by the tasks of a product with an epilogue.
@@ -687,32 +697,6 @@ impl<T> SendPtrs<'_, T> {
 }
 // SAFETY: the kernels called through them write disjoint blocks.
 unsafe impl<T> Sync for SendPtrs<'_, T> {}
-
-/// A matrix product followed, block by block, by `epilogue`.
-///
-/// # Safety
-/// As for [`native`].
-unsafe fn product_with_epilogue<T: crate::blas::Float>(
-    op: &Op,
-    inputs: &[Operand],
-    out: &Operand,
-    out_ptr: *mut u8,
-    ptr: &dyn Fn(Source) -> *const u8,
-    epilogue: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
-) -> Result<(), String> {
-    // SAFETY: as the caller promises.
-    let mut slices: [(&[T], &[usize]); MAX_LIBRARY_INPUTS] = [(&[], &[]); MAX_LIBRARY_INPUTS];
-    for (slot, o) in slices.iter_mut().zip(inputs) {
-        *slot = (unsafe { std::slice::from_raw_parts(ptr(o.src) as *const T, o.len()) }, o.shape.as_slice());
-    }
-    let slices = &slices[..inputs.len().min(MAX_LIBRARY_INPUTS)];
-    let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut T, out.len()) };
-    let (alpha, beta, ta, tb) = match op {
-        Op::Gemm { alpha, beta, trans_a, trans_b } => (alpha.0, beta.0, *trans_a, *trans_b),
-        _ => (1.0, 0.0, false, false),
-    };
-    crate::blas::gemm_with_epilogue(dst, slices[0], slices[1], slices.get(2).copied(), alpha, beta, ta, tb, epilogue)
-}
 
 /// A copy of the value at `ptr`.
 ///

@@ -187,17 +187,7 @@ impl CpuKernels {
                 // SAFETY: the pointers are valid as the caller promises, and
                 // concurrent calls write disjoint parts of the outputs: the
                 // ranges are disjoint and no output is reduced along them.
-                unsafe {
-                    (self.functions[k])(
-                        inputs.as_ptr(),
-                        outputs.as_ptr(),
-                        launch.dims.as_ptr(),
-                        launch.in_strides.as_ptr(),
-                        launch.out_strides.as_ptr(),
-                        start as i64,
-                        end as i64,
-                    );
-                }
+                unsafe { self.invoke(k, launch, inputs, outputs, start..end) };
             };
             let threads = rayon::current_num_threads().min(launch.outer);
             if launch.splittable && threads > 1 && launch.work >= PARALLEL_WORK {
@@ -257,6 +247,22 @@ impl CpuKernels {
         range: std::ops::Range<usize>,
     ) {
         debug_assert!(self.flat[k] && range.end <= launch.total);
+        // SAFETY: as the caller promises.
+        unsafe { self.invoke(k, launch, inputs, outputs, range) }
+    }
+
+    /// Runs part `range` of kernel `k`'s outer loop on this thread.
+    ///
+    /// # Safety
+    /// As for [`CpuKernels::call`], with `range` within the outer loop.
+    unsafe fn invoke(
+        &self,
+        k: usize,
+        launch: &Launch,
+        inputs: &[*const u8],
+        outputs: &[*mut u8],
+        range: std::ops::Range<usize>,
+    ) {
         // SAFETY: as the caller promises.
         unsafe {
             (self.functions[k])(

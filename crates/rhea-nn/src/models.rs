@@ -298,6 +298,33 @@ impl Vgg16 {
     }
 }
 
+/// The model's parameters as torchvision's `state_dict` holds them: by name,
+/// in state-dict order, linear weights transposed to `[out, in]`. Save them
+/// with [`crate::io::save_safetensors`] for PyTorch's
+/// `model.load_state_dict(safetensors.torch.load_file(path))`.
+pub fn vgg16_state_dict(model: &Vgg16) -> Vec<(String, rhea_graph::Value)> {
+    let g = model.graph.graph();
+    model
+        .params()
+        .iter()
+        .filter_map(|p| {
+            let name = g.leaf_name(p.id())?.to_string();
+            let value = g.shared_value(p.id())?;
+            let value = if is_linear_weight(&name) {
+                rhea_graph::with_array!(value, a => a.t().as_standard_layout().into_owned().into())
+            } else {
+                value.clone()
+            };
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// torchvision stores these `[out, in]`; rhea stores `[in, out]`.
+fn is_linear_weight(name: &str) -> bool {
+    name.starts_with("classifier.") && name.ends_with(".weight")
+}
+
 /// Loads torchvision-named VGG16 weights (a `state_dict` saved with
 /// `safetensors.torch.save_file`) into `model`. Linear weights are stored
 /// `[out, in]` in the file and transposed to rhea's `[in, out]`. Names in
@@ -325,7 +352,7 @@ pub fn load_vgg16_weights(model: &Vgg16, path: &std::path::Path, skip: &[&str]) 
             continue;
         };
         let want = p.shape().to_known().unwrap_or_default();
-        let linear = name.starts_with("classifier.") && name.ends_with(".weight");
+        let linear = is_linear_weight(&name);
         let torch_shape: Vec<usize> = if linear { want.iter().rev().copied().collect() } else { want.clone() };
         if value.dtype() != p.dtype() || value.shape() != torch_shape.as_slice() {
             problems.push(format!(
@@ -408,17 +435,7 @@ mod tests {
         let opts = VggOptions { num_classes: 4, width_div: 32, image_size: 32, seed: 2, ..VggOptions::default() };
         let source = vgg16(&opts).unwrap();
         // The file as torchvision writes it: linear weights [out, in].
-        let mut tensors: Vec<(String, rhea_graph::Value)> = Vec::new();
-        for p in source.params() {
-            let name = source.graph.graph().leaf_name(p.id()).unwrap().to_string();
-            let value = source.graph.graph().shared_value(p.id()).unwrap().clone();
-            let value = if name.starts_with("classifier.") && name.ends_with(".weight") {
-                rhea_graph::with_array!(&value, a => a.t().as_standard_layout().into_owned().into())
-            } else {
-                value
-            };
-            tensors.push((name, value));
-        }
+        let tensors = vgg16_state_dict(&source);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vgg.safetensors");
         let named: Vec<(&str, &rhea_graph::Value)> = tensors.iter().map(|(n, v)| (n.as_str(), v)).collect();
