@@ -157,6 +157,10 @@ pub struct Prepared {
     updated: Vec<usize>,
     /// Updates whose kernel writes straight into the shared variable.
     in_place: Vec<bool>,
+    /// Each update value's buffer (to undo writing it in place).
+    update_buffers: Vec<Option<usize>>,
+    /// Check every step's float outputs for NaN and infinities.
+    nan_guard: bool,
     /// Scratch: the inputs' data pointers of a call.
     feed_ptrs: Vec<*const u8>,
     /// Pointers to the constants and the buffers (which never move).
@@ -194,6 +198,8 @@ impl Prepared {
             outputs: outputs.len(),
             updated: Vec::new(),
             in_place: Vec::new(),
+            update_buffers: Vec::new(),
+            nan_guard: false,
             feed_ptrs: Vec::new(),
             const_ptrs: Vec::new(),
             buffer_ptrs: Vec::new(),
@@ -281,6 +287,7 @@ impl Prepared {
             }
         }
         p.in_place = vec![false; updates.len()];
+        p.update_buffers = updates.iter().map(|(_, v)| memory.buffer_of.get(v).copied()).collect();
         p.update_in_place(kernels, memory, updates);
         p.const_ptrs = p.consts.iter().map(data_ptr).collect();
         p.buffer_ptrs = p.buffers.iter_mut().map(|b| b.as_mut_ptr() as *mut u8).collect();
@@ -386,6 +393,27 @@ impl Prepared {
             }
             self.in_place[j] = true;
         }
+    }
+
+    /// Checks every step's float outputs for NaN and infinities, stopping
+    /// the call at the first step that made one (Theano's NanGuardMode).
+    /// Updates are then all written after the last step, so that a call
+    /// the guard stops changes nothing.
+    pub fn with_nan_guard(mut self) -> Prepared {
+        self.nan_guard = true;
+        for (j, in_place) in self.in_place.iter_mut().enumerate() {
+            let (Some(buffer), true) = (self.update_buffers[j], *in_place) else { continue };
+            let shared = Target::Shared(self.updated[j]);
+            for step in &mut self.steps {
+                if let Action::Kernel { outputs, .. } | Action::GemmEpilogue { kernel_outputs: outputs, .. } =
+                    &mut step.action
+                {
+                    outputs.iter_mut().filter(|t| **t == shared).for_each(|t| *t = Target::Buffer(buffer));
+                }
+            }
+            *in_place = false;
+        }
+        self
     }
 
     /// How many updates are written in place by their kernels.
@@ -543,6 +571,13 @@ impl Prepared {
             if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
                 t[s] += started.elapsed();
             }
+            if self.nan_guard {
+                self.guard(kernels, step, &ptr, &target).map_err(|msg| ExecError {
+                    op: Some(step.label.clone()),
+                    loc: step.loc.clone(),
+                    msg,
+                })?;
+            }
         }
         // SAFETY: each wanted operand's pointer is live and sized for it.
         let outputs = self.wanted[..self.outputs].iter().map(|o| unsafe { value_at(ptr(o.src), o) }).collect();
@@ -651,6 +686,95 @@ fn buffer_of(o: &Operand) -> Result<usize, String> {
         Source::Buffer(b) => Ok(b),
         other => Err(format!("the plan writes into {other:?}")),
     }
+}
+
+impl Prepared {
+    /// The NaN guard's check of one step: the first NaN or infinity among
+    /// its float outputs, named with the value, the element, and the
+    /// statistics of the step's inputs.
+    fn guard(
+        &self,
+        kernels: &CpuKernels,
+        step: &Prepped,
+        ptr: &dyn Fn(Source) -> *const u8,
+        target: &dyn Fn(Target) -> *mut u8,
+    ) -> Result<(), String> {
+        // (where, dtype, elements) of each output, and of each input.
+        let mut outs: Vec<(*const u8, DType, usize)> = Vec::new();
+        let mut ins: Vec<(*const u8, DType, usize)> = Vec::new();
+        let operand = |o: &Operand| (ptr(o.src), o.dtype, o.len());
+        match &step.action {
+            Action::Kernel { launch, inputs, outputs, k } => {
+                for (t, o) in outputs.iter().zip(&launch.outputs) {
+                    outs.push((target(*t), o.dtype, o.shape.iter().product()));
+                }
+                let specs = &kernels.kernel(*k).inputs;
+                for ((src, shape), spec) in inputs.iter().zip(&launch.input_shapes).zip(specs) {
+                    ins.push((ptr(*src), spec.dtype, shape.iter().product()));
+                }
+            }
+            Action::GemmEpilogue { inputs, out, launch, kernel_outputs, .. } => {
+                outs.push(operand(out));
+                for (t, o) in kernel_outputs.iter().zip(&launch.outputs) {
+                    outs.push((target(*t), o.dtype, o.shape.iter().product()));
+                }
+                ins.extend(inputs.iter().map(operand));
+            }
+            Action::Native { inputs, out, .. } | Action::Fallback { inputs, out, .. } => {
+                outs.push(operand(out));
+                ins.extend(inputs.iter().map(operand));
+            }
+            Action::Copy { from, to } => {
+                outs.push(operand(to));
+                ins.push(operand(from));
+            }
+            Action::Done => {}
+        }
+        for (o, &(p, dtype, len)) in outs.iter().enumerate() {
+            // SAFETY: each pointer holds `len` elements of `dtype` (as run).
+            let Some((i, x)) = (unsafe { first_non_finite(p, dtype, len) }) else { continue };
+            let what = if x.is_nan() { "NaN" } else { "an infinity" };
+            let node = step.writes.get(o).map_or_else(|| format!("output {o}"), |id| id.to_string());
+            let stats: Vec<String> = ins.iter().filter_map(|&(p, d, n)| unsafe { float_stats(p, d, n) }).collect();
+            let inputs = if stats.is_empty() { String::new() } else { format!("; inputs: {}", stats.join(", ")) };
+            return Err(format!("NaN guard: {node} has {what} ({x}) at element {i}{inputs}"));
+        }
+        Ok(())
+    }
+}
+
+/// The first element of `len` floats at `p` that is NaN or infinite.
+///
+/// # Safety
+/// `p` must hold `len` elements of `dtype`.
+unsafe fn first_non_finite(p: *const u8, dtype: DType, len: usize) -> Option<(usize, f64)> {
+    // SAFETY: as the caller promises.
+    let values: Box<dyn Iterator<Item = f64>> = match dtype {
+        DType::F32 => Box::new(unsafe { std::slice::from_raw_parts(p as *const f32, len) }.iter().map(|&x| x as f64)),
+        DType::F64 => Box::new(unsafe { std::slice::from_raw_parts(p as *const f64, len) }.iter().copied()),
+        _ => return None,
+    };
+    values.enumerate().find(|(_, x)| !x.is_finite())
+}
+
+/// `f32[...]: min .. max, mean m, k non-finite` of a float operand.
+///
+/// # Safety
+/// As for [`first_non_finite`].
+unsafe fn float_stats(p: *const u8, dtype: DType, len: usize) -> Option<String> {
+    // SAFETY: as the caller promises.
+    let values: Vec<f64> = match dtype {
+        DType::F32 => unsafe { std::slice::from_raw_parts(p as *const f32, len) }.iter().map(|&x| x as f64).collect(),
+        DType::F64 => unsafe { std::slice::from_raw_parts(p as *const f64, len) }.to_vec(),
+        _ => return None,
+    };
+    let finite: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+    Some(format!(
+        "{dtype}[{len}] min {lo:.4e} max {hi:.4e} mean {mean:.4e}, {} non-finite",
+        values.len() - finite.len()
+    ))
 }
 
 /// The most inputs a native library op takes (a GEMM's A, B and C).

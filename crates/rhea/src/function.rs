@@ -105,7 +105,13 @@ pub fn function(inputs: &[&Var], outputs: &[&Var]) -> FunctionBuilder {
         givens: Vec::new(),
         backend: Backend::default(),
         options: default_options(),
+        nan_guard: env_flag("RHEA_NAN_GUARD"),
     }
+}
+
+/// True if the environment variable is set to something other than `0`.
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// The optimizer's defaults for compiled functions: every pass, constants
@@ -122,6 +128,7 @@ pub struct FunctionBuilder {
     givens: Vec<(Var, Var)>,
     backend: Backend,
     options: Options,
+    nan_guard: bool,
 }
 
 impl FunctionBuilder {
@@ -148,6 +155,16 @@ impl FunctionBuilder {
     /// the function's graph.
     pub fn givens(mut self, pairs: impl IntoIterator<Item = (Var, Var)>) -> Self {
         self.givens.extend(pairs);
+        self
+    }
+
+    /// Checks every step's float outputs for NaN and infinities and stops a
+    /// call at the first step that makes one, naming its node, op, the line
+    /// that built it and its inputs' statistics (Theano's NanGuardMode,
+    /// JAX's `debug_nans`). `RHEA_NAN_GUARD=1` turns it on for every
+    /// function. Updates then always land after the last step.
+    pub fn nan_guard(mut self, on: bool) -> Self {
+        self.nan_guard = on;
         self
     }
 
@@ -253,6 +270,7 @@ impl FunctionBuilder {
             updates,
             shared_origin,
             backend: self.backend,
+            nan_guard: self.nan_guard,
             plans: Vec::new(),
             last_plan: 0,
             profile: profiling_requested().then(Profile::default),
@@ -338,6 +356,8 @@ pub struct Function {
     /// our shared nodes -> the builder's
     shared_origin: HashMap<NodeId, NodeId>,
     backend: Backend,
+    /// stop at the first step that makes a NaN or an infinity
+    nan_guard: bool,
     /// memory plan (and prepared executor) per distinct set of input shapes
     plans: Vec<Plan>,
     /// the plan the last call used (most calls have the same shapes)
@@ -356,6 +376,31 @@ struct Plan {
     shared: Vec<NodeId>,
     /// scratch: their storage during a call
     slots: Vec<rhea_cpu::SharedSlot>,
+}
+
+/// The NaN guard on the interpreter: the first NaN or infinity of `v`,
+/// with the statistics of the step's inputs.
+fn guard_value(v: &Value, inputs: &[&Value]) -> std::result::Result<(), String> {
+    if !v.dtype().is_float() {
+        return Ok(());
+    }
+    let Some((i, x)) = v.to_f64_vec().into_iter().enumerate().find(|(_, x)| !x.is_finite()) else {
+        return Ok(());
+    };
+    let stats: Vec<String> = inputs
+        .iter()
+        .filter(|v| v.dtype().is_float())
+        .map(|v| {
+            let all = v.to_f64_vec();
+            let finite: Vec<f64> = all.iter().copied().filter(|x| x.is_finite()).collect();
+            let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+            let bad = all.len() - finite.len();
+            format!("{}{:?} min {lo:.4e} max {hi:.4e} mean {mean:.4e}, {bad} non-finite", v.dtype(), v.shape())
+        })
+        .collect();
+    let what = if x.is_nan() { "NaN" } else { "an infinity" };
+    Err(format!("NaN guard: {what} ({x}) at element {i}; inputs: {}", stats.join(", ")))
 }
 
 fn run_error(e: rhea_cpu::ExecError) -> FunctionError {
@@ -423,10 +468,9 @@ impl Function {
             Some(cpu) => {
                 let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
                 let updates = p.graph.updates().to_vec();
-                Some(
-                    rhea_cpu::Prepared::new(p, cpu, &memory, bindings, &inputs, &self.outputs, &updates)
-                        .map_err(run_error)?,
-                )
+                let prepared = rhea_cpu::Prepared::new(p, cpu, &memory, bindings, &inputs, &self.outputs, &updates)
+                    .map_err(run_error)?;
+                Some(if self.nan_guard { prepared.with_nan_guard() } else { prepared })
             }
             None => None,
         };
@@ -477,7 +521,22 @@ impl Function {
         let values = {
             let source = self.builder.graph();
             let lookup = |id: NodeId, _: &str| self.shared_origin.get(&id).and_then(|&o| source.shared_value(o));
-            rhea_interp::run_program(&self.program, &self.plans[index].memory, &feeds, &lookup, &targets)?
+            let memory = &self.plans[index].memory;
+            if self.nan_guard {
+                let program = &self.program;
+                let bindings = rhea_interp::bind_inputs(&program.graph, &feeds)?;
+                let kernels = |k: usize, ins: &[&Value], b: &rhea_interp::Bindings| {
+                    let outs = rhea_kernel::eval_kernel(&program.fusion.groups[k].kernel, ins, b)?;
+                    outs.iter().try_for_each(|v| guard_value(v, ins))?;
+                    Ok(outs)
+                };
+                let ops = |op: &Op, ins: &[&Value]| {
+                    Some(rhea_interp::eval_op(op, ins, &bindings).and_then(|v| guard_value(&v, ins).map(|()| v)))
+                };
+                rhea_interp::run_program_with(program, memory, &feeds, &lookup, &targets, &kernels, &ops)?
+            } else {
+                rhea_interp::run_program(&self.program, memory, &feeds, &lookup, &targets)?
+            }
         };
         let (outputs, new_values) = values.split_at(self.outputs.len());
         let mut source = self.builder.graph_mut();
@@ -728,5 +787,35 @@ mod tests {
         // Two weights are read by the backward pass after their update is
         // computed (the schedule runs updates as early as they are ready).
         assert!(in_place >= 17, "{in_place} of {updates} updates in place");
+    }
+
+    #[test]
+    fn the_nan_guard_stops_at_the_step_that_made_a_nan_and_changes_nothing() {
+        for backend in [Backend::Cpu, Backend::Interp] {
+            let g = Builder::new();
+            let x = g.input("x", DType::F32, [4]).unwrap();
+            let w = g.shared("w", array![1.0f32, 1.0, 1.0, 1.0]).unwrap();
+            let h = x.dot(&x.reshape(&[4, 1]).unwrap()).unwrap();
+            let y = x.log().unwrap().mul(&w).unwrap();
+            let total = y.sum_all().unwrap().add(&h.sum_all().unwrap()).unwrap();
+            let next = w.add(&y).unwrap();
+            let build = |guard| {
+                function(&[&x], &[&total]).updates([(w.clone(), next.clone())]).backend(backend).nan_guard(guard)
+            };
+            let bad = Value::from(array![1.0f32, 2.0, 0.0, 3.0]);
+            // Unguarded, -inf flows through.
+            let mut f = build(false).compile().unwrap();
+            assert!(f.call(std::slice::from_ref(&bad)).unwrap()[0].to_f64_vec()[0].is_infinite());
+            f.set_shared("w", Value::from(array![1.0f32, 1.0, 1.0, 1.0])).unwrap();
+            let mut f = build(true).compile().unwrap();
+            let good = Value::from(array![1.0f32, 2.0, 4.0, 3.0]);
+            f.call(std::slice::from_ref(&good)).unwrap();
+            let before = f.shared("w").unwrap();
+            let e = f.call(std::slice::from_ref(&bad)).unwrap_err().to_string();
+            assert!(e.contains("NaN guard") && e.contains("an infinity") && e.contains("element 2"), "{backend}: {e}");
+            assert!(e.contains("src/function.rs"), "{backend}: the line that built it: {e}");
+            assert!(e.contains("min 0.0000e0 max 3.0000e0"), "{backend}: input statistics: {e}");
+            assert_eq!(f.shared("w").unwrap(), before, "{backend}: a stopped call changes nothing");
+        }
     }
 }
