@@ -797,7 +797,7 @@ mod tests {
             let w = g.shared("w", array![1.0f32, 1.0, 1.0, 1.0]).unwrap();
             let h = x.dot(&x.reshape(&[4, 1]).unwrap()).unwrap();
             let y = x.log().unwrap().mul(&w).unwrap();
-            let total = y.sum_all().unwrap().add(&h.sum_all().unwrap()).unwrap();
+            let total = y.sum_all().unwrap().add(h.sum_all().unwrap()).unwrap();
             let next = w.add(&y).unwrap();
             let build = |guard| {
                 function(&[&x], &[&total]).updates([(w.clone(), next.clone())]).backend(backend).nan_guard(guard)
