@@ -66,6 +66,10 @@ pub(crate) fn forward<T: Float>(p: &Pool2d, s: &Planes, x: &[T], max: bool, out:
     }
     out.par_chunks_mut(s.oh * s.ow).enumerate().for_each(|(i, out)| {
         let plane = &x[i * s.h * s.w..(i + 1) * s.h * s.w];
+        if max && p.padding == [0, 0] {
+            max_unpadded(p, s, plane, out);
+            return;
+        }
         for_each_window(p, s, |o, taps| {
             out[o] = if max {
                 argmax(plane, taps).map_or(T::NEG_INFINITY, |t| plane[t])
@@ -74,6 +78,26 @@ pub(crate) fn forward<T: Float>(p: &Pool2d, s: &Planes, x: &[T], max: bool, out:
             };
         });
     });
+}
+
+/// Max pooling of one plane whose windows all lie inside it (no padding):
+/// the same first-maximum rule as [`argmax`], without listing taps.
+fn max_unpadded<T: Float>(p: &Pool2d, s: &Planes, plane: &[T], out: &mut [T]) {
+    for y in 0..s.oh {
+        for x in 0..s.ow {
+            let (y0, x0) = (y * p.stride[0], x * p.stride[1]);
+            let mut best = plane[y0 * s.w + x0];
+            for ki in 0..p.kernel[0] {
+                let row = &plane[(y0 + ki) * s.w + x0..(y0 + ki) * s.w + x0 + p.kernel[1]];
+                for &v in row {
+                    if !best.is_nan() && (v > best || v.is_nan()) {
+                        best = v;
+                    }
+                }
+            }
+            out[y * s.ow + x] = best;
+        }
+    }
 }
 
 /// The gradient of max pooling: each window's output gradient goes to its
