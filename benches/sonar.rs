@@ -13,14 +13,14 @@ fn bench(c: &mut Criterion) {
     let table = rhea::nn::data::read_csv(std::path::Path::new(path)).unwrap();
     let x = table.features.slice(ndarray::s![..124, ..]).to_owned();
     let y = Array2::from_shape_fn((124, 1), |(i, _)| f32::from(table.labels[i] == "R"));
-    let batches: Vec<(Value, Value)> = (0..124)
+    let batches: Vec<[Value; 2]> = (0..124)
         .step_by(10)
         .map(|s| {
             let e = (s + 10).min(124);
-            (
+            [
                 Value::from(x.slice(ndarray::s![s..e, ..]).to_owned()),
                 Value::from(y.slice(ndarray::s![s..e, ..]).to_owned()),
-            )
+            ]
         })
         .collect();
     let mut group = c.benchmark_group("sonar_epoch");
@@ -33,8 +33,8 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         group.bench_function(backend.to_string(), |b| {
             b.iter(|| {
-                for (bx, by) in &batches {
-                    step.call(&[bx.clone(), by.clone()]).unwrap();
+                for batch in &batches {
+                    step.call(batch).unwrap();
                 }
             })
         });

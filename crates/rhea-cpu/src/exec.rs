@@ -583,19 +583,24 @@ impl Prepared {
         let outputs = self.wanted[..self.outputs].iter().map(|o| unsafe { value_at(ptr(o.src), o) }).collect();
         // Update values outside the buffers (another shared variable, an
         // input) are read before any update lands.
-        let staged: Vec<Option<Value>> = self.wanted[self.outputs..]
-            .iter()
-            .map(|o| match o.src {
-                Source::Buffer(_) => None,
-                // SAFETY: as above.
-                src => Some(unsafe { value_at(ptr(src), o) }),
-            })
-            .collect();
-        for (j, (o, staged)) in self.wanted[self.outputs..].iter().zip(&staged).enumerate() {
+        let updates = &self.wanted[self.outputs..];
+        let staged: Vec<Option<Value>> = if updates.iter().all(|o| matches!(o.src, Source::Buffer(_))) {
+            Vec::new()
+        } else {
+            updates
+                .iter()
+                .map(|o| match o.src {
+                    Source::Buffer(_) => None,
+                    // SAFETY: as above.
+                    src => Some(unsafe { value_at(ptr(src), o) }),
+                })
+                .collect()
+        };
+        for (j, o) in updates.iter().enumerate() {
             if self.in_place[j] {
                 continue;
             }
-            let src = match staged {
+            let src = match staged.get(j).and_then(Option::as_ref) {
                 Some(v) => data_ptr(v),
                 None => ptr(o.src),
             };
