@@ -7,6 +7,7 @@
 
 mod architecture;
 mod bench;
+mod check;
 mod docs;
 mod dump;
 mod errors;

@@ -1,0 +1,98 @@
+//! `rhea check`: a graph run node by node on the interpreter (the graph as
+//! written) and on the CPU backend (every op compiled as its own kernel or
+//! library step, every intermediate kept), reporting the first node, in
+//! topological order, whose values differ beyond the tolerance — Theano's
+//! DebugMode, across backends.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+use rhea::{Backend, Graph, Mode, NodeId, Value};
+
+/// How two backends' values of one node compare.
+pub struct Divergence {
+    /// The node.
+    pub node: NodeId,
+    /// Its op, type and the line that built it.
+    pub what: String,
+    /// The first element that differs, and the two values there.
+    pub element: usize,
+    /// On the reference (the interpreter) and on the backend checked.
+    pub values: (f64, f64),
+    /// The largest difference relative to `1 + |reference|`.
+    pub worst: f64,
+}
+
+/// The nodes compared and the first divergence, if any.
+pub struct Report {
+    /// How many nodes were compared.
+    pub compared: usize,
+    /// The first node whose values differ beyond the tolerance.
+    pub first: Option<Divergence>,
+}
+
+/// Runs every computed node of `graph` on the interpreter and on the CPU
+/// backend and compares them in topological order.
+pub fn check(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64) -> Result<Report> {
+    let roots: Vec<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
+    if roots.is_empty() {
+        bail!("the graph declares no outputs: there is nothing to check");
+    }
+    let nodes: Vec<NodeId> = graph.ancestors(&roots).into_iter().filter(|&id| !graph.node(id).op.is_leaf()).collect();
+    let reference = rhea::interp::run_all(graph, feeds, &nodes)?;
+    // Every node an output of its own, each op its own kernel: the CPU
+    // backend keeps them all.
+    let inputs: Vec<NodeId> = graph.inputs();
+    let builder = rhea::Builder::from_graph(graph.clone());
+    let input_vars: Vec<rhea::Var> = inputs.iter().map(|&id| builder.var(id)).collect();
+    let output_vars: Vec<rhea::Var> = nodes.iter().map(|&id| builder.var(id)).collect();
+    let mut f = rhea::function(&input_vars.iter().collect::<Vec<_>>(), &output_vars.iter().collect::<Vec<_>>())
+        .backend(Backend::Cpu)
+        .mode(Mode::None)
+        .compile()?;
+    let values: Vec<Value> = inputs
+        .iter()
+        .map(|&id| {
+            let name = graph.leaf_name(id).unwrap_or_default();
+            feeds.get(name).cloned().ok_or_else(|| anyhow::anyhow!("input {name:?} was not given"))
+        })
+        .collect::<Result<_>>()?;
+    let got = f.call(&values)?;
+    for (compared, (&id, value)) in nodes.iter().zip(&got).enumerate() {
+        let want = &reference[&id];
+        if let Some((element, values, worst)) = diverges(want, value, tolerance) {
+            let node = graph.node(id);
+            let loc = node.loc.as_ref().map_or_else(String::new, |l| format!(", built at {}", l.full()));
+            let what = format!("{} : {}{loc}", node.op.name(), node.ty);
+            let first = Divergence { node: id, what, element, values, worst };
+            return Ok(Report { compared: compared + 1, first: Some(first) });
+        }
+    }
+    Ok(Report { compared: nodes.len(), first: None })
+}
+
+/// The first element of `b` that differs from `a` beyond `tol` (relative to
+/// `1 + |a|`; NaN matches NaN, infinities must be equal), with the worst.
+fn diverges(a: &Value, b: &Value, tol: f64) -> Option<(usize, (f64, f64), f64)> {
+    if a.dtype() != b.dtype() || a.shape() != b.shape() {
+        return Some((0, (f64::NAN, f64::NAN), f64::INFINITY));
+    }
+    let (x, y) = (a.to_f64_vec(), b.to_f64_vec());
+    let mut first = None;
+    let mut worst = 0.0f64;
+    for (i, (&p, &q)) in x.iter().zip(&y).enumerate() {
+        let same = (p.is_nan() && q.is_nan()) || p == q;
+        let err = if same {
+            0.0
+        } else if p.is_finite() && q.is_finite() {
+            (p - q).abs() / (1.0 + p.abs())
+        } else {
+            f64::INFINITY
+        };
+        worst = worst.max(err);
+        if err > tol && first.is_none() {
+            first = Some((i, (p, q)));
+        }
+    }
+    first.map(|(i, v)| (i, v, worst))
+}

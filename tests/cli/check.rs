@@ -1,0 +1,41 @@
+//! `rhea check`: the interpreter and the CPU backend node by node.
+
+use ndarray::array;
+use rhea::{Builder, DType, Value};
+
+use crate::support::{mlp, rhea, tempdir, write_graph, write_tensors};
+
+#[test]
+fn agreeing_backends_report_how_many_nodes_were_compared() {
+    let dir = tempdir();
+    let graph = write_graph(dir.path(), "mlp.json", &mlp());
+    let x = Value::from(array![[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]);
+    let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", x)]);
+    let out = rhea(&["check", &graph, "--inputs", &inputs]).ok().to_string();
+    assert!(out.starts_with("checked ") && out.contains(" nodes: interp and cpu agree within 0.0001"), "{out}");
+}
+
+#[test]
+fn the_first_differing_node_is_named_with_both_values() {
+    // The CPU's inline f32 tanh is within an ulp or so of the exact one:
+    // with no tolerance at all, tanh is the first node that differs.
+    let g = Builder::new();
+    let x = g.input("x", DType::F32, [64]).unwrap();
+    let y = x.mul(3.0).unwrap().tanh().unwrap().named("squashed");
+    g.output("y", &y.add(1.0).unwrap()).unwrap();
+    let dir = tempdir();
+    let graph = write_graph(dir.path(), "tanh.json", &g.to_graph());
+    let xs: Vec<f32> = (0..64).map(|i| i as f32 * 0.0731 - 2.3).collect();
+    let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", Value::from(ndarray::Array1::from(xs)))]);
+    let out = rhea(&["check", &graph, "--inputs", &inputs, "--tolerance", "0"]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("(tanh : f32[64], built at tests/cli/check.rs:"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("differs at element") && out.stdout.contains("interp ") && out.stdout.contains(", cpu "),
+        "{}",
+        out.stdout
+    );
+    rhea(&["check", &graph, "--inputs", &inputs, "--backends", "interp,cuda"])
+        .fails_with(&["compares interp with cpu"]);
+    rhea(&["check", &graph, "--inputs", &inputs, "--tolerance=-1"]).fails_with(&["--tolerance must be a number >= 0"]);
+}
