@@ -45,19 +45,39 @@ impl Float for f64 {
     const NEG_INFINITY: f64 = f64::NEG_INFINITY;
 }
 
+/// What a `gemm` node (or a 2-d `dot`) computes:
+/// `alpha * op(a) @ op(b) + beta * c`, `op` transposing where asked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Product {
+    pub alpha: f64,
+    pub beta: f64,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+impl Product {
+    /// The product `op` computes, if it is a matrix product.
+    pub fn of(op: &rhea_graph::Op) -> Option<Product> {
+        match op {
+            rhea_graph::Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                Some(Product { alpha: alpha.0, beta: beta.0, trans_a: *trans_a, trans_b: *trans_b })
+            }
+            rhea_graph::Op::Dot => Some(Product { alpha: 1.0, beta: 0.0, trans_a: false, trans_b: false }),
+            _ => None,
+        }
+    }
+}
+
 /// `out = alpha * op(a) @ op(b) + beta * c` (with `c` broadcast to the
 /// output), on contiguous row-major data; shapes are checked here.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_into<T: Float>(
     out: &mut [T],
     a: (&[T], &[usize]),
     b: (&[T], &[usize]),
     c: Option<(&[T], &[usize])>,
-    alpha: f64,
-    beta: f64,
-    ta: bool,
-    tb: bool,
+    p: Product,
 ) -> Result<(), String> {
+    let (alpha, beta, ta, tb) = (p.alpha, p.beta, p.trans_a, p.trans_b);
     let [m, k, n] = product_dims(out.len(), a, b, ta, tb)?;
     if let Some((c, shape)) = c {
         broadcast_into(out, m, n, c, shape)?;
@@ -224,23 +244,20 @@ fn block_columns(m: usize, n: usize, elem: usize) -> usize {
 /// [`gemm_into`] followed by `epilogue(row, columns)` over each block of
 /// output columns while the block is still in cache. Blocks run in
 /// parallel, each product on one thread.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_with_epilogue<T: Float>(
     out: &mut [T],
     a: (&[T], &[usize]),
     b: (&[T], &[usize]),
     c: Option<(&[T], &[usize])>,
-    alpha: f64,
-    beta: f64,
-    ta: bool,
-    tb: bool,
+    p: Product,
     epilogue: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
 ) -> Result<(), String> {
     use rayon::prelude::*;
+    let (alpha, beta, ta, tb) = (p.alpha, p.beta, p.trans_a, p.trans_b);
     let [m, k, n] = product_dims(out.len(), a, b, ta, tb)?;
     let nb = block_columns(m, n, std::mem::size_of::<T>());
     if m == 0 || n == 0 || k == 0 || nb >= n {
-        gemm_into(out, a, b, c, alpha, beta, ta, tb)?;
+        gemm_into(out, a, b, c, p)?;
         (0..m).for_each(|r| epilogue(r, 0..n));
         return Ok(());
     }
@@ -277,6 +294,6 @@ pub(crate) fn gemm_with_epilogue<T: Float>(
 }
 
 /// A pointer shared by tasks that write disjoint parts of its buffer.
-struct SendPtr<T>(*mut T);
+pub(crate) struct SendPtr<T>(pub *mut T);
 // SAFETY: only used for disjoint writes, as at the use site.
 unsafe impl<T> Sync for SendPtr<T> {}

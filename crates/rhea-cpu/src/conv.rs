@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 use rhea_graph::Conv2d;
 
-use crate::blas::{Float, Mat, multiply, raw_gemm};
+use crate::blas::{Float, Mat, SendPtr, multiply, raw_gemm};
 
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -84,28 +84,10 @@ fn for_each_row(
 
 /// One group of one image (`[cg, h, w]`) as columns `[taps, oh * ow]`.
 fn im2col<T: Float>(g: &Geometry, c: &Conv2d, image: &[T], cols: &mut [T]) {
-    let (px, sx) = (g.pixels(), c.stride[1]);
-    for_each_row(g, c, |row, ci, y, iy, range, x0| {
-        let out = &mut cols[row * px + y * g.ow..row * px + (y + 1) * g.ow];
-        let Some(iy) = iy else {
-            out.fill(T::default());
-            return;
-        };
-        let src = &image[(ci * g.h + iy) * g.w..(ci * g.h + iy + 1) * g.w];
-        out[..range.start].fill(T::default());
-        out[range.end..].fill(T::default());
-        if range.is_empty() {
-            return;
-        }
-        let first = (x0 + (range.start * sx) as isize) as usize;
-        if sx == 1 {
-            out[range.clone()].copy_from_slice(&src[first..first + range.len()]);
-        } else {
-            for (k, o) in out[range].iter_mut().enumerate() {
-                *o = src[first + k * sx];
-            }
-        }
-    });
+    let px = g.pixels();
+    for (row, out) in cols.chunks_mut(px).enumerate() {
+        im2col_row(g, c, image, row, 0..px, out);
+    }
 }
 
 /// Adds columns `[taps, oh * ow]` back onto one group of one image.
@@ -254,11 +236,6 @@ fn im2col_row<T: Float>(
         }
     }
 }
-
-/// A pointer shared by tasks that write disjoint parts of its buffer.
-struct SendPtr<T>(*mut T);
-// SAFETY: only used for disjoint writes, as at the use site.
-unsafe impl<T> Sync for SendPtr<T> {}
 
 /// The gradient with respect to the input: col2im of `w^T @ gy`.
 pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T], gx: &mut [T]) {

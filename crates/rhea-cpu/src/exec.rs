@@ -14,7 +14,7 @@ use rhea_graph::{DType, ElementsMut, Loc, NodeId, Op, Value};
 use rhea_kernel::{Bindings, resolve};
 use rhea_opt::{MemoryPlan, Program, StepKind};
 
-use crate::jit::{CpuKernels, Launch, data_ptr};
+use crate::jit::{CpuKernels, Launch, data_ptr, standard};
 use crate::library::{is_native, run_native};
 
 /// Runs an op the backend has no native kernel for (the interpreter's).
@@ -550,7 +550,8 @@ impl Prepared {
                 }
                 Action::Fallback { op, inputs, out } => {
                     // SAFETY: the pointers are live buffers of these operands.
-                    let values: Vec<Value> = inputs.iter().map(|o| unsafe { value_at(ptr(o.src), o) }).collect();
+                    let values: Vec<Value> =
+                        inputs.iter().map(|o| unsafe { value_at(ptr(o.src), o.dtype, &o.shape) }).collect();
                     let refs: Vec<&Value> = values.iter().collect();
                     let v = fallback(op, &refs, &self.bindings).map_err(fail)?;
                     if v.dtype() != out.dtype || v.shape() != out.shape.as_slice() {
@@ -580,7 +581,8 @@ impl Prepared {
             }
         }
         // SAFETY: each wanted operand's pointer is live and sized for it.
-        let outputs = self.wanted[..self.outputs].iter().map(|o| unsafe { value_at(ptr(o.src), o) }).collect();
+        let outputs =
+            self.wanted[..self.outputs].iter().map(|o| unsafe { value_at(ptr(o.src), o.dtype, &o.shape) }).collect();
         // Update values outside the buffers (another shared variable, an
         // input) are read before any update lands.
         let updates = &self.wanted[self.outputs..];
@@ -592,7 +594,7 @@ impl Prepared {
                 .map(|o| match o.src {
                     Source::Buffer(_) => None,
                     // SAFETY: as above.
-                    src => Some(unsafe { value_at(ptr(src), o) }),
+                    src => Some(unsafe { value_at(ptr(src), o.dtype, &o.shape) }),
                 })
                 .collect()
         };
@@ -704,82 +706,83 @@ impl Prepared {
         ptr: &dyn Fn(Source) -> *const u8,
         target: &dyn Fn(Target) -> *mut u8,
     ) -> Result<(), String> {
-        // (where, dtype, elements) of each output, and of each input.
-        let mut outs: Vec<(*const u8, DType, usize)> = Vec::new();
-        let mut ins: Vec<(*const u8, DType, usize)> = Vec::new();
-        let operand = |o: &Operand| (ptr(o.src), o.dtype, o.len());
+        // (where, dtype, shape) of each output, and of each input.
+        let mut outs: Vec<(*const u8, DType, &[usize])> = Vec::new();
+        let mut ins: Vec<(*const u8, DType, &[usize])> = Vec::new();
+        fn operand<'o>(ptr: &dyn Fn(Source) -> *const u8, o: &'o Operand) -> (*const u8, DType, &'o [usize]) {
+            (ptr(o.src), o.dtype, o.shape.as_slice())
+        }
         match &step.action {
             Action::Kernel { launch, inputs, outputs, k } => {
-                for (t, o) in outputs.iter().zip(&launch.outputs) {
-                    outs.push((target(*t), o.dtype, o.shape.iter().product()));
-                }
+                outs.extend(
+                    outputs
+                        .iter()
+                        .zip(&launch.outputs)
+                        .map(|(t, o)| (target(*t) as *const u8, o.dtype, o.shape.as_slice())),
+                );
                 let specs = &kernels.kernel(*k).inputs;
                 for ((src, shape), spec) in inputs.iter().zip(&launch.input_shapes).zip(specs) {
-                    ins.push((ptr(*src), spec.dtype, shape.iter().product()));
+                    ins.push((ptr(*src), spec.dtype, shape.as_slice()));
                 }
             }
             Action::GemmEpilogue { inputs, out, launch, kernel_outputs, .. } => {
-                outs.push(operand(out));
-                for (t, o) in kernel_outputs.iter().zip(&launch.outputs) {
-                    outs.push((target(*t), o.dtype, o.shape.iter().product()));
-                }
-                ins.extend(inputs.iter().map(operand));
+                outs.push(operand(ptr, out));
+                outs.extend(
+                    kernel_outputs
+                        .iter()
+                        .zip(&launch.outputs)
+                        .map(|(t, o)| (target(*t) as *const u8, o.dtype, o.shape.as_slice())),
+                );
+                ins.extend(inputs.iter().map(|o| operand(ptr, o)));
             }
             Action::Native { inputs, out, .. } | Action::Fallback { inputs, out, .. } => {
-                outs.push(operand(out));
-                ins.extend(inputs.iter().map(operand));
+                outs.push(operand(ptr, out));
+                ins.extend(inputs.iter().map(|o| operand(ptr, o)));
             }
             Action::Copy { from, to } => {
-                outs.push(operand(to));
-                ins.push(operand(from));
+                outs.push(operand(ptr, to));
+                ins.push(operand(ptr, from));
             }
             Action::Done => {}
         }
-        for (o, &(p, dtype, len)) in outs.iter().enumerate() {
-            // SAFETY: each pointer holds `len` elements of `dtype` (as run).
-            let Some((i, x)) = (unsafe { first_non_finite(p, dtype, len) }) else { continue };
-            let what = if x.is_nan() { "NaN" } else { "an infinity" };
+        // SAFETY (both): each pointer holds its dtype and shape, as run.
+        let value = |&(p, dtype, shape): &(*const u8, DType, &[usize])| unsafe { value_at(p, dtype, shape) };
+        for (o, out) in outs.iter().enumerate() {
+            if !out.1.is_float() {
+                continue;
+            }
+            let inputs: Vec<Value> = ins.iter().map(value).collect();
+            let Some(report) = nan_report(&value(out), &inputs.iter().collect::<Vec<_>>()) else { continue };
             let node = step.writes.get(o).map_or_else(|| format!("output {o}"), |id| id.to_string());
-            let stats: Vec<String> = ins.iter().filter_map(|&(p, d, n)| unsafe { float_stats(p, d, n) }).collect();
-            let inputs = if stats.is_empty() { String::new() } else { format!("; inputs: {}", stats.join(", ")) };
-            return Err(format!("NaN guard: {node} has {what} ({x}) at element {i}{inputs}"));
+            return Err(format!("NaN guard: {node} has {report}"));
         }
         Ok(())
     }
 }
 
-/// The first element of `len` floats at `p` that is NaN or infinite.
-///
-/// # Safety
-/// `p` must hold `len` elements of `dtype`.
-unsafe fn first_non_finite(p: *const u8, dtype: DType, len: usize) -> Option<(usize, f64)> {
-    // SAFETY: as the caller promises.
-    let values: Box<dyn Iterator<Item = f64>> = match dtype {
-        DType::F32 => Box::new(unsafe { std::slice::from_raw_parts(p as *const f32, len) }.iter().map(|&x| x as f64)),
-        DType::F64 => Box::new(unsafe { std::slice::from_raw_parts(p as *const f64, len) }.iter().copied()),
-        _ => return None,
-    };
-    values.enumerate().find(|(_, x)| !x.is_finite())
-}
-
-/// `f32[...]: min .. max, mean m, k non-finite` of a float operand.
-///
-/// # Safety
-/// As for [`first_non_finite`].
-unsafe fn float_stats(p: *const u8, dtype: DType, len: usize) -> Option<String> {
-    // SAFETY: as the caller promises.
-    let values: Vec<f64> = match dtype {
-        DType::F32 => unsafe { std::slice::from_raw_parts(p as *const f32, len) }.iter().map(|&x| x as f64).collect(),
-        DType::F64 => unsafe { std::slice::from_raw_parts(p as *const f64, len) }.to_vec(),
-        _ => return None,
-    };
-    let finite: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-    let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
-    Some(format!(
-        "{dtype}[{len}] min {lo:.4e} max {hi:.4e} mean {mean:.4e}, {} non-finite",
-        values.len() - finite.len()
-    ))
+/// The NaN guard's finding on one value: `None` if it is not a float or
+/// every element is finite; else the first NaN or infinity, where it is,
+/// and the statistics of the `inputs` of the step that made it.
+pub fn nan_report(v: &Value, inputs: &[&Value]) -> Option<String> {
+    if !v.dtype().is_float() {
+        return None;
+    }
+    let (i, x) = v.to_f64_vec().into_iter().enumerate().find(|(_, x)| !x.is_finite())?;
+    let stats: Vec<String> = inputs
+        .iter()
+        .filter(|v| v.dtype().is_float())
+        .map(|v| {
+            let all = v.to_f64_vec();
+            let finite: Vec<f64> = all.iter().copied().filter(|x| x.is_finite()).collect();
+            let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+            let bad = all.len() - finite.len();
+            format!("{}{:?} min {lo:.4e} max {hi:.4e} mean {mean:.4e}, {bad} non-finite", v.dtype(), v.shape())
+        })
+        .collect();
+    let what = if x.is_nan() { "NaN" } else { "an infinity" };
+    let inputs = if stats.is_empty() { String::new() } else { format!("; inputs: {}", stats.join(", ")) };
+    Some(format!("{what} ({x}) at element {i}{inputs}"))
 }
 
 /// The most inputs a native library op takes (a GEMM's A, B and C).
@@ -810,11 +813,8 @@ unsafe fn native<T: crate::blas::Float>(
     let Some(epilogue) = epilogue else {
         return run_native(op, slices, &out.shape, dst);
     };
-    let (alpha, beta, ta, tb) = match op {
-        Op::Gemm { alpha, beta, trans_a, trans_b } => (alpha.0, beta.0, *trans_a, *trans_b),
-        _ => (1.0, 0.0, false, false),
-    };
-    crate::blas::gemm_with_epilogue(dst, slices[0], slices[1], slices.get(2).copied(), alpha, beta, ta, tb, epilogue)
+    let product = crate::blas::Product::of(op).ok_or_else(|| format!("{} is not a matrix product", op.name()))?;
+    crate::blas::gemm_with_epilogue(dst, slices[0], slices[1], slices.get(2).copied(), product, epilogue)
 }
 
 /// Pointers shared by the tasks of a product with an epilogue.
@@ -827,13 +827,13 @@ impl<T> SendPtrs<'_, T> {
 // SAFETY: the kernels called through them write disjoint blocks.
 unsafe impl<T> Sync for SendPtrs<'_, T> {}
 
-/// A copy of the value at `ptr`.
+/// A copy of the value of `dtype` and `shape` at `ptr`.
 ///
 /// # Safety
-/// `ptr` must hold `o.len()` elements of `o.dtype`.
-unsafe fn value_at(ptr: *const u8, o: &Operand) -> Value {
-    let n = o.len();
-    let sh = IxDyn(&o.shape);
+/// `ptr` must hold that many elements of `dtype`.
+unsafe fn value_at(ptr: *const u8, dtype: DType, shape: &[usize]) -> Value {
+    let n: usize = shape.iter().product();
+    let sh = IxDyn(shape);
     macro_rules! copy {
         ($t:ty, $variant:ident) => {{
             // SAFETY: as the caller promises.
@@ -841,21 +841,12 @@ unsafe fn value_at(ptr: *const u8, o: &Operand) -> Value {
             Value::$variant(ArrayD::from_shape_vec(sh, data).expect("length matches shape"))
         }};
     }
-    match o.dtype {
+    match dtype {
         DType::F32 => copy!(f32, F32),
         DType::F64 => copy!(f64, F64),
         DType::I32 => copy!(i32, I32),
         DType::I64 => copy!(i64, I64),
         // SAFETY: kernels store bools as the bytes 0 and 1.
         DType::Bool => copy!(bool, Bool),
-    }
-}
-
-/// The value itself if it is contiguous row-major, else a contiguous copy.
-fn standard(v: &Value) -> Cow<'_, Value> {
-    if rhea_graph::with_array!(v, a => a.is_standard_layout()) {
-        Cow::Borrowed(v)
-    } else {
-        Cow::Owned(rhea_graph::with_array!(v, a => a.as_standard_layout().into_owned().into()))
     }
 }

@@ -187,7 +187,7 @@ impl CpuKernels {
                 // SAFETY: the pointers are valid as the caller promises, and
                 // concurrent calls write disjoint parts of the outputs: the
                 // ranges are disjoint and no output is reduced along them.
-                unsafe { self.invoke(k, launch, inputs, outputs, start..end) };
+                unsafe { self.call_range(k, launch, inputs, outputs, start..end) };
             };
             let threads = rayon::current_num_threads().min(launch.outer);
             if launch.splittable && threads > 1 && launch.work >= PARALLEL_WORK {
@@ -233,11 +233,13 @@ impl CpuKernels {
         self.flat[k]
     }
 
-    /// Runs part `start..end` of flat kernel `k`'s loop on this thread.
+    /// Runs part `range` of kernel `k`'s outer loop (the flat index of a
+    /// flat kernel, else axis 0) on this thread, with no identity fill or
+    /// mean: the caller's part of a [`CpuKernels::call`].
     ///
     /// # Safety
-    /// As for [`CpuKernels::call`]; `k` must be flat and `start..end`
-    /// within its domain.
+    /// As for [`CpuKernels::call`], with `range` within the outer loop; a
+    /// range of a kernel that reduces along its outer axis must be all of it.
     pub unsafe fn call_range(
         &self,
         k: usize,
@@ -246,23 +248,7 @@ impl CpuKernels {
         outputs: &[*mut u8],
         range: std::ops::Range<usize>,
     ) {
-        debug_assert!(self.flat[k] && range.end <= launch.total);
-        // SAFETY: as the caller promises.
-        unsafe { self.invoke(k, launch, inputs, outputs, range) }
-    }
-
-    /// Runs part `range` of kernel `k`'s outer loop on this thread.
-    ///
-    /// # Safety
-    /// As for [`CpuKernels::call`], with `range` within the outer loop.
-    unsafe fn invoke(
-        &self,
-        k: usize,
-        launch: &Launch,
-        inputs: &[*const u8],
-        outputs: &[*mut u8],
-        range: std::ops::Range<usize>,
-    ) {
+        debug_assert!(range.end <= launch.outer);
         // SAFETY: as the caller promises.
         unsafe {
             (self.functions[k])(
@@ -378,7 +364,7 @@ unsafe fn fill_identity(ptr: *mut u8, dtype: DType, len: usize, combine: Combine
 }
 
 /// The value itself if it is contiguous row-major, else a contiguous copy.
-fn standard(v: &Value) -> std::borrow::Cow<'_, Value> {
+pub(crate) fn standard(v: &Value) -> std::borrow::Cow<'_, Value> {
     let contiguous = rhea_graph::with_array!(v, a => a.is_standard_layout());
     if contiguous {
         std::borrow::Cow::Borrowed(v)

@@ -19,7 +19,7 @@ mod math;
 mod poly;
 mod pool;
 
-pub use exec::{ExecError, Fallback, Prepared, SharedSlot};
+pub use exec::{ExecError, Fallback, Prepared, SharedSlot, nan_report};
 pub use jit::{CpuError, CpuKernels, Launch, LaunchOutput};
 pub use library::{is_native, library_op};
 pub use lower::{inner_vector_dtype, vector_dtype};

@@ -8,7 +8,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rhea_graph::{DType, Op, Shape, TensorType, Value};
 
-use crate::blas::{Float, gemm_into};
+use crate::blas::{Float, Product, gemm_into};
 use crate::conv::{self, Geometry};
 use crate::pool::{self, Planes};
 
@@ -41,10 +41,10 @@ pub(crate) fn run_native<T: Float>(
     let shape = |i: usize| inputs[i].1;
     let planes = |x: &[usize], y: &[usize]| Planes { planes: x[0] * x[1], h: x[2], w: x[3], oh: y[2], ow: y[3] };
     match op {
-        Op::Gemm { alpha, beta, trans_a, trans_b } => {
-            gemm_into(out, inputs[0], inputs[1], inputs.get(2).copied(), alpha.0, beta.0, *trans_a, *trans_b)?
+        Op::Gemm { .. } | Op::Dot => {
+            let product = Product::of(op).expect("gemm and dot are products");
+            gemm_into(out, inputs[0], inputs[1], inputs.get(2).copied(), product)?
         }
-        Op::Dot => gemm_into(out, inputs[0], inputs[1], None, 1.0, 0.0, false, false)?,
         Op::Conv2d(c) => {
             conv::forward(&Geometry::new(shape(0), shape(1), out_shape, c.groups), c, data(0), data(1), out)
         }

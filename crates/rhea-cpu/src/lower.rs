@@ -176,10 +176,9 @@ pub fn lower(module: &mut impl Module, helpers: &Helpers, k: &Kernel, func: &mut
     let calls: Vec<UnaryOp> = k
         .body
         .iter()
-        .filter_map(|(inst, dtype)| match inst {
+        .filter_map(|(inst, _)| match inst {
             Inst::Unary { op, x } if helpers.unary.contains_key(op) => {
                 let arg = k.body[*x as usize].1;
-                let _ = dtype;
                 (arg != DType::F32 || !poly::inline(*op)).then_some(*op)
             }
             _ => None,

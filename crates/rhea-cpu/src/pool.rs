@@ -42,12 +42,18 @@ fn for_each_window(p: &Pool2d, s: &Planes, mut f: impl FnMut(usize, &[usize])) {
     }
 }
 
+/// The pooling rule: `v`, met after `best` in a window, replaces it if it
+/// is greater or NaN, unless `best` is already NaN (the first maximum wins).
+fn takes_over<T: Float>(best: T, v: T) -> bool {
+    !best.is_nan() && (v > best || v.is_nan())
+}
+
 fn argmax<T: Float>(plane: &[T], taps: &[usize]) -> Option<usize> {
     let mut best: Option<(usize, T)> = None;
     for &t in taps {
         let v = plane[t];
         match best {
-            Some((_, b)) if b.is_nan() || !(v > b || v.is_nan()) => {}
+            Some((_, b)) if !takes_over(b, v) => {}
             _ => best = Some((t, v)),
         }
     }
@@ -90,7 +96,7 @@ fn max_unpadded<T: Float>(p: &Pool2d, s: &Planes, plane: &[T], out: &mut [T]) {
             for ki in 0..p.kernel[0] {
                 let row = &plane[(y0 + ki) * s.w + x0..(y0 + ki) * s.w + x0 + p.kernel[1]];
                 for &v in row {
-                    if !best.is_nan() && (v > best || v.is_nan()) {
+                    if takes_over(best, v) {
                         best = v;
                     }
                 }

@@ -14,7 +14,7 @@ use rhea_graph::{Builder, Graph, GraphError, NodeId, Op, Value, Var};
 use rhea_interp::InterpError;
 use rhea_opt::{MemoryPlan, Mode, OptError, Options, Program, StepKind};
 
-use crate::profile::{Profile, profiling_requested};
+use crate::profile::{Profile, env_flag, profiling_requested};
 
 /// Where a function runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,11 +107,6 @@ pub fn function(inputs: &[&Var], outputs: &[&Var]) -> FunctionBuilder {
         options: default_options(),
         nan_guard: env_flag("RHEA_NAN_GUARD"),
     }
-}
-
-/// True if the environment variable is set to something other than `0`.
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// The optimizer's defaults for compiled functions: every pass, constants
@@ -381,26 +376,10 @@ struct Plan {
 /// The NaN guard on the interpreter: the first NaN or infinity of `v`,
 /// with the statistics of the step's inputs.
 fn guard_value(v: &Value, inputs: &[&Value]) -> std::result::Result<(), String> {
-    if !v.dtype().is_float() {
-        return Ok(());
+    match rhea_cpu::nan_report(v, inputs) {
+        Some(report) => Err(format!("NaN guard: {report}")),
+        None => Ok(()),
     }
-    let Some((i, x)) = v.to_f64_vec().into_iter().enumerate().find(|(_, x)| !x.is_finite()) else {
-        return Ok(());
-    };
-    let stats: Vec<String> = inputs
-        .iter()
-        .filter(|v| v.dtype().is_float())
-        .map(|v| {
-            let all = v.to_f64_vec();
-            let finite: Vec<f64> = all.iter().copied().filter(|x| x.is_finite()).collect();
-            let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-            let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
-            let bad = all.len() - finite.len();
-            format!("{}{:?} min {lo:.4e} max {hi:.4e} mean {mean:.4e}, {bad} non-finite", v.dtype(), v.shape())
-        })
-        .collect();
-    let what = if x.is_nan() { "NaN" } else { "an infinity" };
-    Err(format!("NaN guard: {what} ({x}) at element {i}; inputs: {}", stats.join(", ")))
 }
 
 fn run_error(e: rhea_cpu::ExecError) -> FunctionError {

@@ -24,7 +24,12 @@ pub struct Profile {
 
 /// True if `RHEA_PROFILE` asks for profiles (set and not `0`).
 pub(crate) fn profiling_requested() -> bool {
-    std::env::var("RHEA_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0")
+    env_flag("RHEA_PROFILE")
+}
+
+/// True if the environment variable is set to something other than `0`.
+pub(crate) fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 impl fmt::Display for Profile {
