@@ -19,7 +19,7 @@ use cranelift_module::{FuncId, Module};
 use rhea_graph::{BinaryOp, DType, F64, UnaryOp};
 use rhea_kernel::{Combine, Const, Inst, Kernel};
 
-use crate::poly::{self, F32Lanes};
+use crate::poly;
 
 /// The Cranelift type of a dtype's elements (`bool` is a byte, 0 or 1).
 pub fn cl_type(d: DType) -> Type {
@@ -627,7 +627,7 @@ fn unary(
             b.ins().fcmp(FloatCC::Equal, a, inf)
         }
         IsNan | IsInf => b.ins().iconst(types::I8, 0),
-        op if dtype == DType::F32 && poly::inline(op) => poly::unary(b, F32Lanes(width.ty(dtype)), op, x),
+        op if dtype == DType::F32 && poly::inline(op) => poly::unary(b, width.ty(dtype), op, x),
         Exp | Log | Log1p | Expm1 | Tanh | Sigmoid | Softplus | Sin | Cos | Rsqrt => {
             let f = *ctx.imports.get(&op).ok_or_else(|| format!("no helper for {}", op.name()))?;
             call_f64(b, f, &[x], dtype)

@@ -6,6 +6,7 @@
 
 mod eval;
 mod ir;
+pub mod math;
 pub mod num;
 pub mod scalar;
 
