@@ -84,7 +84,7 @@ impl MathBuilder for Clif<'_, '_> {
         let int = self.int();
         self.b.ins().bitcast(int, Self::flags(), a)
     }
-    fn from_bits(&mut self, a: Value) -> Value {
+    fn bits_to_float(&mut self, a: Value) -> Value {
         self.b.ins().bitcast(self.lanes, Self::flags(), a)
     }
     fn iadd(&mut self, a: Value, b: Value) -> Value {

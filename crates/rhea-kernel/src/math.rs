@@ -60,7 +60,7 @@ pub trait MathBuilder {
     /// `a` where `m` holds, else `b`.
     fn pick(&mut self, m: Self::M, a: Self::F, b: Self::F) -> Self::F;
     fn to_bits(&mut self, a: Self::F) -> Self::I;
-    fn from_bits(&mut self, a: Self::I) -> Self::F;
+    fn bits_to_float(&mut self, a: Self::I) -> Self::F;
     fn iadd(&mut self, a: Self::I, b: Self::I) -> Self::I;
     fn isub(&mut self, a: Self::I, b: Self::I) -> Self::I;
     fn band(&mut self, a: Self::I, b: Self::I) -> Self::I;
@@ -133,7 +133,7 @@ fn pow2<B: MathBuilder>(b: &mut B, n: B::I) -> B::F {
     let bias = b.iconst(bias);
     let e = b.iadd(n, bias);
     let bits = b.shl(e, mantissa);
-    b.from_bits(bits)
+    b.bits_to_float(bits)
 }
 
 /// `e^x`: `x = n ln2 + r` with `|r| <= ln2 / 2`, a polynomial (`f32`) or a
@@ -227,7 +227,7 @@ pub fn log<B: MathBuilder>(b: &mut B, x: B::F) -> B::F {
     let half = b.iconst(half);
     let mb = b.band(bits, mask);
     let mb = b.bor(mb, half);
-    let m = b.from_bits(mb);
+    let m = b.bits_to_float(mb);
     let ef = b.int_to_float(e);
     let (k, zero) = (b.fconst(scale_log2), b.fconst(0.0));
     let sub = b.pick(tiny, k, zero);
@@ -509,7 +509,7 @@ macro_rules! soft {
             fn to_bits(&mut self, a: $f) -> $i {
                 a.to_bits() as $i
             }
-            fn from_bits(&mut self, a: $i) -> $f {
+            fn bits_to_float(&mut self, a: $i) -> $f {
                 <$f>::from_bits(a as _)
             }
             fn iadd(&mut self, a: $i, b: $i) -> $i {
