@@ -6,6 +6,7 @@ mod epilogue_cpu;
 mod golden_cpu;
 mod kit;
 mod plan;
+mod ptx;
 mod random;
 mod rules;
 mod spatial_cpu;

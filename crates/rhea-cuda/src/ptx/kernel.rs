@@ -1,0 +1,581 @@
+//! One kernel-IR kernel as one PTX entry, specialized to concrete sizes:
+//! every size and stride is a constant, so `ptxas` strength-reduces the
+//! index arithmetic.
+//!
+//! - Elementwise kernels run a grid-stride loop over the domain; when every
+//!   tensor is contiguous (or a single element) and 4 bytes wide, each
+//!   thread moves 16 bytes at a time (`ld.global.v4`).
+//! - Reductions give each output a thread when few elements combine into
+//!   it, else a block of 256 threads that combine with warp shuffles and
+//!   shared memory. Float sums and means accumulate in `f64`.
+
+use rhea_graph::DType;
+use rhea_kernel::{Combine, Inst, Kernel, row_major};
+
+use super::emit::{Emitter, Kind, R, ty};
+
+/// Threads per block.
+pub const BLOCK: u32 = 256;
+/// The most blocks a grid-stride loop is launched with.
+const MAX_GRID: usize = 8192;
+/// Reductions over more elements than this get a block per output.
+const SERIAL_LIMIT: usize = 64;
+
+/// A lowered kernel: its PTX entry and how to launch it.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    /// The entry's name.
+    pub name: String,
+    /// The `.entry` text.
+    pub text: String,
+    /// Blocks to launch.
+    pub grid: u32,
+    /// Threads per block.
+    pub block: u32,
+    /// How the kernel is organized (for dumps and tests).
+    pub shape: &'static str,
+}
+
+/// The index arithmetic's width: `u32` unless some index can pass 2^31.
+#[derive(Clone, Copy)]
+struct Ix {
+    kind: Kind,
+    t: &'static str,
+}
+
+impl Ix {
+    fn for_size(n: usize) -> Ix {
+        if n < (1 << 31) { Ix { kind: Kind::B32, t: "u32" } } else { Ix { kind: Kind::B64, t: "u64" } }
+    }
+}
+
+/// One axis of a linear index space: `coord = (idx / pitch) % dim`, and
+/// the tensor's stride in elements along it.
+#[derive(Clone, Copy)]
+struct Axis {
+    dim: usize,
+    pitch: usize,
+    stride: usize,
+}
+
+/// The axes `axes` of `dims` as a row-major space, with `strides` per axis.
+fn space(dims: &[usize], axes: &[usize], strides: &[usize]) -> Vec<Axis> {
+    let sub: Vec<usize> = axes.iter().map(|&d| dims[d]).collect();
+    let pitch = row_major(&sub);
+    axes.iter().enumerate().map(|(i, &d)| Axis { dim: dims[d], pitch: pitch[i], stride: strides[d] }).collect()
+}
+
+/// `Σ coord * stride` over a space, as a register of the index width.
+fn offset(e: &mut Emitter, ix: Ix, idx: R, axes: &[Axis]) -> R {
+    let t = ix.t;
+    let live: Vec<&Axis> = axes.iter().filter(|a| a.stride != 0 && a.dim > 1).collect();
+    if live.iter().all(|a| a.stride == a.pitch) && live.len() == axes.iter().filter(|a| a.dim > 1).count() {
+        // The tensor is laid out as the space itself.
+        return idx;
+    }
+    let mut total: Option<R> = None;
+    for (i, a) in axes.iter().enumerate() {
+        if a.stride == 0 || a.dim == 1 {
+            continue;
+        }
+        let mut c = idx;
+        if a.pitch != 1 {
+            c = e.op2(&format!("div.{t}"), ix.kind, c, a.pitch);
+        }
+        // The outermost axis needs no remainder: idx is in range.
+        if i != 0 {
+            c = e.op2(&format!("rem.{t}"), ix.kind, c, a.dim);
+        }
+        total = Some(match total {
+            None if a.stride == 1 => c,
+            None => e.op2(&format!("mul.lo.{t}"), ix.kind, c, a.stride),
+            Some(acc) => {
+                let r = e.reg(ix.kind);
+                e.ins(format!("mad.lo.{t} {r}, {c}, {}, {acc}", a.stride));
+                r
+            }
+        });
+    }
+    total.unwrap_or_else(|| int_reg(e, ix, 0))
+}
+
+/// The address of element `off` of a buffer at `base`.
+fn address(e: &mut Emitter, ix: Ix, base: R, off: R, dtype: DType) -> R {
+    let size = dtype.size_bytes();
+    let bytes = if ix.kind == Kind::B32 {
+        e.op2("mul.wide.u32", Kind::B64, off, size)
+    } else {
+        e.op2("mul.lo.u64", Kind::B64, off, size)
+    };
+    e.op2("add.s64", Kind::B64, base, bytes)
+}
+
+fn load(e: &mut Emitter, addr: R, dtype: DType) -> R {
+    match dtype {
+        DType::Bool => {
+            let byte = e.reg(Kind::B32);
+            e.ins(format!("ld.global.u8 {byte}, [{addr}]"));
+            e.setp("ne", "u32", byte, 0)
+        }
+        d => {
+            let r = e.reg(Kind::of(d));
+            e.ins(format!("ld.global.{} {r}, [{addr}]", ty(d)));
+            r
+        }
+    }
+}
+
+fn store(e: &mut Emitter, addr: R, value: R, dtype: DType) {
+    match dtype {
+        DType::Bool => {
+            let byte = e.reg(Kind::B32);
+            e.ins(format!("selp.u32 {byte}, 1, 0, {value}"));
+            e.ins(format!("st.global.u8 [{addr}], {byte}"));
+        }
+        d => e.ins(format!("st.global.{} [{addr}], {value}", ty(d))),
+    }
+}
+
+/// The registers of the body's instructions, given each input's value.
+fn body(e: &mut Emitter, k: &Kernel, loaded: &[R]) -> Result<Vec<R>, String> {
+    let mut regs: Vec<R> = Vec::with_capacity(k.body.len());
+    for (inst, dtype) in &k.body {
+        let dtype = *dtype;
+        let r = match inst {
+            Inst::Load { input } => loaded[*input as usize],
+            Inst::Const { value } => e.constant(*value, dtype),
+            Inst::Unary { op, x } => {
+                let arg = k.body[*x as usize].1;
+                e.unary(*op, regs[*x as usize], arg)?
+            }
+            Inst::Binary { op, a, b } => {
+                let arg = k.body[*a as usize].1;
+                e.binary(*op, regs[*a as usize], regs[*b as usize], arg)?
+            }
+            Inst::Select { cond, a, b } => e.select(dtype, regs[*cond as usize], regs[*a as usize], regs[*b as usize]),
+            Inst::Cast { x } => {
+                let from = k.body[*x as usize].1;
+                e.cast(regs[*x as usize], from, dtype)
+            }
+        };
+        regs.push(r);
+    }
+    Ok(regs)
+}
+
+/// The parameters and base pointers of a kernel: inputs, then outputs.
+fn prologue(e: &mut Emitter, name: &str, count: usize) -> (String, Vec<R>) {
+    let params: Vec<String> = (0..count).map(|i| format!("\t.param .u64 {name}_p{i}")).collect();
+    let bases = (0..count)
+        .map(|i| {
+            let raw = e.reg(Kind::B64);
+            e.ins(format!("ld.param.u64 {raw}, [{name}_p{i}]"));
+            e.op1("cvta.to.global.u64", Kind::B64, raw)
+        })
+        .collect();
+    (params.join(",\n"), bases)
+}
+
+/// `ctaid * ntid + tid` and `nctaid * ntid` (a grid-stride loop's start
+/// and step), or `tid`/`ntid` and `ctaid`/`nctaid` themselves.
+fn special(e: &mut Emitter, name: &str) -> R {
+    let r = e.reg(Kind::B32);
+    e.ins(format!("mov.u32 {r}, %{name}"));
+    r
+}
+
+fn widen(e: &mut Emitter, ix: Ix, r: R) -> R {
+    if ix.kind == Kind::B32 { r } else { e.op1("cvt.u64.u32", Kind::B64, r) }
+}
+
+fn blocks(items: usize, per_block: usize) -> u32 {
+    items.div_ceil(per_block).clamp(1, MAX_GRID) as u32
+}
+
+/// Lowers kernel `k` at domain sizes `dims` and input shapes `shapes` to a
+/// PTX entry called `name`. `Err` names what has no PTX lowering; such a
+/// kernel runs on the host.
+pub fn lower_kernel(k: &Kernel, name: &str, dims: &[usize], shapes: &[Vec<usize>]) -> Result<Lowered, String> {
+    k.verify()?;
+    let strides = k
+        .inputs
+        .iter()
+        .zip(shapes)
+        .enumerate()
+        .map(|(i, (spec, shape))| spec.strides(shape, dims).map_err(|m| format!("input {i}: {m}")))
+        .collect::<Result<Vec<_>, String>>()?;
+    match &k.reduce {
+        None => elementwise(k, name, dims, &strides),
+        Some(_) => reduction(k, name, dims, &strides),
+    }
+}
+
+fn entry(name: &str, params: &str, body: String) -> String {
+    format!(".visible .entry {name}(\n{params}\n)\n{{\n{body}}}\n")
+}
+
+fn elementwise(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> Result<Lowered, String> {
+    let n: usize = dims.iter().product();
+    let all: Vec<usize> = (0..dims.len()).collect();
+    let is_scalar = |s: &Vec<usize>| s.iter().zip(dims).all(|(&st, &d)| st == 0 || d == 1);
+    let is_pointwise = |s: &Vec<usize>| s.as_slice() == row_major(dims).as_slice() || n <= 1;
+    let four_bytes = |d: DType| matches!(d, DType::F32 | DType::I32);
+    let vector = n >= 4
+        && n.is_multiple_of(4)
+        && k.inputs.iter().zip(strides).all(|(spec, s)| is_scalar(s) || (is_pointwise(s) && four_bytes(spec.dtype)))
+        && (0..k.outputs.len()).all(|o| four_bytes(k.output_dtype(o)));
+    let lanes = if vector { 4 } else { 1 };
+    let items = n / lanes;
+    let ix = Ix::for_size(n);
+    let t = ix.t;
+    let mut e = Emitter::default();
+    let (params, bases) = prologue(&mut e, name, k.inputs.len() + k.outputs.len());
+    // Single elements are loaded once, before the loop.
+    let mut hoisted: Vec<Option<R>> = vec![None; k.inputs.len()];
+    for (i, s) in strides.iter().enumerate() {
+        if is_scalar(s) {
+            hoisted[i] = Some(load(&mut e, bases[i], k.inputs[i].dtype));
+        }
+    }
+    let (ctaid, ntid, tid, nctaid) =
+        (special(&mut e, "ctaid.x"), special(&mut e, "ntid.x"), special(&mut e, "tid.x"), special(&mut e, "nctaid.x"));
+    let start = e.reg(Kind::B32);
+    e.ins(format!("mad.lo.u32 {start}, {ctaid}, {ntid}, {tid}"));
+    let step = e.op2("mul.lo.u32", Kind::B32, nctaid, ntid);
+    let (idx, step) = (widen(&mut e, ix, start), widen(&mut e, ix, step));
+    let (top, done) = (e.label("loop"), e.label("done"));
+    e.place(&top);
+    let out_of_range = e.setp("ge", t, idx, items);
+    e.ins(format!("@{out_of_range} bra {done}"));
+    let mut per_lane: Vec<Vec<R>> = vec![Vec::new(); lanes];
+    for (i, (spec, s)) in k.inputs.iter().zip(strides).enumerate() {
+        if let Some(r) = hoisted[i] {
+            per_lane.iter_mut().for_each(|l| l.push(r));
+        } else if vector {
+            // 16 bytes per item: lane 0 is element 4 * idx.
+            let lane0 = e.op2(&format!("mul.lo.{t}"), ix.kind, idx, 4);
+            let addr = address(&mut e, ix, bases[i], lane0, spec.dtype);
+            let regs: Vec<R> = (0..4).map(|_| e.reg(Kind::of(spec.dtype))).collect();
+            e.ins(format!(
+                "ld.global.v4.{} {{{}, {}, {}, {}}}, [{addr}]",
+                ty(spec.dtype),
+                regs[0],
+                regs[1],
+                regs[2],
+                regs[3]
+            ));
+            for (l, r) in per_lane.iter_mut().zip(regs) {
+                l.push(r);
+            }
+        } else {
+            let axes = space(dims, &all, s);
+            let off = offset(&mut e, ix, idx, &axes);
+            let addr = address(&mut e, ix, bases[i], off, spec.dtype);
+            per_lane[0].push(load(&mut e, addr, spec.dtype));
+        }
+    }
+    let mut results = Vec::with_capacity(lanes);
+    for loaded in &per_lane {
+        results.push(body(&mut e, k, loaded)?);
+    }
+    for (o, out) in k.outputs.iter().enumerate() {
+        let base = bases[k.inputs.len() + o];
+        let dtype = k.output_dtype(o);
+        if vector {
+            let lane0 = e.op2(&format!("mul.lo.{t}"), ix.kind, idx, 4);
+            let addr = address(&mut e, ix, base, lane0, dtype);
+            let v: Vec<R> = results.iter().map(|regs| regs[out.value as usize]).collect();
+            e.ins(format!("st.global.v4.{} [{addr}], {{{}, {}, {}, {}}}", ty(dtype), v[0], v[1], v[2], v[3]));
+        } else {
+            let addr = address(&mut e, ix, base, idx, dtype);
+            store(&mut e, addr, results[0][out.value as usize], dtype);
+        }
+    }
+    e.ins(format!("add.{t} {idx}, {idx}, {step}"));
+    e.ins(format!("bra {top}"));
+    e.place(&done);
+    e.ins("ret");
+    Ok(Lowered {
+        name: name.to_string(),
+        text: entry(name, &params, e.finish()),
+        grid: blocks(items, BLOCK as usize),
+        block: BLOCK,
+        shape: if vector { "elementwise, 16-byte vectors" } else { "elementwise" },
+    })
+}
+
+/// How one reduced output accumulates.
+#[derive(Clone, Copy)]
+struct Acc {
+    combine: Combine,
+    /// The output's dtype.
+    dtype: DType,
+    /// The accumulator's dtype (`f64` for float sums and means).
+    acc: DType,
+}
+
+impl Acc {
+    fn new(combine: Combine, dtype: DType) -> Result<Acc, String> {
+        if dtype == DType::Bool {
+            return Err("reductions of bool have no PTX lowering".into());
+        }
+        let acc = match combine {
+            Combine::Sum | Combine::Mean if dtype.is_float() => DType::F64,
+            _ => dtype,
+        };
+        Ok(Acc { combine, dtype, acc })
+    }
+
+    fn identity(&self, e: &mut Emitter) -> R {
+        let d = self.acc;
+        let value = match (self.combine, d.is_float()) {
+            (Combine::Sum | Combine::Mean, _) => 0.0,
+            (Combine::Prod, _) => 1.0,
+            (Combine::Max, true) => f64::NEG_INFINITY,
+            (Combine::Min, true) => f64::INFINITY,
+            (Combine::Max, false) => return int(e, d, if d == DType::I32 { i32::MIN as i64 } else { i64::MIN }),
+            (Combine::Min, false) => return int(e, d, if d == DType::I32 { i32::MAX as i64 } else { i64::MAX }),
+        };
+        if d.is_float() { e.float(value, d) } else { int(e, d, value as i64) }
+    }
+
+    /// `acc ⊕ v` for `v` already of the accumulator's dtype.
+    fn combine(&self, e: &mut Emitter, acc: R, v: R) -> R {
+        let (d, t) = (self.acc, ty(self.acc));
+        match self.combine {
+            Combine::Sum | Combine::Mean if d.is_float() => e.op2(&format!("add.rn.{t}"), Kind::of(d), acc, v),
+            Combine::Sum | Combine::Mean => e.op2(&format!("add.{t}"), Kind::of(d), acc, v),
+            Combine::Prod if d.is_float() => e.op2(&format!("mul.rn.{t}"), Kind::of(d), acc, v),
+            Combine::Prod => e.op2(&format!("mul.lo.{t}"), Kind::of(d), acc, v),
+            Combine::Max => e.max_min(d, true, acc, v),
+            Combine::Min => e.max_min(d, false, acc, v),
+        }
+    }
+
+    /// The output value from the accumulator over `count` elements.
+    fn finish(&self, e: &mut Emitter, acc: R, count: usize) -> R {
+        let mut v = acc;
+        if self.combine == Combine::Mean {
+            let f = if self.acc.is_float() { v } else { e.op1(&format!("cvt.rn.f64.{}", ty(self.acc)), Kind::F64, v) };
+            let n = e.float(count as f64, DType::F64);
+            let q = e.op2("div.rn.f64", Kind::F64, f, n);
+            return e.cast(q, DType::F64, self.dtype);
+        }
+        if self.acc != self.dtype {
+            v = e.cast(v, self.acc, self.dtype);
+        }
+        v
+    }
+}
+
+fn int(e: &mut Emitter, d: DType, v: i64) -> R {
+    e.constant(rhea_kernel::Const::Int(v), d)
+}
+
+/// `mov` into an existing register (loop-carried values).
+fn assign(e: &mut Emitter, dst: R, src: R, dtype: DType) {
+    e.ins(format!("mov.{} {dst}, {src}", mov_ty(dtype)));
+}
+
+fn mov_ty(d: DType) -> &'static str {
+    match d {
+        DType::I32 => "b32",
+        DType::I64 => "b64",
+        other => ty(other),
+    }
+}
+
+/// Combines each lane's accumulators down to lane 0 of its warp.
+fn warp_reduce(e: &mut Emitter, accs: &[Acc], regs: &[R]) {
+    for shift in [16, 8, 4, 2, 1] {
+        for (a, &r) in accs.iter().zip(regs) {
+            let other = if a.acc.size_bytes() == 8 {
+                let (lo, hi) = (e.reg(Kind::B32), e.reg(Kind::B32));
+                e.ins(format!("mov.b64 {{{lo}, {hi}}}, {r}"));
+                let (lo2, hi2) = (e.reg(Kind::B32), e.reg(Kind::B32));
+                e.ins(format!("shfl.sync.down.b32 {lo2}, {lo}, {shift}, 31, -1"));
+                e.ins(format!("shfl.sync.down.b32 {hi2}, {hi}, {shift}, 31, -1"));
+                let x = e.reg(Kind::of(a.acc));
+                e.ins(format!("mov.b64 {x}, {{{lo2}, {hi2}}}"));
+                x
+            } else {
+                let x = e.reg(Kind::of(a.acc));
+                e.ins(format!("shfl.sync.down.b32 {x}, {r}, {shift}, 31, -1"));
+                x
+            };
+            let c = a.combine(e, r, other);
+            assign(e, r, c, a.acc);
+        }
+    }
+}
+
+fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> Result<Lowered, String> {
+    let r = k.reduce.as_ref().expect("a reduction kernel");
+    let rank = dims.len();
+    let kept: Vec<usize> = (0..rank).filter(|d| !r.axes.contains(d)).collect();
+    let outs: usize = kept.iter().map(|&d| dims[d]).product();
+    let count: usize = r.axes.iter().map(|&d| dims[d]).product();
+    if count == 0 && matches!(r.combine, Combine::Max | Combine::Min) {
+        return Err("reduction over an empty axis has no identity".into());
+    }
+    let total: usize = dims.iter().product();
+    let ix = Ix::for_size(total.max(outs).max(count));
+    let t = ix.t;
+    let reduced: Vec<(usize, Acc)> = k
+        .outputs
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.reduced)
+        .map(|(i, _)| Ok((i, Acc::new(r.combine, k.output_dtype(i))?)))
+        .collect::<Result<_, String>>()?;
+    let accs: Vec<Acc> = reduced.iter().map(|(_, a)| *a).collect();
+    let per_block = count > SERIAL_LIMIT;
+    let mut e = Emitter::default();
+    let (params, bases) = prologue(&mut e, name, k.inputs.len() + k.outputs.len());
+    let smem = format!("{name}_smem");
+    if per_block {
+        let bytes = (BLOCK as usize / 32) * accs.len().max(1) * 8;
+        e.raw(format!(".shared .align 8 .b8 {smem}[{bytes}];"));
+    }
+    let (ctaid, ntid, tid, nctaid) =
+        (special(&mut e, "ctaid.x"), special(&mut e, "ntid.x"), special(&mut e, "tid.x"), special(&mut e, "nctaid.x"));
+    let (o, o_step) = if per_block {
+        (widen(&mut e, ix, ctaid), widen(&mut e, ix, nctaid))
+    } else {
+        let start = e.reg(Kind::B32);
+        e.ins(format!("mad.lo.u32 {start}, {ctaid}, {ntid}, {tid}"));
+        let step = e.op2("mul.lo.u32", Kind::B32, nctaid, ntid);
+        (widen(&mut e, ix, start), widen(&mut e, ix, step))
+    };
+    // A fresh register for o: the loop advances it in place.
+    let o_reg = e.reg(ix.kind);
+    e.ins(format!("mov.{t} {o_reg}, {o}"));
+    let o = o_reg;
+    let domain_strides = row_major(dims);
+    let (top, done) = (e.label("outputs"), e.label("done"));
+    e.place(&top);
+    let finished = e.setp("ge", t, o, outs);
+    e.ins(format!("@{finished} bra {done}"));
+    let kept_off: Vec<R> = strides.iter().map(|s| offset(&mut e, ix, o, &space(dims, &kept, s))).collect();
+    let kept_dom = offset(&mut e, ix, o, &space(dims, &kept, &domain_strides));
+    let acc_regs: Vec<R> = accs
+        .iter()
+        .map(|a| {
+            let id = a.identity(&mut e);
+            let reg = e.reg(Kind::of(a.acc));
+            assign(&mut e, reg, id, a.acc);
+            reg
+        })
+        .collect();
+    let i = e.reg(ix.kind);
+    if per_block {
+        let first = widen(&mut e, ix, tid);
+        e.ins(format!("mov.{t} {i}, {first}"));
+    } else {
+        e.ins(format!("mov.{t} {i}, 0"));
+    }
+    let i_step = if per_block { widen(&mut e, ix, ntid) } else { int_reg(&mut e, ix, 1) };
+    let (inner, inner_done) = (e.label("combine"), e.label("combined"));
+    e.place(&inner);
+    let end = e.setp("ge", t, i, count);
+    e.ins(format!("@{end} bra {inner_done}"));
+    let mut loaded = Vec::with_capacity(k.inputs.len());
+    for (n, (spec, s)) in k.inputs.iter().zip(strides).enumerate() {
+        let red = offset(&mut e, ix, i, &space(dims, &r.axes, s));
+        let off = e.op2(&format!("add.{t}"), ix.kind, kept_off[n], red);
+        let addr = address(&mut e, ix, bases[n], off, spec.dtype);
+        loaded.push(load(&mut e, addr, spec.dtype));
+    }
+    let regs = body(&mut e, k, &loaded)?;
+    let mut point: Option<R> = None;
+    for (n, out) in k.outputs.iter().enumerate() {
+        if out.reduced {
+            continue;
+        }
+        let p = *point.get_or_insert_with(|| {
+            let red = offset(&mut e, ix, i, &space(dims, &r.axes, &domain_strides));
+            e.op2(&format!("add.{t}"), ix.kind, kept_dom, red)
+        });
+        let dtype = k.output_dtype(n);
+        let addr = address(&mut e, ix, bases[k.inputs.len() + n], p, dtype);
+        store(&mut e, addr, regs[out.value as usize], dtype);
+    }
+    for ((n, a), &acc) in reduced.iter().zip(&acc_regs) {
+        let v = regs[k.outputs[*n].value as usize];
+        let v = e.cast(v, a.dtype, a.acc);
+        let c = a.combine(&mut e, acc, v);
+        assign(&mut e, acc, c, a.acc);
+    }
+    e.ins(format!("add.{t} {i}, {i}, {i_step}"));
+    e.ins(format!("bra {inner}"));
+    e.place(&inner_done);
+    let write = |e: &mut Emitter, acc_regs: &[R]| {
+        for ((n, a), &acc) in reduced.iter().zip(acc_regs) {
+            let v = a.finish(e, acc, count);
+            let addr = address(e, ix, bases[k.inputs.len() + n], o, a.dtype);
+            store(e, addr, v, a.dtype);
+        }
+    };
+    if per_block {
+        warp_reduce(&mut e, &accs, &acc_regs);
+        let lane = e.op2("and.b32", Kind::B32, tid, 31);
+        let warp = e.op2("shr.u32", Kind::B32, tid, 5);
+        let not_lane0 = e.setp("ne", "u32", lane, 0);
+        let skip = e.label("skip_share");
+        e.ins(format!("@{not_lane0} bra {skip}"));
+        let slots = accs.len() as u32;
+        for (j, (a, &acc)) in accs.iter().zip(&acc_regs).enumerate() {
+            let slot = e.reg(Kind::B32);
+            e.ins(format!("mad.lo.u32 {slot}, {warp}, {}, {}", slots * 8, j * 8));
+            let wide = e.op1("cvt.u64.u32", Kind::B64, slot);
+            let base = e.reg(Kind::B64);
+            e.ins(format!("mov.u64 {base}, {smem}"));
+            let addr = e.op2("add.s64", Kind::B64, base, wide);
+            e.ins(format!("st.shared.{} [{addr}], {acc}", mov_ty(a.acc)));
+        }
+        e.place(&skip);
+        e.ins("bar.sync 0");
+        let not_warp0 = e.setp("ne", "u32", warp, 0);
+        let after = e.label("after_block");
+        e.ins(format!("@{not_warp0} bra {after}"));
+        let warps = BLOCK / 32;
+        let in_range = e.setp("lt", "u32", lane, warps);
+        for (j, (a, &acc)) in accs.iter().zip(&acc_regs).enumerate() {
+            let id = a.identity(&mut e);
+            assign(&mut e, acc, id, a.acc);
+            let slot = e.reg(Kind::B32);
+            e.ins(format!("mad.lo.u32 {slot}, {lane}, {}, {}", slots * 8, j * 8));
+            let wide = e.op1("cvt.u64.u32", Kind::B64, slot);
+            let base = e.reg(Kind::B64);
+            e.ins(format!("mov.u64 {base}, {smem}"));
+            let addr = e.op2("add.s64", Kind::B64, base, wide);
+            e.ins(format!("@{in_range} ld.shared.{} {acc}, [{addr}]", mov_ty(a.acc)));
+        }
+        warp_reduce(&mut e, &accs, &acc_regs);
+        let not_lane0 = e.setp("ne", "u32", lane, 0);
+        e.ins(format!("@{not_lane0} bra {after}"));
+        write(&mut e, &acc_regs);
+        e.place(&after);
+        e.ins("bar.sync 0");
+    } else {
+        write(&mut e, &acc_regs);
+    }
+    e.ins(format!("add.{t} {o}, {o}, {o_step}"));
+    e.ins(format!("bra {top}"));
+    e.place(&done);
+    e.ins("ret");
+    let grid = if per_block { outs.clamp(1, MAX_GRID) as u32 } else { blocks(outs, BLOCK as usize) };
+    Ok(Lowered {
+        name: name.to_string(),
+        text: entry(name, &params, e.finish()),
+        grid,
+        block: BLOCK,
+        shape: if per_block { "reduction, a block per output" } else { "reduction, a thread per output" },
+    })
+}
+
+fn int_reg(e: &mut Emitter, ix: Ix, v: usize) -> R {
+    let r = e.reg(ix.kind);
+    e.ins(format!("mov.{} {r}, {v}", ix.t));
+    r
+}

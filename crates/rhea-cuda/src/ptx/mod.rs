@@ -1,0 +1,46 @@
+//! Kernel IR to PTX text: [`lower_kernel`] writes one entry per kernel,
+//! specialized to concrete sizes, and [`module`] puts a plan's entries in
+//! one module for one GPU architecture.
+
+mod emit;
+mod kernel;
+
+pub use kernel::{BLOCK, Lowered, lower_kernel};
+
+/// A GPU architecture PTX is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Compute capability as `major * 10 + minor` (80 for A100, 90 for H100).
+    pub sm: u32,
+}
+
+impl Target {
+    /// The oldest architecture the generated code needs: `sm_80`
+    /// (`max.NaN`, `shfl.sync`, the PTX 7.8 ISA).
+    pub const MIN: Target = Target { sm: 80 };
+
+    /// The target for a device of compute capability `major.minor`, or an
+    /// error naming why it cannot run rhea's kernels.
+    pub fn for_device(major: i32, minor: i32) -> Result<Target, String> {
+        let sm = (major * 10 + minor) as u32;
+        if sm < Target::MIN.sm {
+            return Err(format!("compute capability {major}.{minor} is older than the sm_80 rhea's PTX needs"));
+        }
+        Ok(Target { sm })
+    }
+
+    /// `sm_80`, `sm_90`...
+    pub fn arch(&self) -> String {
+        format!("sm_{}", self.sm)
+    }
+}
+
+/// A PTX module holding `kernels`, for `target`.
+pub fn module(target: Target, kernels: &[&Lowered]) -> String {
+    let mut out = format!(".version 7.8\n.target {}\n.address_size 64\n", target.arch());
+    for k in kernels {
+        out.push('\n');
+        out.push_str(&k.text);
+    }
+    out
+}
