@@ -288,3 +288,28 @@ fn hostile_attributes_are_clear_errors_not_panics() {
     rhea(&["run", &g, "--inputs", &one, "--backend", "interp"])
         .fails_with(&["random_uniform", "too large to evaluate"]);
 }
+
+#[test]
+fn the_cuda_backend_without_a_gpu_says_so_and_exits_non_zero() {
+    if rhea_cuda::driver_present() {
+        println!("NOT RUN: a CUDA driver is present here (scripts/gpu-check covers the GPU)");
+        return;
+    }
+    let dir = tempdir();
+    let graph = write_graph(dir.path(), "mlp.json", &mlp());
+    let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", x(2))]);
+    rhea(&["run", &graph, "--inputs", &inputs, "--backend", "cuda"]).fails_with(&[
+        "error:",
+        "backend cuda: no CUDA driver found",
+        "no NVIDIA GPU",
+    ]);
+    rhea(&["check", &graph, "--inputs", &inputs, "--backends", "interp,cuda"]).fails_with(&["no CUDA driver found"]);
+    let listing = rhea(&["devices"]).ok().to_string();
+    assert!(listing.contains("cpu") && listing.contains("cuda    not available: no CUDA driver found"), "{listing}");
+    // The PTX can still be read.
+    let ptx = rhea(&["dump", &graph, "--stage", "optimized", "--kernels", "--backend", "cuda", "--dim", "batch=3"])
+        .ok()
+        .to_string();
+    assert!(ptx.contains("# PTX specialized to batch=3") && ptx.contains(".target sm_80"), "{ptx}");
+    assert!(ptx.contains(".visible .entry k0("), "{ptx}");
+}

@@ -55,6 +55,36 @@ pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>
     prepared.run(&cpu, &values, &slots, &fallback, None).map_err(|e| e.to_string())
 }
 
+/// The program's outputs on the CUDA backend (GPU 0): kernels as PTX,
+/// products on cuBLAS, other library ops on the host.
+pub fn run_cuda(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
+    let gpu = rhea_cuda::open_shared(0).map_err(|e| e.to_string())?;
+    let bindings = rhea::interp::bind_inputs(&p.graph, feeds).map_err(|e| e.to_string())?;
+    let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
+    let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
+    let inputs = p.graph.inputs();
+    let values: Vec<Value> = inputs
+        .iter()
+        .map(|&i| feeds.get(p.graph.leaf_name(i).unwrap_or_default()).cloned().ok_or("an input was not fed"))
+        .collect::<Result<_, _>>()?;
+    let mut prepared =
+        rhea_cuda::Prepared::new(&gpu, p, &mem, &bindings, &inputs, &ids, &[]).map_err(|e| e.to_string())?;
+    let nodes: Vec<rhea::NodeId> = prepared.shared_nodes().collect();
+    let shared: Vec<(&Value, u64)> =
+        nodes.iter().map(|&id| p.graph.shared_value(id).map(|v| (v, 1)).ok_or("no value")).collect::<Result<_, _>>()?;
+    let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
+    let mut store = rhea_cuda::SharedStore::default();
+    prepared.run(&gpu, p, &values, &shared, &mut store, &fallback).map(|(o, _)| o).map_err(|e| e.to_string())
+}
+
+/// A file of the repository: under `$RHEA_REPO` when set (test binaries
+/// copied to a GPU machine), else where this crate was built.
+pub fn repo_file(rel: &str) -> std::path::PathBuf {
+    let root =
+        std::env::var_os("RHEA_REPO").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from);
+    root.join(rel)
+}
+
 /// Checks two values agree: same dtype and shape, floats within a relative
 /// tolerance (NaN matching NaN, infinities matching exactly).
 pub fn close(a: &Value, b: &Value, tol: f64) -> Result<(), String> {

@@ -4,6 +4,7 @@
 
 mod epilogue_cpu;
 mod golden_cpu;
+mod gpu;
 mod kit;
 mod plan;
 mod ptx;

@@ -46,7 +46,7 @@ fn lower_program(
 }
 
 fn golden_kernels(out: &mut Vec<Lowered>, host: &mut Vec<String>) -> usize {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/rhea-interp/tests/golden/ops.json");
+    let path = repo_file("crates/rhea-interp/tests/golden/ops.json");
     let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut n = 0;
     for case in cases {

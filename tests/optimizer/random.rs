@@ -103,7 +103,7 @@ fn step(r: &mut Rng, g: &Builder, pool: &[Var]) -> Option<Var> {
     Some(out)
 }
 
-fn random_graph(seed: u64) -> (Graph, HashMap<String, Value>) {
+pub fn random_graph(seed: u64) -> (Graph, HashMap<String, Value>) {
     let mut r = Rng { stream: rng::stream(seed, 77), i: 0 };
     let g = Builder::new();
     let dtype = *r.pick(&[DType::F32, DType::F32, DType::F64, DType::I32]);

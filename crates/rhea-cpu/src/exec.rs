@@ -20,28 +20,7 @@ use crate::library::{is_native, run_native};
 /// Runs an op the backend has no native kernel for (the interpreter's).
 pub type Fallback<'f> = &'f dyn Fn(&Op, &[&Value], &Bindings) -> Result<Value, String>;
 
-/// What went wrong in a call, and where.
-#[derive(Debug, Clone)]
-pub struct ExecError {
-    /// The op or kernel that failed (`None`: the call's inputs).
-    pub op: Option<String>,
-    /// Where the user built it.
-    pub loc: Option<Loc>,
-    /// What happened.
-    pub msg: String,
-}
-
-impl std::fmt::Display for ExecError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.op, &self.loc) {
-            (Some(op), Some(loc)) => write!(f, "{op} (built at {}): {}", loc.full(), self.msg),
-            (Some(op), None) => write!(f, "{op}: {}", self.msg),
-            _ => f.write_str(&self.msg),
-        }
-    }
-}
-
-impl std::error::Error for ExecError {}
+pub use rhea_opt::ExecError;
 
 fn input_error(msg: String) -> ExecError {
     ExecError { op: None, loc: None, msg }

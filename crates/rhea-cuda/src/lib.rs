@@ -8,3 +8,10 @@ pub mod ptx;
 pub mod ptxas;
 
 pub use ptx::{Lowered, Target, lower_kernel, module};
+pub mod device;
+
+pub use device::{CudaError, DeviceInfo, Gpu, devices, driver_present, open_shared};
+mod exec;
+mod memory;
+
+pub use exec::{Fallback, Prepared, SharedStore};

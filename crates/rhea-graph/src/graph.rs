@@ -115,6 +115,9 @@ pub struct Graph {
     interned: HashMap<(Op, Box<[NodeId]>), NodeId>,
     names: HashMap<Box<str>, NodeId>,
     shared_values: HashMap<NodeId, Value>,
+    /// A process-wide unique number per write of each shared value, so
+    /// device copies can tell whether they are current.
+    shared_versions: HashMap<NodeId, u64>,
     outputs: Vec<(Box<str>, NodeId)>,
     updates: Vec<(NodeId, NodeId)>,
     /// How many outputs and update values each node is (to find them fast).
@@ -226,6 +229,7 @@ impl Graph {
         let ty = TensorType::new(value.dtype(), Shape::known(value.shape()));
         let id = self.add_shared_declared(name, ty, loc)?;
         self.shared_values.insert(id, value);
+        self.bump(id);
         Ok(id)
     }
 
@@ -286,7 +290,21 @@ impl Graph {
     /// A shared variable's elements, to overwrite in place (its type cannot
     /// change through them).
     pub fn shared_elements_mut(&mut self, id: NodeId) -> Option<crate::ElementsMut<'_>> {
+        self.bump(id);
         self.shared_values.get_mut(&id).map(Value::elements_mut)
+    }
+
+    /// A number that changes whenever the shared variable's value is
+    /// written (set, or lent out for writing), unique across the process:
+    /// equal numbers mean equal values.
+    pub fn shared_version(&self, id: NodeId) -> u64 {
+        self.shared_versions.get(&id).copied().unwrap_or(0)
+    }
+
+    fn bump(&mut self, id: NodeId) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        self.shared_versions.insert(id, NEXT.fetch_add(1, Ordering::Relaxed));
     }
 
     /// Sets a shared variable's value; its dtype and shape must match the
@@ -298,6 +316,7 @@ impl Graph {
         };
         check_value(&format!("shared variable {name:?}"), &node.ty, &value)?;
         self.shared_values.insert(id, value);
+        self.bump(id);
         Ok(())
     }
 

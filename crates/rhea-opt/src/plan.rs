@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
-use rhea_graph::{Graph, NodeId, Op};
+use rhea_graph::{Graph, Loc, NodeId, Op};
 use rhea_kernel::{Bindings, resolve};
 
 use crate::fuse::Fusion;
@@ -200,3 +200,26 @@ pub fn memory_plan(g: &Graph, steps: &[Step], fusion: &Fusion, bindings: &Bindin
 pub fn is_external(g: &Graph, id: NodeId) -> bool {
     matches!(g.node(id).op, Op::Input { .. } | Op::Shared { .. } | Op::Const { .. })
 }
+
+/// What went wrong while a backend ran a plan, and where.
+#[derive(Debug, Clone)]
+pub struct ExecError {
+    /// The op or kernel that failed (`None`: the call's inputs).
+    pub op: Option<String>,
+    /// Where the user built it.
+    pub loc: Option<Loc>,
+    /// What happened.
+    pub msg: String,
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.op, &self.loc) {
+            (Some(op), Some(loc)) => write!(f, "{op} (built at {}): {}", loc.full(), self.msg),
+            (Some(op), None) => write!(f, "{op}: {}", self.msg),
+            _ => f.write_str(&self.msg),
+        }
+    }
+}
+
+impl std::error::Error for ExecError {}

@@ -225,7 +225,7 @@ pub fn table(rows: &[Row], peak: f64) -> String {
     ));
     for r in rows {
         out.push_str(&format!(
-            "{:<11} {:<7} {:>5} {:>8.2}ms {:>8.2}ms {:>9.1}us {:>17} {:>12} {:>8.1} {:>5.1}% {:>9}\n",
+            "{:<11} {:<7} {:>5} {:>8.2}ms {:>8.2}ms {:>9.1}us {:>17} {:>12} {:>8.1} {:>6} {:>9}\n",
             r.model,
             r.backend,
             r.batch,
@@ -239,7 +239,8 @@ pub fn table(rows: &[Row], peak: f64) -> String {
                 format!("{:.0}", r.examples_per_s)
             },
             r.gflops,
-            r.gflops / peak * 100.0,
+            // The peak is the CPU's: a GPU's share of it means nothing.
+            if r.backend == "cuda" { "-".to_string() } else { format!("{:.1}%", r.gflops / peak * 100.0) },
             r.epoch_ms.map_or_else(String::new, |e| format!("{e:.3}ms")),
         ));
     }
@@ -247,6 +248,9 @@ pub fn table(rows: &[Row], peak: f64) -> String {
     for model in MODELS {
         if let (Some(i), Some(c)) = (by(model, "interp"), by(model, "cpu")) {
             out.push_str(&format!("{model}: cpu is {:.1}x the interpreter\n", i.step_us / c.step_us));
+        }
+        if let (Some(c), Some(g)) = (by(model, "cpu"), by(model, "cuda")) {
+            out.push_str(&format!("{model}: GPU/CPU ratio {:.2}x (examples/s, same batch)\n", c.step_us / g.step_us));
         }
     }
     out

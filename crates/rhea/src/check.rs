@@ -1,6 +1,6 @@
 //! `rhea check`: a graph run node by node on the interpreter (the graph as
-//! written) and on the CPU backend (every op compiled as its own kernel or
-//! library step, every intermediate kept), reporting the first node, in
+//! written) and on a compiled backend, CPU or CUDA (every op compiled as
+//! its own kernel or library step, every intermediate kept), reporting the first node, in
 //! topological order, whose values differ beyond the tolerance — Theano's
 //! DebugMode, across backends.
 
@@ -31,23 +31,23 @@ pub struct Report {
     pub first: Option<Divergence>,
 }
 
-/// Runs every computed node of `graph` on the interpreter and on the CPU
-/// backend and compares them in topological order.
-pub fn check(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64) -> Result<Report> {
+/// Runs every computed node of `graph` on the interpreter and on `backend`
+/// and compares them in topological order.
+pub fn check(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64, backend: Backend) -> Result<Report> {
     let roots: Vec<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
     if roots.is_empty() {
         bail!("the graph declares no outputs: there is nothing to check");
     }
     let nodes: Vec<NodeId> = graph.ancestors(&roots).into_iter().filter(|&id| !graph.node(id).op.is_leaf()).collect();
     let reference = rhea::interp::run_all(graph, feeds, &nodes)?;
-    // Every node an output of its own, each op its own kernel: the CPU
+    // Every node an output of its own, each op its own kernel: the
     // backend keeps them all.
     let inputs: Vec<NodeId> = graph.inputs();
     let builder = rhea::Builder::from_graph(graph.clone());
     let input_vars: Vec<rhea::Var> = inputs.iter().map(|&id| builder.var(id)).collect();
     let output_vars: Vec<rhea::Var> = nodes.iter().map(|&id| builder.var(id)).collect();
     let mut f = rhea::function(&input_vars.iter().collect::<Vec<_>>(), &output_vars.iter().collect::<Vec<_>>())
-        .backend(Backend::Cpu)
+        .backend(backend)
         .mode(Mode::None)
         .compile()?;
     let values: Vec<Value> = inputs

@@ -27,6 +27,10 @@ pub enum Backend {
     /// interpreter's implementations.
     #[default]
     Cpu,
+    /// An NVIDIA GPU (`rhea-cuda`): kernels as generated PTX, matrix
+    /// products through cuBLAS, parameters kept on the device between
+    /// calls; other library ops run on the host.
+    Cuda,
 }
 
 impl FromStr for Backend {
@@ -35,8 +39,8 @@ impl FromStr for Backend {
         match s {
             "interp" => Ok(Backend::Interp),
             "cpu" => Ok(Backend::Cpu),
-            "cuda" => Err(format!("backend {s:?} is not built yet; available: interp, cpu")),
-            other => Err(format!("unknown backend {other:?}; available: interp, cpu")),
+            "cuda" => Ok(Backend::Cuda),
+            other => Err(format!("unknown backend {other:?}; available: interp, cpu, cuda")),
         }
     }
 }
@@ -46,6 +50,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Interp => "interp",
             Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
         })
     }
 }
@@ -65,6 +70,9 @@ pub enum FunctionError {
     /// Code generation failed.
     #[error(transparent)]
     Cpu(#[from] rhea_cpu::CpuError),
+    /// The GPU is missing or failed.
+    #[error("backend cuda: {0}")]
+    Cuda(rhea_cuda::CudaError),
     /// The function's definition is inconsistent.
     #[error("{0}")]
     Invalid(String),
@@ -78,6 +86,12 @@ pub enum FunctionError {
         /// How many were given.
         got: usize,
     },
+}
+
+impl From<rhea_cuda::CudaError> for FunctionError {
+    fn from(e: rhea_cuda::CudaError) -> FunctionError {
+        FunctionError::Cuda(e)
+    }
 }
 
 type Result<T> = std::result::Result<T, FunctionError>;
@@ -249,15 +263,25 @@ impl FunctionBuilder {
         let program = rhea_opt::compile(graph, &self.options)?;
         let outputs = program.graph.outputs().iter().map(|(_, id)| *id).collect();
         let updates = program.graph.updates().iter().map(|&(s, v)| (shared_origin[&s], v)).collect();
-        let compiled = match self.backend {
-            Backend::Interp => None,
+        let (compiled, gpu) = match self.backend {
+            Backend::Interp => (None, None),
             Backend::Cpu => {
                 let kernels: Vec<_> = program.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-                Some(rhea_cpu::CpuKernels::compile(&kernels)?)
+                (Some(rhea_cpu::CpuKernels::compile(&kernels)?), None)
+            }
+            Backend::Cuda => {
+                if self.nan_guard {
+                    return Err(FunctionError::Invalid(
+                        "the NaN guard runs on the interp and cpu backends, not yet on cuda".into(),
+                    ));
+                }
+                (None, Some(rhea_cuda::open_shared(0)?))
             }
         };
         Ok(Function {
             compiled,
+            gpu,
+            device_shared: rhea_cuda::SharedStore::default(),
             builder,
             program,
             inputs,
@@ -344,6 +368,10 @@ pub struct Function {
     program: Program,
     /// The kernels as machine code, on the CPU backend.
     compiled: Option<rhea_cpu::CpuKernels>,
+    /// The GPU, on the CUDA backend.
+    gpu: Option<std::sync::Arc<rhea_cuda::Gpu>>,
+    /// Device copies of the shared variables, on the CUDA backend.
+    device_shared: rhea_cuda::SharedStore,
     inputs: Vec<(String, NodeId)>,
     outputs: Vec<NodeId>,
     /// (shared variable in the builder's graph, new value in ours)
@@ -367,6 +395,8 @@ struct Plan {
     shapes: Vec<Vec<usize>>,
     memory: MemoryPlan,
     prepared: Option<rhea_cpu::Prepared>,
+    /// the prepared GPU plan, on the CUDA backend
+    cuda: Option<rhea_cuda::Prepared>,
     /// the builder's shared variables, in the order the prepared plan reads them
     shared: Vec<NodeId>,
     /// scratch: their storage during a call
@@ -425,6 +455,7 @@ impl Function {
         let outputs = match self.backend {
             Backend::Cpu => self.call_cpu(index, inputs)?,
             Backend::Interp => self.call_interp(index, inputs)?,
+            Backend::Cuda => self.call_cuda(index, inputs)?,
         };
         if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
             p.calls += 1;
@@ -453,12 +484,24 @@ impl Function {
             }
             None => None,
         };
-        let shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
-        let shared = match &prepared {
-            Some(p) => p.shared_nodes().map(|id| self.shared_origin[&id]).collect(),
-            None => Vec::new(),
+        let cuda = match &self.gpu {
+            Some(gpu) => {
+                let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
+                let updates = p.graph.updates().to_vec();
+                Some(
+                    rhea_cuda::Prepared::new(gpu, p, &memory, bindings, &inputs, &self.outputs, &updates)
+                        .map_err(run_error)?,
+                )
+            }
+            None => None,
         };
-        Ok(Plan { shapes, memory, prepared, shared, slots: Vec::new() })
+        let shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
+        let shared = match (&prepared, &cuda) {
+            (Some(p), _) => p.shared_nodes().map(|id| self.shared_origin[&id]).collect(),
+            (_, Some(c)) => c.shared_nodes().map(|id| self.shared_origin[&id]).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Plan { shapes, memory, prepared, cuda, shared, slots: Vec::new() })
     }
 
     /// Outputs, then update values.
@@ -492,6 +535,35 @@ impl Function {
             p.steps.as_mut_slice()
         });
         prepared.run(cpu, inputs, slots, &fallback, times).map_err(run_error)
+    }
+
+    fn call_cuda(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
+        let gpu = self.gpu.as_ref().expect("the CUDA backend opened its GPU");
+        let plan = &mut self.plans[index];
+        let prepared = plan.cuda.as_mut().expect("CUDA plans are prepared");
+        let fallback = |op: &Op, ins: &[&Value], b: &rhea_interp::Bindings| rhea_interp::eval_op(op, ins, b);
+        let (outputs, new_values) = {
+            let source = self.builder.graph();
+            let shared = plan
+                .shared
+                .iter()
+                .map(|&id| match source.shared_value(id) {
+                    Some(v) => Ok((v, source.shared_version(id))),
+                    None => Err(FunctionError::Invalid(format!(
+                        "shared variable {:?} has no value",
+                        source.leaf_name(id).unwrap_or_default()
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            prepared.run(gpu, &self.program, inputs, &shared, &mut self.device_shared, &fallback).map_err(run_error)?
+        };
+        let mut source = self.builder.graph_mut();
+        let private = self.program.graph.updates();
+        for ((&(shared, _), &(mine, _)), value) in self.updates.iter().zip(private).zip(new_values) {
+            source.set_shared_value(shared, value).expect("update types were checked at compile time");
+            self.device_shared.mark(mine, source.shared_version(shared));
+        }
+        Ok(outputs)
     }
 
     fn call_interp(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {

@@ -67,6 +67,8 @@ enum Command {
     /// Run a graph node by node on two backends and report the first node whose values differ.
     #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
+    /// List the devices rhea can run on: the CPU, and NVIDIA GPUs if a CUDA driver is present.
+    Devices,
 }
 
 const CHECK_HELP: &str = "\
@@ -196,12 +198,29 @@ struct OptArgs {
     /// Say for each elementwise node why it was or was not fused with its neighbours.
     #[arg(long)]
     explain_fusion: bool,
-    /// Print each fused kernel's Cranelift IR, as the CPU backend compiles it.
+    /// Print each fused kernel's code: Cranelift IR (--backend cpu) or PTX (--backend cuda).
     #[arg(long)]
     kernels: bool,
+    /// Whose code --kernels prints.
+    #[arg(long, value_enum, default_value_t = KernelBackend::Cpu)]
+    backend: KernelBackend,
+    /// PTX is specialized to sizes: the value of a symbolic dimension (repeatable; others are 8).
+    #[arg(long, value_name = "NAME=N", value_delimiter = ',')]
+    dim: Vec<String>,
+    /// The GPU architecture the PTX is written for (80: A100, 90: H100).
+    #[arg(long, default_value_t = 80)]
+    sm: u32,
     /// Print each fused kernel's x86-64 machine code (Cranelift's listing).
     #[arg(long)]
     asm: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KernelBackend {
+    /// Cranelift IR, as the CPU backend compiles it.
+    Cpu,
+    /// PTX, as the CUDA backend loads it.
+    Cuda,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -254,16 +273,20 @@ enum Backend {
     Interp,
     /// The optimized graph compiled for this CPU.
     Cpu,
+    /// The optimized graph as PTX on an NVIDIA GPU.
+    Cuda,
 }
 
 fn check_command(args: &CheckArgs) -> Result<()> {
     let pair: Vec<&str> = args.backends.iter().map(String::as_str).collect();
-    if pair != ["interp", "cpu"] {
-        bail!(
-            "rhea check compares interp with cpu (--backends interp,cpu); got {:?} (cuda is not built yet)",
+    let (backend, name) = match pair.as_slice() {
+        ["interp", "cpu"] => (rhea::Backend::Cpu, "cpu"),
+        ["interp", "cuda"] => (rhea::Backend::Cuda, "cuda"),
+        _ => bail!(
+            "rhea check compares the interpreter with one backend (--backends interp,cpu or interp,cuda); got {:?}",
             pair.join(",")
-        );
-    }
+        ),
+    };
     if args.tolerance.is_nan() || args.tolerance < 0.0 {
         bail!("--tolerance must be a number >= 0, got {}", args.tolerance);
     }
@@ -273,16 +296,16 @@ fn check_command(args: &CheckArgs) -> Result<()> {
         None => Vec::new(),
     };
     let feeds = feed(&mut graph, tensors, args.inputs.as_deref())?;
-    let report =
-        check::check(&graph, &feeds, args.tolerance).with_context(|| format!("checking {}", args.graph.display()))?;
+    let report = check::check(&graph, &feeds, args.tolerance, backend)
+        .with_context(|| format!("checking {}", args.graph.display()))?;
     match report.first {
         None => {
-            println!("checked {} nodes: interp and cpu agree within {}", report.compared, args.tolerance);
+            println!("checked {} nodes: interp and {name} agree within {}", report.compared, args.tolerance);
             Ok(())
         }
         Some(d) => {
             println!(
-                "node {} ({}) differs at element {}: interp {:e}, cpu {:e} (largest relative difference {:e}, tolerance {}); {} nodes compared",
+                "node {} ({}) differs at element {}: interp {:e}, {name} {:e} (largest relative difference {:e}, tolerance {}); {} nodes compared",
                 d.node, d.what, d.element, d.values.0, d.values.1, d.worst, args.tolerance, report.compared
             );
             // Nothing is left to drop but stdout's buffer.
@@ -343,6 +366,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Bench(args) => bench_command(&args),
         Command::Check(args) => check_command(&args),
+        Command::Devices => devices(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -351,6 +375,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `rhea devices`: the CPU always; GPUs where the driver finds them, or why not.
+fn devices() -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("cpu     {} ({threads} threads)  backends: interp, cpu", std::env::consts::ARCH);
+    match rhea_cuda::devices() {
+        Ok(gpus) if gpus.is_empty() => println!("cuda    none: the CUDA driver reports no GPU"),
+        Ok(gpus) => {
+            for gpu in gpus {
+                println!("{gpu}  backend: cuda");
+            }
+        }
+        Err(e) => println!("cuda    not available: {e}"),
+    }
+    Ok(())
 }
 
 /// Loads a graph file, or builds a built-in model: its training step for
@@ -500,7 +540,9 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
         if o.explain_fusion {
             notes.push_str(&rhea::opt::print::explain_fusion(&p));
         }
-        if o.kernels || o.asm {
+        if o.kernels && o.backend == KernelBackend::Cuda {
+            notes.push_str(&ptx_listing(&p, &o.dim, o.sm)?);
+        } else if o.kernels || o.asm {
             let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
             let cpu = rhea_cpu::CpuKernels::compile(&kernels)?;
             for k in 0..kernels.len() {
@@ -527,6 +569,53 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
 
 /// Splits the tensors of an inputs file into the graph's input feeds and
 /// shared variable values (set on `graph`), rejecting any other name.
+/// Every kernel of `p` as PTX, at the sizes `--dim` gives (8 for others).
+fn ptx_listing(p: &rhea::opt::Program, dims: &[String], sm: u32) -> Result<String> {
+    let mut bindings = rhea::kernel::Bindings::new();
+    let mut given = HashMap::new();
+    for d in dims {
+        let (name, value) = d.split_once('=').with_context(|| format!("--dim {d:?}: expected NAME=N"))?;
+        let n: usize = value.parse().with_context(|| format!("--dim {d:?}: {value:?} is not a size"))?;
+        given.insert(name.to_string(), n);
+    }
+    let target = rhea_cuda::Target { sm };
+    if sm < rhea_cuda::Target::MIN.sm {
+        bail!("--sm {sm}: rhea's PTX needs sm_80 or newer");
+    }
+    let mut used = Vec::new();
+    let mut out = String::new();
+    for (k, group) in p.fusion.groups.iter().enumerate() {
+        let kernel = &group.kernel;
+        let shapes = std::iter::once(&kernel.domain).chain(kernel.inputs.iter().map(|i| &i.shape));
+        for dim in shapes.flat_map(|s| s.dims().to_vec()) {
+            if let rhea::Dim::Sym(sym) = dim
+                && !bindings.contains_key(&sym)
+            {
+                let n = given.get(sym.name()).copied().unwrap_or(8);
+                bindings.insert(sym, n);
+                used.push(format!("{}={n}", sym.name()));
+            }
+        }
+        let size = |s: &rhea::Shape| rhea::kernel::resolve(s, &bindings).map_err(anyhow::Error::msg);
+        let dims = size(&kernel.domain)?;
+        let inputs = kernel.inputs.iter().map(|i| size(&i.shape)).collect::<Result<Vec<_>>>()?;
+        match rhea_cuda::lower_kernel(kernel, &format!("k{k}"), &dims, &inputs) {
+            Ok(l) => out.push_str(&format!(
+                "# kernel k{k}, PTX ({}, grid {} x block {})\n{}\n",
+                l.shape,
+                l.grid,
+                l.block,
+                rhea_cuda::module(target, &[&l])
+            )),
+            Err(e) => out.push_str(&format!("# kernel k{k}: runs on the host ({e})\n\n")),
+        }
+    }
+    if !used.is_empty() {
+        out = format!("# PTX specialized to {} (set with --dim)\n{out}", used.join(", "));
+    }
+    Ok(out)
+}
+
 fn feed(graph: &mut Graph, tensors: Vec<(String, Value)>, file: Option<&Path>) -> Result<HashMap<String, Value>> {
     let shown = file.map_or_else(String::new, |f| f.display().to_string());
     let mut feeds = HashMap::new();
@@ -609,6 +698,7 @@ fn run(args: &RunArgs) -> Result<()> {
     let values = match args.backend {
         Backend::Interp => rhea::interp::run(&graph, &feeds, &ids).map_err(anyhow::Error::from),
         Backend::Cpu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cpu),
+        Backend::Cuda => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cuda),
     }
     .with_context(|| format!("running {}", args.graph.display()))?;
     if !graph.updates().is_empty() {

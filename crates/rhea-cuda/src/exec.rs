@@ -1,0 +1,605 @@
+//! The CUDA executor. A program is prepared once per set of input shapes:
+//! its kernels are lowered to one PTX module at those sizes and loaded, the
+//! memory plan's buffers are placed in one device arena, and every step's
+//! operands are resolved to a device address. A call uploads the inputs,
+//! launches the steps on the default stream, and downloads the outputs.
+//!
+//! Shared variables live on the device between calls ([`SharedStore`]);
+//! one is uploaded again only when its host value has changed since (a
+//! version number says so). Update values are downloaded to keep the host
+//! copies current, and copied into the device copies after the last step,
+//! so a call that fails changes nothing.
+//!
+//! Steps with no GPU implementation (kernels using `sin`/`cos`, library ops
+//! other than matrix products and reshapes) run on the host through the
+//! injected fallback, their inputs and outputs crossing the bus.
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+
+use cudarc::driver::result;
+use cudarc::driver::sys::{CUdeviceptr, CUfunction, CUmodule};
+use rhea_graph::{DType, NodeId, Op, Value};
+use rhea_kernel::{Bindings, Kernel, KernelInput, KernelOutput, resolve};
+use rhea_opt::{ExecError, MemoryPlan, Program, StepKind};
+
+use crate::device::{CudaError, Gpu};
+use crate::memory::{ALIGN, DeviceBuffer, copy, download, upload, value_bytes};
+use crate::ptx::{Lowered, lower_kernel, module};
+
+/// Runs an op on the host (the interpreter's implementation).
+pub type Fallback<'f> = &'f dyn Fn(&Op, &[&Value], &Bindings) -> Result<Value, String>;
+
+/// Where a step finds a value.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// The caller's input `i`.
+    Feed(usize),
+    /// Shared variable `i` of [`Prepared::shared_nodes`].
+    Shared(usize),
+    /// Constant `i`.
+    Const(usize),
+    /// This many bytes into the arena.
+    Arena(usize),
+}
+
+/// A value as a step sees it: where, and its type at this plan's sizes.
+#[derive(Clone, Debug)]
+struct Operand {
+    source: Source,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+impl Operand {
+    fn bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size_bytes()
+    }
+}
+
+/// How one step runs.
+enum Run {
+    /// A PTX kernel: entry `function` of the plan's module.
+    Kernel { function: CUfunction, grid: u32, block: u32, args: Vec<Operand> },
+    /// A kernel evaluated on the host (no PTX lowering).
+    HostKernel { kernel: usize, inputs: Vec<Operand>, outputs: Vec<Operand> },
+    /// `alpha * op(a) @ op(b) + beta * c` through cuBLAS; `c` first
+    /// broadcast into the output by a kernel.
+    Gemm { product: Product, a: Operand, b: Operand, c: Option<(CUfunction, u32, Operand)>, out: Operand },
+    /// Same bytes, another shape.
+    Copy { src: Operand, dst: Operand },
+    /// A library op on the host.
+    HostOp { node: NodeId, inputs: Vec<Operand>, output: Operand },
+}
+
+/// A matrix product's parameters at concrete sizes.
+#[derive(Clone, Copy, Debug)]
+struct Product {
+    alpha: f64,
+    beta: f64,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+/// A program ready to run at one set of input sizes.
+pub struct Prepared {
+    module: Option<CUmodule>,
+    /// The module's PTX, for dumps.
+    ptx: String,
+    steps: Vec<(usize, Run)>,
+    arena: DeviceBuffer,
+    feeds: Vec<(Operand, DeviceBuffer)>,
+    consts: Vec<DeviceBuffer>,
+    shared: Vec<(NodeId, Operand)>,
+    outputs: Vec<Operand>,
+    /// (shared variable index, its new value)
+    updates: Vec<(usize, Operand)>,
+    bindings: Bindings,
+    /// Kernels lowered to PTX, and run on the host.
+    counts: (usize, usize),
+}
+
+/// Shared variables' device copies, kept across calls and plans.
+#[derive(Default)]
+pub struct SharedStore {
+    buffers: HashMap<NodeId, (DeviceBuffer, u64)>,
+}
+
+impl SharedStore {
+    /// Records that the device copy of `id` equals host version `version`
+    /// (after the caller stored a call's update on the host).
+    pub fn mark(&mut self, id: NodeId, version: u64) {
+        if let Some(entry) = self.buffers.get_mut(&id) {
+            entry.1 = version;
+        }
+    }
+
+    /// How many shared variables have a device copy.
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// True if none has.
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+}
+
+fn fail(step: Option<(&Program, usize)>, msg: impl ToString) -> ExecError {
+    match step {
+        Some((p, s)) => {
+            let g = &p.graph;
+            let (op, loc) = match &p.steps[s].kind {
+                StepKind::Kernel(k) => (format!("kernel k{k}"), g.node(p.fusion.groups[*k].root).loc.clone()),
+                StepKind::Op(id) => (g.node(*id).op.name().to_string(), g.node(*id).loc.clone()),
+            };
+            ExecError { op: Some(op), loc, msg: msg.to_string() }
+        }
+        None => ExecError { op: None, loc: None, msg: msg.to_string() },
+    }
+}
+
+fn cuda(e: CudaError) -> ExecError {
+    fail(None, e)
+}
+
+fn align(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// A kernel writing `c` (rank 0 to 2) broadcast over an `m x n` output.
+fn broadcast_kernel(dtype: DType, c_shape: &[usize], m: usize, n: usize) -> Kernel {
+    let axes = match c_shape.len() {
+        0 => vec![None, None],
+        1 => vec![None, Some(0)],
+        _ => vec![Some(0), Some(1)],
+    };
+    Kernel {
+        domain: rhea_graph::Shape::known(&[m, n]),
+        inputs: vec![KernelInput { dtype, shape: rhea_graph::Shape::known(c_shape), axes }],
+        body: vec![(rhea_kernel::Inst::Load { input: 0 }, dtype)],
+        outputs: vec![KernelOutput { value: 0, reduced: false }],
+        reduce: None,
+    }
+}
+
+impl Prepared {
+    /// Prepares `program` for the sizes `bindings` gives: lowers and loads
+    /// its kernels, allocates its buffers and its inputs' device copies,
+    /// uploads its constants.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        program: &Program,
+        memory: &MemoryPlan,
+        bindings: &Bindings,
+        inputs: &[NodeId],
+        outputs: &[NodeId],
+        updates: &[(NodeId, NodeId)],
+    ) -> Result<Prepared, ExecError> {
+        gpu.bind().map_err(cuda)?;
+        let g = &program.graph;
+        let concrete = |id: NodeId| -> Result<(DType, Vec<usize>), ExecError> {
+            let ty = g.ty(id);
+            Ok((ty.dtype, resolve(&ty.shape, bindings).map_err(|m| fail(None, m))?))
+        };
+        // The arena: each planned buffer at an aligned offset.
+        let mut offsets = Vec::with_capacity(memory.buffer_bytes.len());
+        let mut total = 0usize;
+        for &b in &memory.buffer_bytes {
+            offsets.push(total);
+            total = total
+                .checked_add(align(b))
+                .ok_or_else(|| fail(None, "the plan's buffers overflow the address space"))?;
+        }
+        let arena =
+            DeviceBuffer::alloc(gpu, total, &format!("{} intermediate buffers", offsets.len())).map_err(cuda)?;
+        let mut feeds = Vec::with_capacity(inputs.len());
+        for &id in inputs {
+            let (dtype, shape) = concrete(id)?;
+            let op = Operand { source: Source::Feed(feeds.len()), dtype, shape };
+            let what = format!("input {:?}", g.leaf_name(id).unwrap_or_default());
+            let buffer = DeviceBuffer::alloc(gpu, op.bytes(), &what).map_err(cuda)?;
+            feeds.push((op, buffer));
+        }
+        let mut shared: Vec<(NodeId, Operand)> = Vec::new();
+        let mut consts: Vec<DeviceBuffer> = Vec::new();
+        let mut const_of: HashMap<NodeId, usize> = HashMap::new();
+        let mut resolve_node = |id: NodeId| -> Result<Operand, ExecError> {
+            let (dtype, shape) = concrete(id)?;
+            let source = match &g.node(id).op {
+                Op::Input { .. } => {
+                    let i = inputs.iter().position(|&x| x == id).ok_or_else(|| {
+                        fail(None, format!("the program reads input {id}, which the function does not take"))
+                    })?;
+                    Source::Feed(i)
+                }
+                Op::Shared { .. } => match shared.iter().position(|(s, _)| *s == id) {
+                    Some(i) => Source::Shared(i),
+                    None => {
+                        shared
+                            .push((id, Operand { source: Source::Shared(shared.len()), dtype, shape: shape.clone() }));
+                        Source::Shared(shared.len() - 1)
+                    }
+                },
+                Op::Const { value } => match const_of.get(&id) {
+                    Some(&i) => Source::Const(i),
+                    None => {
+                        let v = value.value();
+                        let buffer =
+                            DeviceBuffer::alloc(gpu, v.len() * dtype.size_bytes(), "a constant").map_err(cuda)?;
+                        upload(buffer.ptr, &value_bytes(v)).map_err(cuda)?;
+                        consts.push(buffer);
+                        const_of.insert(id, consts.len() - 1);
+                        Source::Const(consts.len() - 1)
+                    }
+                },
+                _ => {
+                    let b = *memory
+                        .buffer_of
+                        .get(&id)
+                        .ok_or_else(|| fail(None, format!("plan bug: {id} has no buffer")))?;
+                    Source::Arena(offsets[b])
+                }
+            };
+            Ok(Operand { source, dtype, shape })
+        };
+        // Lower every kernel at these sizes; what cannot be lowered runs on the host.
+        let mut lowered: Vec<Lowered> = Vec::new();
+        let mut plan: Vec<(usize, Run)> = Vec::with_capacity(program.steps.len());
+        // (step, index into `lowered`) for kernels, resolved after loading.
+        let mut pending: Vec<(usize, usize, Vec<Operand>)> = Vec::new();
+        let mut pending_gemm: Vec<(usize, usize)> = Vec::new();
+        let mut host_kernels = 0;
+        for (s, step) in program.steps.iter().enumerate() {
+            let ins = step.inputs.iter().map(|&i| resolve_node(i)).collect::<Result<Vec<_>, _>>()?;
+            let outs = step.outputs.iter().map(|&o| resolve_node(o)).collect::<Result<Vec<_>, _>>()?;
+            match &step.kind {
+                StepKind::Kernel(k) => {
+                    let kernel = &program.fusion.groups[*k].kernel;
+                    let dims = resolve(&kernel.domain, bindings).map_err(|m| fail(Some((program, s)), m))?;
+                    let shapes: Vec<Vec<usize>> = ins.iter().map(|o| o.shape.clone()).collect();
+                    match lower_kernel(kernel, &format!("k{k}"), &dims, &shapes) {
+                        Ok(l) => {
+                            lowered.push(l);
+                            let args = ins.into_iter().chain(outs).collect();
+                            pending.push((s, lowered.len() - 1, args));
+                            plan.push((s, Run::Copy { src: dummy(), dst: dummy() }));
+                        }
+                        Err(_) => {
+                            host_kernels += 1;
+                            plan.push((s, Run::HostKernel { kernel: *k, inputs: ins, outputs: outs }));
+                        }
+                    }
+                }
+                StepKind::Op(id) => {
+                    let op = &g.node(*id).op;
+                    let out =
+                        outs.into_iter().next().ok_or_else(|| fail(Some((program, s)), "an op without output"))?;
+                    let run = match gemm_of(op, &ins, &out) {
+                        Some(product) => {
+                            let c = match ins.get(2) {
+                                Some(c) if product.beta != 0.0 => {
+                                    let k = broadcast_kernel(c.dtype, &c.shape, product.m, product.n);
+                                    let l = lower_kernel(
+                                        &k,
+                                        &format!("c{s}"),
+                                        &[product.m, product.n],
+                                        std::slice::from_ref(&c.shape),
+                                    )
+                                    .map_err(|m| fail(Some((program, s)), m))?;
+                                    lowered.push(l);
+                                    pending_gemm.push((s, lowered.len() - 1));
+                                    Some((std::ptr::null_mut(), 0, c.clone()))
+                                }
+                                _ => None,
+                            };
+                            Run::Gemm { product, a: ins[0].clone(), b: ins[1].clone(), c, out }
+                        }
+                        None if matches!(op, Op::Reshape { .. }) && ins[0].bytes() == out.bytes() => {
+                            Run::Copy { src: ins[0].clone(), dst: out }
+                        }
+                        None => Run::HostOp { node: *id, inputs: ins, output: out },
+                    };
+                    plan.push((s, run));
+                }
+            }
+        }
+        let refs: Vec<&Lowered> = lowered.iter().collect();
+        let ptx = module(gpu.target, &refs);
+        let module = if lowered.is_empty() { None } else { Some(load_module(&ptx)?) };
+        let function = |i: usize| -> Result<CUfunction, ExecError> {
+            let name = CString::new(lowered[i].name.clone()).expect("kernel names have no NUL");
+            // Safety: the module was loaded above and lives as long as the plan.
+            unsafe { result::module::get_function(module.expect("a module holds the kernels"), name) }
+                .map_err(|e| fail(None, format!("kernel {} is missing from its module: {e:?}", lowered[i].name)))
+        };
+        for (s, i, args) in pending {
+            let run = Run::Kernel { function: function(i)?, grid: lowered[i].grid, block: lowered[i].block, args };
+            let slot = plan.iter_mut().find(|(x, _)| *x == s).expect("every step was planned");
+            slot.1 = run;
+        }
+        for (s, i) in pending_gemm {
+            let f = function(i)?;
+            let grid = lowered[i].grid;
+            if let Some((_, Run::Gemm { c: Some((func, g, _)), .. })) = plan.iter_mut().find(|(x, _)| *x == s) {
+                *func = f;
+                *g = grid;
+            }
+        }
+        let outputs = outputs.iter().map(|&o| resolve_node(o)).collect::<Result<Vec<_>, _>>()?;
+        let mut update_list = Vec::with_capacity(updates.len());
+        for &(target, value) in updates {
+            let t = resolve_node(target)?;
+            let Source::Shared(i) = t.source else {
+                return Err(fail(None, format!("update target {target} is not a shared variable")));
+            };
+            update_list.push((i, resolve_node(value)?));
+        }
+        let kernels = lowered.len();
+        Ok(Prepared {
+            module,
+            ptx,
+            steps: plan,
+            arena,
+            feeds,
+            consts,
+            shared,
+            outputs,
+            updates: update_list,
+            bindings: bindings.clone(),
+            counts: (kernels, host_kernels),
+        })
+    }
+
+    /// The shared variables the plan reads or updates, in the order
+    /// [`Prepared::run`] takes their host values.
+    pub fn shared_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.shared.iter().map(|(id, _)| *id)
+    }
+
+    /// The PTX module of this plan's kernels.
+    pub fn ptx(&self) -> &str {
+        &self.ptx
+    }
+
+    /// (kernels run as PTX, kernels run on the host).
+    pub fn kernel_counts(&self) -> (usize, usize) {
+        self.counts
+    }
+
+    fn address(&self, o: &Operand, store: &SharedStore) -> CUdeviceptr {
+        match o.source {
+            Source::Feed(i) => self.feeds[i].1.ptr,
+            Source::Const(i) => self.consts[i].ptr,
+            Source::Arena(off) => self.arena.ptr + off as u64,
+            Source::Shared(i) => store.buffers.get(&self.shared[i].0).map_or(0, |(b, _)| b.ptr),
+        }
+    }
+
+    /// Runs the plan on `feeds` (checked against the plan's input types),
+    /// with `shared` the host value and version of each of
+    /// [`Prepared::shared_nodes`]. Returns the outputs and the new values of
+    /// the updated shared variables, in the order they were given; the
+    /// device copies already hold those values, and the caller stores them
+    /// on the host and then [`SharedStore::mark`]s them.
+    pub fn run(
+        &mut self,
+        gpu: &Gpu,
+        program: &Program,
+        feeds: &[Value],
+        shared: &[(&Value, u64)],
+        store: &mut SharedStore,
+        fallback: Fallback,
+    ) -> Result<(Vec<Value>, Vec<Value>), ExecError> {
+        gpu.bind().map_err(cuda)?;
+        if feeds.len() != self.feeds.len() || shared.len() != self.shared.len() {
+            return Err(fail(None, "a call's inputs do not match the prepared plan"));
+        }
+        for (v, (op, buffer)) in feeds.iter().zip(&self.feeds) {
+            if v.dtype() != op.dtype || v.shape() != op.shape.as_slice() {
+                return Err(fail(
+                    None,
+                    format!("input: expected {}{:?}, got {}{:?}", op.dtype, op.shape, v.dtype(), v.shape()),
+                ));
+            }
+            upload(buffer.ptr, &value_bytes(v)).map_err(cuda)?;
+        }
+        for ((id, op), (value, version)) in self.shared.iter().zip(shared) {
+            if value.dtype() != op.dtype || value.shape() != op.shape.as_slice() {
+                return Err(fail(None, format!("shared variable {id}: its value changed type")));
+            }
+            let fresh = store.buffers.get(id).is_some_and(|(_, v)| v == version);
+            if !fresh {
+                let buffer = match store.buffers.remove(id) {
+                    Some((b, _)) => b,
+                    None => DeviceBuffer::alloc(gpu, op.bytes(), &format!("shared variable {id}")).map_err(cuda)?,
+                };
+                upload(buffer.ptr, &value_bytes(value)).map_err(cuda)?;
+                store.buffers.insert(*id, (buffer, *version));
+            }
+        }
+        for (s, run) in &self.steps {
+            let at = Some((program, *s));
+            match run {
+                Run::Kernel { function, grid, block, args } => {
+                    let mut ptrs: Vec<CUdeviceptr> = args.iter().map(|a| self.address(a, store)).collect();
+                    launch(*function, *grid, *block, &mut ptrs).map_err(|e| fail(at, e))?;
+                }
+                Run::Gemm { product, a, b, c, out } => {
+                    let out_ptr = self.address(out, store);
+                    if let Some((function, grid, c)) = c {
+                        let mut ptrs = vec![self.address(c, store), out_ptr];
+                        launch(*function, *grid, crate::ptx::BLOCK, &mut ptrs).map_err(|e| fail(at, e))?;
+                    }
+                    let beta = if c.is_some() { product.beta } else { 0.0 };
+                    gemm(gpu, *product, beta, out.dtype, self.address(a, store), self.address(b, store), out_ptr)
+                        .map_err(|e| fail(at, e))?;
+                }
+                Run::Copy { src, dst } => {
+                    copy(self.address(dst, store), self.address(src, store), dst.bytes()).map_err(|e| fail(at, e))?;
+                }
+                Run::HostKernel { kernel, inputs, outputs } => {
+                    let values = self.fetch(inputs, store).map_err(|e| fail(at, e))?;
+                    let refs: Vec<&Value> = values.iter().collect();
+                    let k = &program.fusion.groups[*kernel].kernel;
+                    let results = rhea_kernel::eval_kernel(k, &refs, &self.bindings).map_err(|m| fail(at, m))?;
+                    for (o, v) in outputs.iter().zip(&results) {
+                        self.store_value(o, v, store).map_err(|e| fail(at, e))?;
+                    }
+                }
+                Run::HostOp { node, inputs, output } => {
+                    let values = self.fetch(inputs, store).map_err(|e| fail(at, e))?;
+                    let refs: Vec<&Value> = values.iter().collect();
+                    let v = fallback(&program.graph.node(*node).op, &refs, &self.bindings).map_err(|m| fail(at, m))?;
+                    self.store_value(output, &v, store).map_err(|e| fail(at, e))?;
+                }
+            }
+        }
+        gpu.ctx.synchronize().map_err(|e| fail(None, format!("a GPU step failed: {e:?}")))?;
+        let outputs = self.fetch(&self.outputs, store).map_err(cuda)?;
+        // Every update value is read before any shared copy changes.
+        let values: Vec<Operand> = self.updates.iter().map(|(_, v)| v.clone()).collect();
+        let new = self.fetch(&values, store).map_err(cuda)?;
+        for ((i, op), value) in self.updates.iter().zip(&new) {
+            let dst = self.address(&self.shared[*i].1, store);
+            match op.source {
+                Source::Shared(_) => upload(dst, &value_bytes(value)).map_err(cuda)?,
+                _ => copy(dst, self.address(op, store), op.bytes()).map_err(cuda)?,
+            }
+        }
+        Ok((outputs, new))
+    }
+
+    fn fetch(&self, ops: &[Operand], store: &SharedStore) -> Result<Vec<Value>, CudaError> {
+        ops.iter().map(|o| download(self.address(o, store), o.dtype, &o.shape)).collect()
+    }
+
+    fn store_value(&self, o: &Operand, v: &Value, store: &SharedStore) -> Result<(), CudaError> {
+        if v.dtype() != o.dtype || v.shape() != o.shape.as_slice() {
+            return Err(CudaError::Call {
+                call: "a host step".into(),
+                msg: format!("made {}{:?} where the plan has {}{:?}", v.dtype(), v.shape(), o.dtype, o.shape),
+            });
+        }
+        upload(self.address(o, store), &value_bytes(v))
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // Safety: loaded by this plan, unloaded once.
+            let _ = unsafe { result::module::unload(m) };
+        }
+    }
+}
+
+fn dummy() -> Operand {
+    Operand { source: Source::Arena(0), dtype: DType::F32, shape: Vec::new() }
+}
+
+fn load_module(ptx: &str) -> Result<CUmodule, ExecError> {
+    let text = CString::new(ptx).map_err(|_| fail(None, "generated PTX holds a NUL byte"))?;
+    // Safety: a NUL-terminated PTX image; the driver JIT-compiles it.
+    unsafe { result::module::load_data(text.as_ptr().cast::<c_void>()) }.map_err(|e| {
+        fail(
+            None,
+            format!("the driver rejected the generated PTX ({e:?}); `rhea dump --kernels --backend cuda` shows it"),
+        )
+    })
+}
+
+fn launch(function: CUfunction, grid: u32, block: u32, ptrs: &mut [CUdeviceptr]) -> Result<(), String> {
+    let mut params: Vec<*mut c_void> = ptrs.iter_mut().map(|p| (p as *mut CUdeviceptr).cast::<c_void>()).collect();
+    // Safety: every parameter is a device address of the size the kernel
+    // was lowered for; the null stream orders launches and copies.
+    unsafe { result::launch_kernel(function, (grid, 1, 1), (block, 1, 1), 0, std::ptr::null_mut(), &mut params) }
+        .map_err(|e| format!("kernel launch failed: {e:?}"))
+}
+
+/// The product a `gemm` or 2-d `dot` computes at these sizes, if cuBLAS runs it.
+fn gemm_of(op: &Op, ins: &[Operand], out: &Operand) -> Option<Product> {
+    let (alpha, beta, trans_a, trans_b) = match op {
+        Op::Gemm { alpha, beta, trans_a, trans_b } => (alpha.0, beta.0, *trans_a, *trans_b),
+        Op::Dot => (1.0, 0.0, false, false),
+        _ => return None,
+    };
+    let (a, b) = (ins.first()?, ins.get(1)?);
+    if !out.dtype.is_float() || a.shape.len() != 2 || b.shape.len() != 2 || out.shape.len() != 2 {
+        return None;
+    }
+    if ins.get(2).is_some_and(|c| c.shape.len() > 2) {
+        return None;
+    }
+    let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+    let n = if trans_b { b.shape[0] } else { b.shape[1] };
+    let fits = |x: usize| x <= i32::MAX as usize;
+    (fits(m) && fits(n) && fits(k) && out.shape == [m, n]).then_some(Product { alpha, beta, trans_a, trans_b, m, n, k })
+}
+
+/// Row-major `out = alpha op(a) op(b) + beta out` as cuBLAS's column-major
+/// `out^T = alpha op(b)^T op(a)^T + beta out^T`.
+fn gemm(
+    gpu: &Gpu,
+    p: Product,
+    beta: f64,
+    dtype: DType,
+    a: CUdeviceptr,
+    b: CUdeviceptr,
+    out: CUdeviceptr,
+) -> Result<(), String> {
+    use cudarc::cublas::{result as blas, sys::cublasOperation_t as T};
+    if p.m == 0 || p.n == 0 {
+        return Ok(());
+    }
+    let op = |t: bool| if t { T::CUBLAS_OP_T } else { T::CUBLAS_OP_N };
+    let (m, n, k) = (p.n as i32, p.m as i32, p.k as i32);
+    let lda = if p.trans_b { p.k } else { p.n } as i32;
+    let ldb = if p.trans_a { p.m } else { p.k } as i32;
+    let h = *gpu.blas.handle();
+    // Safety: the addresses hold matrices of these sizes (checked when the
+    // plan was prepared); alpha and beta are host scalars.
+    let r = unsafe {
+        if dtype == DType::F32 {
+            let (alpha, beta) = (p.alpha as f32, beta as f32);
+            blas::sgemm(
+                h,
+                op(p.trans_b),
+                op(p.trans_a),
+                m,
+                n,
+                k,
+                &alpha,
+                b as *const f32,
+                lda,
+                a as *const f32,
+                ldb,
+                &beta,
+                out as *mut f32,
+                m,
+            )
+        } else {
+            blas::dgemm(
+                h,
+                op(p.trans_b),
+                op(p.trans_a),
+                m,
+                n,
+                k,
+                &p.alpha,
+                b as *const f64,
+                lda,
+                a as *const f64,
+                ldb,
+                &beta,
+                out as *mut f64,
+                m,
+            )
+        }
+    };
+    r.map_err(|e| format!("cuBLAS gemm failed: {e:?}"))
+}
