@@ -35,7 +35,7 @@ fn the_first_differing_node_is_named_with_both_values() {
         "{}",
         out.stdout
     );
-    rhea(&["check", &graph, "--inputs", &inputs, "--backends", "interp,cuda"])
-        .fails_with(&["compares interp with cpu"]);
+    rhea(&["check", &graph, "--inputs", &inputs, "--backends", "cpu,interp"])
+        .fails_with(&["compares the interpreter with one backend", "interp,cpu or interp,cuda"]);
     rhea(&["check", &graph, "--inputs", &inputs, "--tolerance=-1"]).fails_with(&["--tolerance must be a number >= 0"]);
 }

@@ -44,7 +44,7 @@ fn the_backend_can_be_named() {
     let c = rhea(&["run", &graph, "--inputs", &inputs, "--backend", "cpu"]).ok().to_string();
     assert_eq!(a, b);
     assert_eq!(a, c);
-    rhea(&["run", &graph, "--inputs", &inputs, "--backend", "cuda"]).fails_with(&["cuda", "interp"]);
+    rhea(&["run", &graph, "--inputs", &inputs, "--backend", "tpu"]).fails_with(&["tpu", "interp", "cpu", "cuda"]);
 }
 
 #[test]

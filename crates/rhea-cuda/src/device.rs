@@ -135,7 +135,9 @@ pub fn devices() -> Result<Vec<DeviceInfo>, CudaError> {
 /// An opened GPU: its context, a cuBLAS handle, and the PTX target.
 pub struct Gpu {
     pub(crate) ctx: Arc<CudaContext>,
-    pub(crate) blas: cudarc::cublas::CudaBlas,
+    /// cuBLAS, loaded at the first product (`None`: not available, products
+    /// then run on the host).
+    blas: std::sync::OnceLock<Option<cudarc::cublas::CudaBlas>>,
     /// What the driver says of it.
     pub info: DeviceInfo,
     /// The PTX it runs.
@@ -149,8 +151,7 @@ impl std::fmt::Debug for Gpu {
 }
 
 impl Gpu {
-    /// Opens GPU `ordinal`. Matrix products run in full `f32` precision
-    /// unless `RHEA_CUDA_TF32=1` lets cuBLAS use TF32 tensor cores.
+    /// Opens GPU `ordinal`.
     pub fn open(ordinal: usize) -> Result<Gpu, CudaError> {
         if !driver_present() {
             return Err(CudaError::NoDriver);
@@ -170,17 +171,38 @@ impl Gpu {
             let info = describe(ordinal, &ctx)?;
             let target = Target::for_device(info.capability.0, info.capability.1)
                 .map_err(|msg| CudaError::Unsupported { ordinal, name: info.name.clone(), msg })?;
-            let blas = cudarc::cublas::CudaBlas::new(ctx.default_stream())
-                .map_err(|e| CudaError::Call { call: "cublasCreate".into(), msg: format!("{e:?}") })?;
-            if std::env::var("RHEA_CUDA_TF32").is_ok_and(|v| v == "1") {
-                use cudarc::cublas::sys;
-                // Safety: the handle was just created and is alive.
-                unsafe { sys::cublasSetMathMode(*blas.handle(), sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH) }
-                    .result()
-                    .map_err(|e| CudaError::Call { call: "cublasSetMathMode".into(), msg: format!("{e:?}") })?;
-            }
-            Ok(Gpu { ctx, blas, info, target })
+            Ok(Gpu { ctx, blas: std::sync::OnceLock::new(), info, target })
         })
+    }
+
+    /// cuBLAS on this GPU's default stream, created on first use; `None` if
+    /// the library cannot be loaded (products then run on the host). Full
+    /// `f32` precision unless `RHEA_CUDA_TF32=1` allows TF32 tensor cores.
+    pub(crate) fn blas(&self) -> Option<&cudarc::cublas::CudaBlas> {
+        self.blas
+            .get_or_init(|| {
+                // Safety: only tries to open the library by its usual names.
+                if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+                    return None;
+                }
+                guarded("loading cuBLAS", || {
+                    self.bind()?;
+                    let blas = cudarc::cublas::CudaBlas::new(self.ctx.default_stream())
+                        .map_err(|e| CudaError::Call { call: "cublasCreate".into(), msg: format!("{e:?}") })?;
+                    if std::env::var("RHEA_CUDA_TF32").is_ok_and(|v| v == "1") {
+                        use cudarc::cublas::sys;
+                        // Safety: the handle was just created and is alive.
+                        unsafe {
+                            sys::cublasSetMathMode(*blas.handle(), sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH)
+                        }
+                        .result()
+                        .map_err(|e| CudaError::Call { call: "cublasSetMathMode".into(), msg: format!("{e:?}") })?;
+                    }
+                    Ok(blas)
+                })
+                .ok()
+            })
+            .as_ref()
     }
 
     /// Makes this GPU's context current on the calling thread.

@@ -86,7 +86,8 @@ struct Product {
 
 /// A program ready to run at one set of input sizes.
 pub struct Prepared {
-    module: Option<CUmodule>,
+    ctx: std::sync::Arc<cudarc::driver::CudaContext>,
+    modules: Vec<CUmodule>,
     /// The module's PTX, for dumps.
     ptx: String,
     steps: Vec<(usize, Run)>,
@@ -279,7 +280,8 @@ impl Prepared {
                     let op = &g.node(*id).op;
                     let out =
                         outs.into_iter().next().ok_or_else(|| fail(Some((program, s)), "an op without output"))?;
-                    let run = match gemm_of(op, &ins, &out) {
+                    let product = if gpu.blas().is_some() { gemm_of(op, &ins, &out) } else { None };
+                    let run = match product {
                         Some(product) => {
                             let c = match ins.get(2) {
                                 Some(c) if product.beta != 0.0 => {
@@ -310,24 +312,34 @@ impl Prepared {
         }
         let refs: Vec<&Lowered> = lowered.iter().collect();
         let ptx = module(gpu.target, &refs);
-        let module = if lowered.is_empty() { None } else { Some(load_module(&ptx)?) };
-        let function = |i: usize| -> Result<CUfunction, ExecError> {
-            let name = CString::new(lowered[i].name.clone()).expect("kernel names have no NUL");
-            // Safety: the module was loaded above and lives as long as the plan.
-            unsafe { result::module::get_function(module.expect("a module holds the kernels"), name) }
-                .map_err(|e| fail(None, format!("kernel {} is missing from its module: {e:?}", lowered[i].name)))
-        };
-        for (s, i, args) in pending {
-            let run = Run::Kernel { function: function(i)?, grid: lowered[i].grid, block: lowered[i].block, args };
+        let (modules, functions) = load_kernels(gpu, &ptx, &lowered);
+        for (s, i, mut args) in pending {
+            let run = match functions[i] {
+                Some(function) => Run::Kernel { function, grid: lowered[i].grid, block: lowered[i].block, args },
+                None => {
+                    // The driver rejected this kernel: the host runs it.
+                    let StepKind::Kernel(k) = program.steps[s].kind else { unreachable!("kernel steps") };
+                    let outputs = args.split_off(program.fusion.groups[k].kernel.inputs.len());
+                    host_kernels += 1;
+                    Run::HostKernel { kernel: k, inputs: args, outputs }
+                }
+            };
             let slot = plan.iter_mut().find(|(x, _)| *x == s).expect("every step was planned");
             slot.1 = run;
         }
         for (s, i) in pending_gemm {
-            let f = function(i)?;
-            let grid = lowered[i].grid;
-            if let Some((_, Run::Gemm { c: Some((func, g, _)), .. })) = plan.iter_mut().find(|(x, _)| *x == s) {
-                *func = f;
-                *g = grid;
+            let slot = plan.iter_mut().find(|(x, _)| *x == s).expect("every step was planned");
+            match (functions[i], &mut slot.1) {
+                (Some(f), Run::Gemm { c: Some((func, g, _)), .. }) => {
+                    *func = f;
+                    *g = lowered[i].grid;
+                }
+                (None, Run::Gemm { a, b, c: Some((_, _, c)), out, .. }) => {
+                    let StepKind::Op(node) = program.steps[s].kind else { unreachable!("gemm steps are ops") };
+                    let inputs = vec![a.clone(), b.clone(), c.clone()];
+                    slot.1 = Run::HostOp { node, inputs, output: out.clone() };
+                }
+                _ => {}
             }
         }
         let outputs = outputs.iter().map(|&o| resolve_node(o)).collect::<Result<Vec<_>, _>>()?;
@@ -339,9 +351,10 @@ impl Prepared {
             };
             update_list.push((i, resolve_node(value)?));
         }
-        let kernels = lowered.len();
+        let kernels = functions.iter().flatten().count();
         Ok(Prepared {
-            module,
+            ctx: gpu.ctx.clone(),
+            modules,
             ptx,
             steps: plan,
             arena,
@@ -491,11 +504,40 @@ impl Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
-            // Safety: loaded by this plan, unloaded once.
-            let _ = unsafe { result::module::unload(m) };
+        if self.ctx.bind_to_thread().is_ok() {
+            for m in self.modules.drain(..) {
+                // Safety: loaded by this plan, unloaded once.
+                let _ = unsafe { result::module::unload(m) };
+            }
         }
     }
+}
+
+/// Loads the plan's kernels: as one module, or, if the driver rejects it,
+/// one module per kernel, so that only the rejected kernels (`None`) run on
+/// the host.
+fn load_kernels(gpu: &Gpu, ptx: &str, lowered: &[Lowered]) -> (Vec<CUmodule>, Vec<Option<CUfunction>>) {
+    let find = |m: CUmodule, name: &str| {
+        let name = CString::new(name).expect("kernel names have no NUL");
+        // Safety: `m` is a loaded module.
+        unsafe { result::module::get_function(m, name) }.ok()
+    };
+    if lowered.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    if let Ok(m) = load_module(ptx) {
+        return (vec![m], lowered.iter().map(|l| find(m, &l.name)).collect());
+    }
+    let mut modules = Vec::new();
+    let functions = lowered
+        .iter()
+        .map(|l| {
+            let m = load_module(&module(gpu.target, &[l])).ok()?;
+            modules.push(m);
+            find(m, &l.name)
+        })
+        .collect();
+    (modules, functions)
 }
 
 fn dummy() -> Operand {
@@ -558,9 +600,10 @@ fn gemm(
     }
     let op = |t: bool| if t { T::CUBLAS_OP_T } else { T::CUBLAS_OP_N };
     let (m, n, k) = (p.n as i32, p.m as i32, p.k as i32);
-    let lda = if p.trans_b { p.k } else { p.n } as i32;
-    let ldb = if p.trans_a { p.m } else { p.k } as i32;
-    let h = *gpu.blas.handle();
+    // cuBLAS wants every leading dimension >= 1, even for an empty k.
+    let lda = if p.trans_b { p.k } else { p.n }.max(1) as i32;
+    let ldb = if p.trans_a { p.m } else { p.k }.max(1) as i32;
+    let h = *gpu.blas().ok_or("cuBLAS is not available")?.handle();
     // Safety: the addresses hold matrices of these sizes (checked when the
     // plan was prepared); alpha and beta are host scalars.
     let r = unsafe {

@@ -49,11 +49,7 @@ fn to_value(data: Vec<Scalar>, dtype: DType, shape: &[usize]) -> Value {
 }
 
 fn constant(c: Const, dtype: DType) -> Scalar {
-    match c {
-        Const::Float(x) => Scalar::F64(x.0).cast(dtype),
-        Const::Int(x) => Scalar::I64(x).cast(dtype),
-        Const::Bool(x) => Scalar::Bool(x).cast(dtype),
-    }
+    c.value(dtype)
 }
 
 /// One reduced output's running value.

@@ -231,6 +231,18 @@ impl Kernel {
     }
 }
 
+impl Const {
+    /// The constant as an element of `dtype`, converted as `as` converts.
+    pub fn value(self, dtype: DType) -> crate::scalar::Scalar {
+        use crate::scalar::Scalar;
+        match self {
+            Const::Float(x) => Scalar::F64(x.0).cast(dtype),
+            Const::Int(x) => Scalar::I64(x).cast(dtype),
+            Const::Bool(x) => Scalar::Bool(x).cast(dtype),
+        }
+    }
+}
+
 impl fmt::Display for Const {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -2,7 +2,7 @@
 //! graph of tensor operations in Rust, differentiate it ([`grad`]), inspect
 //! it, optimize it ([`opt`]) and run it: on the reference interpreter
 //! ([`interp`]) or with kernels compiled to machine code by Cranelift
-//! ([`Backend::Cpu`]). A CUDA backend is planned on the same kernel IR.
+//! ([`Backend::Cpu`]), or on an NVIDIA GPU ([`Backend::Cuda`]).
 //!
 //! ```
 //! use std::collections::HashMap;

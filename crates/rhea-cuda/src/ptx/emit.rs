@@ -156,37 +156,18 @@ impl Emitter {
         r
     }
 
-    /// A constant of `dtype`.
+    /// A constant of `dtype`, converted as the reference converts it.
     pub fn constant(&mut self, value: Const, dtype: DType) -> R {
-        let f = |v: Const| match v {
-            Const::Float(x) => x.0,
-            Const::Int(x) => x as f64,
-            Const::Bool(b) => b as u8 as f64,
+        use rhea_kernel::scalar::Scalar;
+        let r = match value.value(dtype) {
+            Scalar::Bool(on) => return self.setp("eq", "u32", 1, if on { 1 } else { 0 }),
+            Scalar::F32(x) => (float_literal(x as f64, DType::F32), self.reg(Kind::F32)),
+            Scalar::F64(x) => (float_literal(x, DType::F64), self.reg(Kind::F64)),
+            Scalar::I32(x) => (x.to_string(), self.reg(Kind::B32)),
+            Scalar::I64(x) => (x.to_string(), self.reg(Kind::B64)),
         };
-        match dtype {
-            DType::Bool => {
-                let on = match value {
-                    Const::Bool(b) => b,
-                    other => f(other) != 0.0,
-                };
-                self.setp("eq", "u32", 1, if on { 1 } else { 0 })
-            }
-            DType::F32 | DType::F64 => {
-                let r = self.reg(Kind::of(dtype));
-                self.ins(format!("mov.{} {r}, {}", ty(dtype), float_literal(f(value), dtype)));
-                r
-            }
-            DType::I32 | DType::I64 => {
-                let v = match value {
-                    Const::Int(x) => x,
-                    other => f(other) as i64,
-                };
-                let v = if dtype == DType::I32 { v as i32 as i64 } else { v };
-                let r = self.reg(Kind::of(dtype));
-                self.ins(format!("mov.{} {r}, {v}", ty(dtype)));
-                r
-            }
-        }
+        self.ins(format!("mov.{} {}, {}", ty(dtype), r.1, r.0));
+        r.1
     }
 
     /// The float `x` of `dtype` as a register.
@@ -330,7 +311,7 @@ impl Emitter {
                 let fa = self.op1(&format!("cvt.rn.f64.{t}"), Kind::F64, a);
                 let fb = self.op1(&format!("cvt.rn.f64.{t}"), Kind::F64, b);
                 let q = self.op2("div.rn.f64", Kind::F64, fa, fb);
-                self.op1(&format!("cvt.rzi.{t}.f64"), k, q)
+                self.cast(q, DType::F64, dtype)
             }
             Pow if float => {
                 let (fa, fb) = if dtype == DType::F32 {
@@ -372,8 +353,17 @@ impl Emitter {
             }
             (DType::F32, DType::F64) => self.op1("cvt.f64.f32", Kind::F64, x),
             (DType::F64, DType::F32) => self.op1("cvt.rn.f32.f64", Kind::F32, x),
-            // Truncating and saturating, NaN to 0.
-            (f, _) if f.is_float() => self.op1(&format!("cvt.rzi.{tt}.{tf}"), Kind::of(to), x),
+            // Truncating and saturating. NaN must give 0, which cvt only
+            // does from f32 to a 32-bit integer; elsewhere it gives MIN.
+            (f, _) if f.is_float() => {
+                let r = self.op1(&format!("cvt.rzi.{tt}.{tf}"), Kind::of(to), x);
+                if f == DType::F32 && to == DType::I32 {
+                    return r;
+                }
+                let nan = self.setp("nan", tf, x, x);
+                let zero = self.constant(Const::Int(0), to);
+                self.select(to, nan, zero, r)
+            }
             (_, t) if t.is_float() => self.op1(&format!("cvt.rn.{tt}.{tf}"), Kind::of(to), x),
             (DType::I64, DType::I32) => self.op1("cvt.u32.u64", Kind::B32, x),
             _ => self.op1("cvt.s64.s32", Kind::B64, x),

@@ -18,8 +18,10 @@ use super::emit::{Emitter, Kind, R, ty};
 pub const BLOCK: u32 = 256;
 /// The most blocks a grid-stride loop is launched with.
 const MAX_GRID: usize = 8192;
-/// Reductions over more elements than this get a block per output.
+/// Reductions over more elements than this get a block per output...
 const SERIAL_LIMIT: usize = 64;
+/// ...unless they keep the innermost axis and have this many outputs.
+const COALESCED_OUTPUTS: usize = 1024;
 
 /// A lowered kernel: its PTX entry and how to launch it.
 #[derive(Clone, Debug)]
@@ -218,7 +220,9 @@ fn elementwise(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -
     let n: usize = dims.iter().product();
     let all: Vec<usize> = (0..dims.len()).collect();
     let is_scalar = |s: &Vec<usize>| s.iter().zip(dims).all(|(&st, &d)| st == 0 || d == 1);
-    let is_pointwise = |s: &Vec<usize>| s.as_slice() == row_major(dims).as_slice() || n <= 1;
+    // Size-1 axes have stride 0 in a view: only the others must match.
+    let rm = row_major(dims);
+    let is_pointwise = |s: &Vec<usize>| s.iter().zip(&rm).zip(dims).all(|((a, b), &d)| d == 1 || a == b);
     let four_bytes = |d: DType| matches!(d, DType::F32 | DType::I32);
     let vector = n >= 4
         && n.is_multiple_of(4)
@@ -429,7 +433,11 @@ fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> 
         .map(|(i, _)| Ok((i, Acc::new(r.combine, k.output_dtype(i))?)))
         .collect::<Result<_, String>>()?;
     let accs: Vec<Acc> = reduced.iter().map(|(_, a)| *a).collect();
-    let per_block = count > SERIAL_LIMIT;
+    // A thread per output reads coalesced when the innermost axis is kept
+    // (a sum over the batch: neighbouring threads, neighbouring columns),
+    // and there are outputs enough to fill the GPU.
+    let innermost_kept = kept.last() == Some(&(rank - 1)) && rank > 0;
+    let per_block = count > SERIAL_LIMIT && !(innermost_kept && outs >= COALESCED_OUTPUTS);
     let mut e = Emitter::default();
     let (params, bases) = prologue(&mut e, name, k.inputs.len() + k.outputs.len());
     let smem = format!("{name}_smem");
@@ -578,4 +586,77 @@ fn int_reg(e: &mut Emitter, ix: Ix, v: usize) -> R {
     let r = e.reg(ix.kind);
     e.ins(format!("mov.{} {r}, {v}", ix.t));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use rhea_graph::{Shape, UnaryOp};
+    use rhea_kernel::{KernelInput, KernelOutput, Reduction};
+
+    use super::*;
+
+    fn sum(dims: &[usize], axes: Vec<usize>) -> Kernel {
+        let all: Vec<Option<usize>> = (0..dims.len()).map(Some).collect();
+        Kernel {
+            domain: Shape::known(dims),
+            inputs: vec![KernelInput { dtype: DType::F32, shape: Shape::known(dims), axes: all }],
+            body: vec![(Inst::Load { input: 0 }, DType::F32)],
+            outputs: vec![KernelOutput { value: 0, reduced: true }],
+            reduce: Some(Reduction { combine: Combine::Sum, axes, keepdims: false }),
+        }
+    }
+
+    fn shape_of(k: &Kernel, dims: &[usize]) -> &'static str {
+        lower_kernel(k, "k", dims, &[dims.to_vec()]).unwrap().shape
+    }
+
+    #[test]
+    fn reductions_pick_their_organization_by_size_and_layout() {
+        // Few elements per output: a thread each.
+        assert_eq!(shape_of(&sum(&[10, 60], vec![0]), &[10, 60]), "reduction, a thread per output");
+        // Many, along rows: a block each.
+        assert_eq!(shape_of(&sum(&[6, 1000], vec![1]), &[6, 1000]), "reduction, a block per output");
+        // Many, down columns, with many columns: a thread each reads coalesced.
+        assert_eq!(shape_of(&sum(&[500, 2048], vec![0]), &[500, 2048]), "reduction, a thread per output");
+        // ...but few columns would leave the GPU idle: a block each.
+        assert_eq!(shape_of(&sum(&[500, 16], vec![0]), &[500, 16]), "reduction, a block per output");
+    }
+
+    #[test]
+    fn size_one_axes_keep_the_vector_path() {
+        let k = Kernel {
+            domain: Shape::known(&[1, 1024]),
+            inputs: vec![KernelInput {
+                dtype: DType::F32,
+                shape: Shape::known(&[1, 1024]),
+                axes: vec![Some(0), Some(1)],
+            }],
+            body: vec![(Inst::Load { input: 0 }, DType::F32), (Inst::Unary { op: UnaryOp::Neg, x: 0 }, DType::F32)],
+            outputs: vec![KernelOutput { value: 1, reduced: false }],
+            reduce: None,
+        };
+        let l = lower_kernel(&k, "k", &[1, 1024], &[vec![1, 1024]]).unwrap();
+        assert_eq!(l.shape, "elementwise, 16-byte vectors");
+        assert_eq!(l.grid, 1);
+    }
+
+    #[test]
+    fn float_to_integer_casts_map_nan_to_zero_where_cvt_does_not() {
+        let cast = |from: DType, to: DType| {
+            let k = Kernel {
+                domain: Shape::known(&[4]),
+                inputs: vec![KernelInput { dtype: from, shape: Shape::known(&[4]), axes: vec![Some(0)] }],
+                body: vec![(Inst::Load { input: 0 }, from), (Inst::Cast { x: 0 }, to)],
+                outputs: vec![KernelOutput { value: 1, reduced: false }],
+                reduce: None,
+            };
+            lower_kernel(&k, "k", &[4], &[vec![4]]).unwrap().text
+        };
+        // cvt gives 0 for NaN only from f32 to a 32-bit integer.
+        assert!(!cast(DType::F32, DType::I32).contains("setp.nan"));
+        for (from, to) in [(DType::F64, DType::I32), (DType::F32, DType::I64), (DType::F64, DType::I64)] {
+            let text = cast(from, to);
+            assert!(text.contains("cvt.rzi") && text.contains("setp.nan"), "{from} -> {to}:\n{text}");
+        }
+    }
 }

@@ -19,6 +19,10 @@ impl Target {
     /// (`max.NaN`, `shfl.sync`, the PTX 7.8 ISA).
     pub const MIN: Target = Target { sm: 80 };
 
+    /// The newest architecture written as such: PTX 7.8 knows sm_90, and the
+    /// driver compiles PTX for an older target on newer GPUs.
+    pub const MAX: Target = Target { sm: 90 };
+
     /// The target for a device of compute capability `major.minor`, or an
     /// error naming why it cannot run rhea's kernels.
     pub fn for_device(major: i32, minor: i32) -> Result<Target, String> {
@@ -26,7 +30,7 @@ impl Target {
         if sm < Target::MIN.sm {
             return Err(format!("compute capability {major}.{minor} is older than the sm_80 rhea's PTX needs"));
         }
-        Ok(Target { sm })
+        Ok(Target { sm: sm.min(Target::MAX.sm) })
     }
 
     /// `sm_80`, `sm_90`...
