@@ -3,12 +3,12 @@
 use crate::support::*;
 
 #[test]
-fn bench_times_the_sonar_step_and_writes_json() {
+fn bench_times_the_sonar_step_and_writes_json_and_a_plot() {
     let dir = tempdir();
     let json = path_in(dir.path(), "bench.json");
-    let out = rhea(&["bench", "--model", "sonar-mlp", "--backend", "interp,cpu", "--rounds", "1", "--json", &json])
-        .ok()
-        .to_string();
+    let svg = path_in(dir.path(), "bench.svg");
+    let args = ["bench", "--model", "sonar-mlp", "--backend", "interp,cpu", "--rounds", "1", "--json", &json];
+    let out = rhea(&[&args[..], &["--plot", &svg]].concat()).ok().to_string();
     assert!(out.starts_with("machine: ") && out.contains("GFLOP/s"), "{out}");
     assert!(out.contains("sonar-mlp   interp") && out.contains("sonar-mlp   cpu"), "{out}");
     assert!(out.contains("sonar-mlp: cpu is "), "{out}");
@@ -21,6 +21,11 @@ fn bench_times_the_sonar_step_and_writes_json() {
         assert!(row["epoch_ms"].as_f64().unwrap() > 0.0 && row["gflops"].as_f64().unwrap() > 0.0);
     }
     assert!(report["gemm_peak_gflops"].as_f64().unwrap() > 0.0);
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"), "{plot}");
+    assert_eq!(plot.matches(r#"class="bar""#).count(), 2, "{plot}");
+    assert!(plot.contains("sonar-mlp (batch 10)") && plot.contains(">interp<") && plot.contains(">cpu<"), "{plot}");
+    assert!(plot.contains("machine: "), "the subtitle names the machine: {plot}");
 }
 
 #[test]

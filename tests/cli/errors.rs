@@ -313,3 +313,38 @@ fn the_cuda_backend_without_a_gpu_says_so_and_exits_non_zero() {
     assert!(ptx.contains("# PTX specialized to batch=3") && ptx.contains(".target sm_80"), "{ptx}");
     assert!(ptx.contains(".visible .entry k0("), "{ptx}");
 }
+
+#[test]
+fn overflowing_negative_and_zero_sizes_are_named_not_panics() {
+    let dir = tempdir();
+    let one = write_tensors(dir.path(), "one.safetensors", &[("x", Value::from(ndarray::array![0.0f32]))]);
+    // An element count past usize: refused when loaded, by node.
+    let huge = hostile(
+        "f32[1]",
+        r#"{"id":1,"op":"random_uniform","shape":[4611686018427387904,8],"dtype":"f32","low":0.0,"high":1.0,"seed":1,"type":"f32[4611686018427387904,8]"}"#,
+    );
+    let g = write_text(dir.path(), "huge.json", &huge);
+    rhea(&["run", &g, "--inputs", &one]).fails_with(&["node 1 (random_uniform)", "overflows the address space"]);
+    // A negative size is not a size.
+    let negative = hostile("f32[-3]", r#"{"id":1,"op":"unary","fun":"exp","inputs":[0],"type":"f32[-3]"}"#);
+    let g = write_text(dir.path(), "negative.json", &negative);
+    rhea(&["dump", &g]).fails_with(&["cannot load graph", "node 0 (input)", "a size cannot be negative: -3"]);
+    // A zero stride would loop forever: refused by name.
+    let conv = r#"{"format":"rhea-graph","version":1,"nodes":[{"id":0,"op":"input","name":"x","type":"f32[1,1,4,4]"},{"id":1,"op":"input","name":"w","type":"f32[1,1,3,3]"},{"id":2,"op":"conv2d","stride":[0,1],"padding":[0,0],"dilation":[1,1],"groups":1,"inputs":[0,1],"type":"f32[1,1,2,2]"}],"outputs":[{"name":"y","node":2}]}"#;
+    let g = write_text(dir.path(), "conv.json", conv);
+    rhea(&["dump", &g]).fails_with(&["node 2 (conv2d)", "stride, dilation and groups must be positive"]);
+}
+
+#[test]
+fn nan_and_infinite_inputs_flow_through_without_a_crash() {
+    let dir = tempdir();
+    let graph = write_graph(dir.path(), "mlp.json", &mlp());
+    let bad = Value::from(ndarray::array![[f32::NAN, 1.0, 2.0, 3.0], [f32::INFINITY, 0.0, 0.0, 0.0]]);
+    let inputs = write_tensors(dir.path(), "bad.safetensors", &[("x", bad)]);
+    for backend in ["cpu", "interp"] {
+        let out = path_in(dir.path(), &format!("out-{backend}.safetensors"));
+        rhea(&["run", &graph, "--inputs", &inputs, "--backend", backend, "-o", &out]).ok();
+        let probs = rhea::io::load_safetensors(&out).unwrap().remove(0).1.to_f64_vec();
+        assert!(probs[0].is_nan() && probs[1].is_nan(), "{backend}: a NaN row stays NaN: {probs:?}");
+    }
+}

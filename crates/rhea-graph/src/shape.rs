@@ -31,6 +31,9 @@ impl Symbol {
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
+            if name.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit())) {
+                return Err(format!("a size cannot be negative: {name}"));
+            }
             return Err(format!(
                 "invalid symbolic dim name '{name}': use letters, digits and '_', not starting with a digit"
             ));

@@ -23,7 +23,12 @@ pub struct Table {
 pub fn read_csv(path: &Path) -> Result<Table> {
     let io = |error| NnError::Io { path: path.to_path_buf(), error };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
+    parse_csv(path, file)
+}
+
+/// [`read_csv`] on any reader, named `path` in errors.
+pub fn parse_csv(path: &Path, input: impl std::io::Read) -> Result<Table> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let (mut data, mut labels, mut width) = (Vec::new(), Vec::new(), None);
     for record in reader.records() {
         let record = record.map_err(|e| NnError::Csv {

@@ -159,6 +159,11 @@ struct Checked {
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Value)>, IoError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|error| IoError::Io { path: path.into(), error })?;
+    parse_safetensors(path, &bytes)
+}
+
+/// [`load_safetensors`] on the bytes of a file, named `path` in errors.
+pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Value)>, IoError> {
     let corrupt = |msg: String| IoError::Corrupt { path: path.into(), msg };
 
     let Some(len_bytes) = bytes.get(..8) else {
@@ -190,7 +195,7 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Value)>, 
 
     // The reference reader must agree with the checks above; if it finds
     // something they missed, its word is final.
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut out = Vec::with_capacity(tensors.len());
     for t in tensors {
         let view = file.tensor(&t.name).map_err(|e| corrupt(e.to_string()))?;

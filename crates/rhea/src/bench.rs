@@ -16,22 +16,22 @@ pub const MODELS: &[&str] = &["sonar-mlp", "theano-mlp", "vgg16"];
 /// One measured (model, backend) pair.
 #[derive(Serialize)]
 pub struct Row {
-    model: String,
-    backend: String,
-    batch: usize,
+    pub(crate) model: String,
+    pub(crate) backend: String,
+    pub(crate) batch: usize,
     /// Graph to callable: optimizer, code generation.
-    compile_ms: f64,
+    pub(crate) compile_ms: f64,
     /// The first call's planning (memory plan, executor), on top of compiling.
-    first_call_ms: f64,
+    pub(crate) first_call_ms: f64,
     /// Median time of one training step, and the spread (min, max) of the rounds.
-    step_us: f64,
-    step_min_us: f64,
-    step_max_us: f64,
-    examples_per_s: f64,
+    pub(crate) step_us: f64,
+    pub(crate) step_min_us: f64,
+    pub(crate) step_max_us: f64,
+    pub(crate) examples_per_s: f64,
     /// Matrix-product and convolution FLOPs per step over the median step time.
-    gflops: f64,
+    pub(crate) gflops: f64,
     /// For the Sonar MLP: one epoch (124 rows, 13 steps).
-    epoch_ms: Option<f64>,
+    pub(crate) epoch_ms: Option<f64>,
 }
 
 /// A model's training step, compiled, with its batches.

@@ -10,6 +10,7 @@ use rhea::{Graph, Op, TextOptions, Value};
 
 mod bench;
 mod check;
+mod plot;
 
 const MAIN_HELP: &str = "\
 Examples:
@@ -109,7 +110,8 @@ GFLOP per image), at batch 1 and 8 unless --batch says otherwise.
 
 Examples:
   rhea bench
-  rhea bench --model theano-mlp --backend cpu --json bench.json";
+  rhea bench --model theano-mlp --backend cpu --json bench.json
+  rhea bench --model sonar-mlp,theano-mlp --backend cpu,cuda --plot bench.svg";
 
 #[derive(clap::Args)]
 struct BenchArgs {
@@ -128,6 +130,9 @@ struct BenchArgs {
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also draw the table as an SVG bar chart.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Built-in models that GRAPH may name instead of a file.
@@ -355,6 +360,11 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
         let json = serde_json::json!({ "gemm_peak_gflops": peak, "rows": rows });
         std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let machine = bench::table(&[], peak);
+        let svg = plot::svg(&rows, machine.lines().next().unwrap_or_default());
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
