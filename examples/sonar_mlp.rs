@@ -40,7 +40,7 @@ struct Args {
     /// Stratified k-fold cross-validation instead of one split; prints mean ± std.
     #[arg(long, value_name = "K")]
     cv: Option<usize>,
-    /// Where to run: cpu (compiled) or interp (the reference interpreter).
+    /// Where to run: cpu (compiled), interp (the reference interpreter) or cuda (an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     backend: String,
     /// Write the training graph (forward, loss, gradients, Adam updates) as JSON.

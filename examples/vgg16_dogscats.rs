@@ -62,7 +62,7 @@ struct Args {
     /// Start from a checkpoint written by --checkpoint.
     #[arg(long, value_name = "FILE")]
     resume: Option<PathBuf>,
-    /// Where to run: cpu or interp.
+    /// Where to run: cpu, interp or cuda (an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     backend: String,
     /// Print only the summary.

@@ -179,10 +179,20 @@ fn run(name: &str, target: fn(&[u8]) -> bool) -> (usize, usize) {
     let iters: usize = std::env::var("RHEA_FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
     let seeds = corpus(name);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
+    // Structured mutations start from seeds the loader accepts, so that they
+    // reach the checks past the parser.
+    let valid: Vec<&Vec<u8>> =
+        seeds.iter().filter(|s| std::panic::catch_unwind(|| target(s)).unwrap_or(false)).collect();
     let inputs = seeds.iter().cloned().chain((0..iters).map(|_| {
         let a = &seeds[rng.below(seeds.len())];
         let b = &seeds[rng.below(seeds.len())];
-        let structured = if name == "graph_json" && rng.below(4) != 0 { mutate_json(&mut rng, a) } else { None };
+        let structured = match name == "graph_json" && !valid.is_empty() && rng.below(4) != 0 {
+            true => {
+                let base = valid[rng.below(valid.len())];
+                mutate_json(&mut rng, base)
+            }
+            false => None,
+        };
         structured.unwrap_or_else(|| mutate(&mut rng, a, b))
     }));
     let (mut count, mut accepted) = (0, 0);

@@ -2,7 +2,9 @@
 //! inputs, clipped logs, pow by constants, transposes of computed values,
 //! keepdims reductions) give the same outputs before and after optimizing,
 //! in every mode, on the interpreter and on the CPU backend.
-//! `RHEA_RANDOM_GRAPHS=N` runs N graphs (default 300).
+//! `RHEA_RANDOM_GRAPHS=N` runs N graphs (default 2000). A graph that fails
+//! is shrunk (nodes bypassed while it still fails) and saved, with its
+//! inputs, under `target/random-failures/` to become a regression test.
 
 use std::collections::HashMap;
 
@@ -128,38 +130,103 @@ pub fn random_graph(seed: u64) -> (Graph, HashMap<String, Value>) {
     (g.to_graph(), feeds)
 }
 
-#[test]
-fn random_graphs_agree_before_and_after_optimizing() {
-    let count: u64 = std::env::var("RHEA_RANDOM_GRAPHS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let mut failures = Vec::new();
-    for seed in 0..count {
-        let (graph, feeds) = random_graph(seed);
-        let want = run_raw(&graph, &feeds);
-        for mode in [Mode::Fast, Mode::None] {
-            let p = match rhea::opt::compile(graph.clone(), &options(mode, &[])) {
-                Ok(p) => p,
-                Err(e) => {
-                    failures.push(format!("seed {seed} {mode:?}: {e}"));
+/// Shrinks a failing graph: while it still fails, bypass a node (its uses
+/// take one of its inputs of the same type) and drop what became dead.
+pub fn minimize(g: &Graph, fails: &dyn Fn(&Graph) -> bool) -> Graph {
+    let mut best = g.clone();
+    'shrink: loop {
+        for id in best.topo_order() {
+            let node = best.node(id);
+            if node.op.is_leaf() {
+                continue;
+            }
+            for &input in node.inputs.iter() {
+                let mut candidate = best.clone();
+                if candidate.replace_all_uses(id, input).is_err() {
                     continue;
                 }
-            };
-            // A stabilization is more accurate than the raw graph where the raw
-            // graph cancels or underflows: compare those loosely.
-            let stabilized = p.report.rewrites.iter().any(|r| r.pass == "stabilize");
-            let tol = if stabilized { 1e-2 } else { 1e-4 };
-            for (backend, result) in [("interp", run_program(&p, &feeds)), ("cpu", run_cpu(&p, &feeds))] {
-                match result {
-                    Err(e) => failures.push(format!("seed {seed} {mode:?} {backend}: {e}")),
-                    Ok(got) => {
-                        for (k, (w, o)) in want.iter().zip(&got).enumerate() {
-                            let check = if stabilized { close_or_improved(w, o, tol) } else { close(w, o, tol) };
-                            if let Err(e) = check {
-                                failures.push(format!("seed {seed} {mode:?} {backend} output {k}: {e}\n{graph:?}"));
-                            }
+                candidate.remove_dead();
+                if fails(&candidate) {
+                    best = candidate;
+                    continue 'shrink;
+                }
+            }
+        }
+        return best;
+    }
+}
+
+/// The outputs of `graph` on every mode and backend, or what differs.
+fn disagreement(graph: &Graph, feeds: &HashMap<String, Value>) -> Option<String> {
+    let want = run_raw(graph, feeds);
+    for mode in [Mode::Fast, Mode::None] {
+        let p = match rhea::opt::compile(graph.clone(), &options(mode, &[])) {
+            Ok(p) => p,
+            Err(e) => return Some(format!("{mode:?}: {e}")),
+        };
+        // A stabilization is more accurate than the raw graph where the raw
+        // graph cancels or underflows: compare those loosely.
+        let stabilized = p.report.rewrites.iter().any(|r| r.pass == "stabilize");
+        let tol = if stabilized { 1e-2 } else { 1e-4 };
+        for (backend, result) in [("interp", run_program(&p, feeds)), ("cpu", run_cpu(&p, feeds))] {
+            match result {
+                Err(e) => return Some(format!("{mode:?} {backend}: {e}")),
+                Ok(got) => {
+                    for (k, (w, o)) in want.iter().zip(&got).enumerate() {
+                        let check = if stabilized { close_or_improved(w, o, tol) } else { close(w, o, tol) };
+                        if let Err(e) = check {
+                            return Some(format!("{mode:?} {backend} output {k}: {e}"));
                         }
                     }
                 }
             }
+        }
+    }
+    None
+}
+
+/// Shrinks a failing graph and writes it and its inputs where a developer
+/// turns them into a regression test; returns what was written.
+fn save_failure(seed: u64, graph: &Graph, feeds: &HashMap<String, Value>) -> String {
+    let fails = |g: &Graph| std::panic::catch_unwind(|| disagreement(g, feeds)).map_or(true, |d| d.is_some());
+    let small = minimize(graph, &fails);
+    let dir = repo_file("target/random-failures");
+    let _ = std::fs::create_dir_all(&dir);
+    let json = dir.join(format!("seed-{seed}.json"));
+    let inputs = dir.join(format!("seed-{seed}.safetensors"));
+    let _ = std::fs::write(&json, rhea::to_json(&small));
+    let named: Vec<(&str, &Value)> = feeds.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let _ = rhea::io::save_safetensors(&inputs, &named);
+    format!(
+        "minimized to {} nodes: {} with inputs {} (replay: rhea check {} --inputs {})\n{small:?}",
+        small.len(),
+        json.display(),
+        inputs.display(),
+        json.display(),
+        inputs.display()
+    )
+}
+
+#[test]
+fn the_minimizer_keeps_the_failure_and_little_else() {
+    // A stand-in failure: "the graph still computes an exp or a log".
+    let has = |g: &Graph| g.topo_order().iter().any(|&id| matches!(g.node(id).op.name(), "exp" | "log" | "tanh"));
+    let start = (0..40).map(random_graph).find(|(g, _)| has(g)).expect("some random graph uses exp, log or tanh").0;
+    let small = minimize(&start, &has);
+    assert!(has(&small));
+    let computed = |g: &Graph| g.topo_order().iter().filter(|&&id| !g.node(id).op.is_leaf()).count();
+    let (before, after) = (computed(&start), computed(&small));
+    assert!(after < before && after <= 6, "{after} computed nodes left of {before}:\n{small:?}");
+}
+
+#[test]
+fn random_graphs_agree_before_and_after_optimizing() {
+    let count: u64 = std::env::var("RHEA_RANDOM_GRAPHS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let mut failures = Vec::new();
+    for seed in 0..count {
+        let (graph, feeds) = random_graph(seed);
+        if let Some(what) = disagreement(&graph, &feeds) {
+            failures.push(format!("seed {seed}: {what}\n{}", save_failure(seed, &graph, &feeds)));
         }
     }
     assert!(failures.is_empty(), "{} of {count} random graphs failed:\n{}", failures.len(), failures.join("\n"));
