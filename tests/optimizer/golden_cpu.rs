@@ -4,21 +4,10 @@
 //! backend's native kernels or the interpreter) and compared with numpy's
 //! values within the interpreter's tolerances.
 
-use std::collections::HashMap;
-
+use rhea::Value;
 use rhea::opt::{Mode, Options};
-use rhea::{Literal, Op, Shape, Value};
 
 use crate::kit::*;
-
-#[derive(serde::Deserialize)]
-struct Case {
-    name: String,
-    op: Op,
-    inputs: Vec<Literal>,
-    #[serde(default)]
-    expected: Option<Literal>,
-}
 
 fn tolerance(v: &Value) -> f64 {
     if v.dtype() == rhea::DType::F32 { 1e-5 } else { 1e-12 }
@@ -26,29 +15,15 @@ fn tolerance(v: &Value) -> f64 {
 
 #[test]
 fn every_golden_case_matches_numpy_on_the_cpu_backend() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/rhea-interp/tests/golden/ops.json");
-    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let (mut ran, mut failures) = (0, Vec::new());
-    for case in cases {
+    for case in golden_cases() {
         let Some(expected) = case.expected else { continue };
-        let mut g = rhea::Graph::new();
-        let mut feeds = HashMap::new();
-        let mut ids = Vec::new();
-        for (i, lit) in case.inputs.iter().enumerate() {
-            let v = lit.value().clone();
-            let name = format!("in{i}");
-            ids.push(g.add_input(&name, rhea::TensorType::new(v.dtype(), Shape::known(v.shape())), None).unwrap());
-            feeds.insert(name, v);
-        }
-        let out = g.add(case.op.clone(), &ids, None).unwrap();
-        g.set_output("out", out);
-        let p = program(&g, &Options { mode: Mode::None, ..options(Mode::None, &[]) });
+        let p = program(&case.graph, &Options { mode: Mode::None, ..options(Mode::None, &[]) });
         ran += 1;
-        match run_cpu(&p, &feeds) {
+        match run_cpu(&p, &case.feeds) {
             Err(e) => failures.push(format!("{}: {e}", case.name)),
             Ok(got) => {
-                let want = expected.value();
-                if let Err(e) = close(want, &got[0], tolerance(want)) {
+                if let Err(e) = close(&expected, &got[0], tolerance(&expected)) {
                     failures.push(format!("{}: {e}", case.name));
                 }
             }

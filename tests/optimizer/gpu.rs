@@ -5,51 +5,26 @@
 //! with `--ignored` on a GPU machine, where they fail loudly if the GPU is
 //! missing.
 
-use std::collections::HashMap;
-
 use ndarray::{Array2, Array4};
+use rhea::Value;
 use rhea::opt::Mode;
-use rhea::{Literal, Op, Shape, Value};
 
 use crate::kit::*;
-
-#[derive(serde::Deserialize)]
-struct Case {
-    name: String,
-    op: Op,
-    inputs: Vec<Literal>,
-    #[serde(default)]
-    expected: Option<Literal>,
-}
 
 #[test]
 #[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
 fn every_golden_case_matches_numpy_on_the_gpu() {
-    let path = repo_file("crates/rhea-interp/tests/golden/ops.json");
-    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let (mut ran, mut failures) = (0, Vec::new());
-    for case in cases {
-        let Some(expected) = case.expected else { continue };
-        let mut g = rhea::Graph::new();
-        let mut feeds = HashMap::new();
-        let mut ids = Vec::new();
-        for (i, lit) in case.inputs.iter().enumerate() {
-            let v = lit.value().clone();
-            let name = format!("in{i}");
-            ids.push(g.add_input(&name, rhea::TensorType::new(v.dtype(), Shape::known(v.shape())), None).unwrap());
-            feeds.insert(name, v);
-        }
-        let out = g.add(case.op.clone(), &ids, None).unwrap();
-        g.set_output("out", out);
+    for case in golden_cases() {
+        let Some(want) = case.expected else { continue };
         for mode in [Mode::None, Mode::Fast] {
-            let p = program(&g, &options(mode, &[]));
+            let p = program(&case.graph, &options(mode, &[]));
             ran += 1;
-            let want = expected.value();
             let tol = if want.dtype() == rhea::DType::F32 { 1e-5 } else { 1e-10 };
-            match run_cuda(&p, &feeds) {
+            match run_cuda(&p, &case.feeds) {
                 Err(e) => failures.push(format!("{} {mode:?}: {e}", case.name)),
                 Ok(got) => {
-                    if let Err(e) = close(want, &got[0], tol) {
+                    if let Err(e) = close(&want, &got[0], tol) {
                         failures.push(format!("{} {mode:?}: {e}", case.name));
                     }
                 }

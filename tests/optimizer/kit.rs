@@ -29,12 +29,54 @@ pub fn run_program(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Va
     rhea::interp::run_program(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids).map_err(|e| e.to_string())
 }
 
-/// The program's outputs on the CPU backend: kernels compiled by
-/// Cranelift, run by its executor (prepared buffers, native library ops,
-/// the interpreter for the rest).
-pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
-    let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-    let cpu = rhea_cpu::CpuKernels::compile(&kernels).map_err(|e| e.to_string())?;
+/// A numpy golden case of `crates/rhea-interp/tests/golden/ops.json` as a
+/// one-op graph with its feeds and numpy's value, if it has one.
+pub struct GoldenCase {
+    pub name: String,
+    pub graph: Graph,
+    pub feeds: HashMap<String, Value>,
+    pub expected: Option<Value>,
+}
+
+/// Every golden case whose op types on its inputs.
+pub fn golden_cases() -> Vec<GoldenCase> {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        name: String,
+        op: rhea::Op,
+        inputs: Vec<rhea::Literal>,
+        #[serde(default)]
+        expected: Option<rhea::Literal>,
+    }
+    let path = repo_file("crates/rhea-interp/tests/golden/ops.json");
+    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    cases
+        .into_iter()
+        .filter_map(|case| {
+            let mut graph = Graph::new();
+            let mut feeds = HashMap::new();
+            let mut ids = Vec::new();
+            for (i, lit) in case.inputs.iter().enumerate() {
+                let v = lit.value().clone();
+                let name = format!("in{i}");
+                let ty = rhea::TensorType::new(v.dtype(), rhea::Shape::known(v.shape()));
+                ids.push(graph.add_input(&name, ty, None).unwrap());
+                feeds.insert(name, v);
+            }
+            let out = graph.add(case.op.clone(), &ids, None).ok()?;
+            graph.set_output("out", out);
+            Some(GoldenCase { name: case.name, graph, feeds, expected: case.expected.map(|l| l.value().clone()) })
+        })
+        .collect()
+}
+
+/// What every backend needs to run `p` on `feeds`: the bindings, the memory
+/// plan, the outputs, the inputs and their values in order.
+#[allow(clippy::type_complexity)]
+fn prepare(
+    p: &Program,
+    feeds: &HashMap<String, Value>,
+) -> Result<(rhea::interp::Bindings, rhea::opt::MemoryPlan, Vec<rhea::NodeId>, Vec<rhea::NodeId>, Vec<Value>), String> {
     let bindings = rhea::interp::bind_inputs(&p.graph, feeds).map_err(|e| e.to_string())?;
     let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
     let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
@@ -43,6 +85,16 @@ pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>
         .iter()
         .map(|&i| feeds.get(p.graph.leaf_name(i).unwrap_or_default()).cloned().ok_or("an input was not fed"))
         .collect::<Result<_, _>>()?;
+    Ok((bindings, mem, ids, inputs, values))
+}
+
+/// The program's outputs on the CPU backend: kernels compiled by
+/// Cranelift, run by its executor (prepared buffers, native library ops,
+/// the interpreter for the rest).
+pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
+    let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
+    let cpu = rhea_cpu::CpuKernels::compile(&kernels).map_err(|e| e.to_string())?;
+    let (bindings, mem, ids, inputs, values) = prepare(p, feeds)?;
     let updates = p.graph.updates().to_vec();
     let mut prepared =
         rhea_cpu::Prepared::new(p, &cpu, &mem, &bindings, &inputs, &ids, &updates).map_err(|e| e.to_string())?;
@@ -59,14 +111,7 @@ pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>
 /// products on cuBLAS, other library ops on the host.
 pub fn run_cuda(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
     let gpu = rhea_cuda::open_shared(0).map_err(|e| e.to_string())?;
-    let bindings = rhea::interp::bind_inputs(&p.graph, feeds).map_err(|e| e.to_string())?;
-    let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
-    let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
-    let inputs = p.graph.inputs();
-    let values: Vec<Value> = inputs
-        .iter()
-        .map(|&i| feeds.get(p.graph.leaf_name(i).unwrap_or_default()).cloned().ok_or("an input was not fed"))
-        .collect::<Result<_, _>>()?;
+    let (bindings, mem, ids, inputs, values) = prepare(p, feeds)?;
     let mut prepared =
         rhea_cuda::Prepared::new(&gpu, p, &mem, &bindings, &inputs, &ids, &[]).map_err(|e| e.to_string())?;
     let nodes: Vec<rhea::NodeId> = prepared.shared_nodes().collect();

@@ -10,18 +10,11 @@
 
 use std::collections::HashMap;
 
+use rhea::Value;
 use rhea::opt::{Mode, Program};
-use rhea::{Literal, Op, Shape, Value};
 use rhea_cuda::{Lowered, Target, lower_kernel, module};
 
 use crate::kit::*;
-
-#[derive(serde::Deserialize)]
-struct Case {
-    name: String,
-    op: Op,
-    inputs: Vec<Literal>,
-}
 
 /// Lowers every kernel of `p` at the sizes `feeds` give.
 fn lower_program(
@@ -46,24 +39,11 @@ fn lower_program(
 }
 
 fn golden_kernels(out: &mut Vec<Lowered>, host: &mut Vec<String>) -> usize {
-    let path = repo_file("crates/rhea-interp/tests/golden/ops.json");
-    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut n = 0;
-    for case in cases {
-        let mut g = rhea::Graph::new();
-        let mut feeds = HashMap::new();
-        let mut ids = Vec::new();
-        for (i, lit) in case.inputs.iter().enumerate() {
-            let v = lit.value().clone();
-            let name = format!("in{i}");
-            ids.push(g.add_input(&name, rhea::TensorType::new(v.dtype(), Shape::known(v.shape())), None).unwrap());
-            feeds.insert(name, v);
-        }
-        let Ok(o) = g.add(case.op.clone(), &ids, None) else { continue };
-        g.set_output("out", o);
+    for case in golden_cases() {
         for mode in [Mode::None, Mode::Fast] {
-            let Ok(p) = rhea::opt::compile(g.clone(), &options(mode, &[])) else { continue };
-            lower_program(&p, &feeds, &format!("{}_{mode:?}_{n}", case.name), out, host);
+            let Ok(p) = rhea::opt::compile(case.graph.clone(), &options(mode, &[])) else { continue };
+            lower_program(&p, &case.feeds, &format!("{}_{mode:?}_{n}", case.name), out, host);
             n += 1;
         }
     }

@@ -533,12 +533,7 @@ fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> 
         e.ins(format!("@{not_lane0} bra {skip}"));
         let slots = accs.len() as u32;
         for (j, (a, &acc)) in accs.iter().zip(&acc_regs).enumerate() {
-            let slot = e.reg(Kind::B32);
-            e.ins(format!("mad.lo.u32 {slot}, {warp}, {}, {}", slots * 8, j * 8));
-            let wide = e.op1("cvt.u64.u32", Kind::B64, slot);
-            let base = e.reg(Kind::B64);
-            e.ins(format!("mov.u64 {base}, {smem}"));
-            let addr = e.op2("add.s64", Kind::B64, base, wide);
+            let addr = shared_slot(&mut e, &smem, warp, slots, j);
             e.ins(format!("st.shared.{} [{addr}], {acc}", mov_ty(a.acc)));
         }
         e.place(&skip);
@@ -551,12 +546,7 @@ fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> 
         for (j, (a, &acc)) in accs.iter().zip(&acc_regs).enumerate() {
             let id = a.identity(&mut e);
             assign(&mut e, acc, id, a.acc);
-            let slot = e.reg(Kind::B32);
-            e.ins(format!("mad.lo.u32 {slot}, {lane}, {}, {}", slots * 8, j * 8));
-            let wide = e.op1("cvt.u64.u32", Kind::B64, slot);
-            let base = e.reg(Kind::B64);
-            e.ins(format!("mov.u64 {base}, {smem}"));
-            let addr = e.op2("add.s64", Kind::B64, base, wide);
+            let addr = shared_slot(&mut e, &smem, lane, slots, j);
             e.ins(format!("@{in_range} ld.shared.{} {acc}, [{addr}]", mov_ty(a.acc)));
         }
         warp_reduce(&mut e, &accs, &acc_regs);
@@ -580,6 +570,17 @@ fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> 
         block: BLOCK,
         shape: if per_block { "reduction, a block per output" } else { "reduction, a thread per output" },
     })
+}
+
+/// The shared-memory address of accumulator `j` of warp `warp` (8 bytes
+/// each, `slots` per warp).
+fn shared_slot(e: &mut Emitter, smem: &str, warp: R, slots: u32, j: usize) -> R {
+    let slot = e.reg(Kind::B32);
+    e.ins(format!("mad.lo.u32 {slot}, {warp}, {}, {}", slots * 8, j * 8));
+    let wide = e.op1("cvt.u64.u32", Kind::B64, slot);
+    let base = e.reg(Kind::B64);
+    e.ins(format!("mov.u64 {base}, {smem}"));
+    e.op2("add.s64", Kind::B64, base, wide)
 }
 
 fn int_reg(e: &mut Emitter, ix: Ix, v: usize) -> R {
