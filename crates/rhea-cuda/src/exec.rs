@@ -6,9 +6,11 @@
 //!
 //! Shared variables live on the device between calls ([`SharedStore`]);
 //! one is uploaded again only when its host value has changed since (a
-//! version number says so). Update values are downloaded to keep the host
-//! copies current, and copied into the device copies after the last step,
-//! so a call that fails changes nothing.
+//! version number says so). Update values are copied into the device
+//! copies after the last step, so a call that fails changes nothing, and
+//! are not downloaded: the caller gets a fetch for each, which the graph
+//! runs only when someone else reads the value. Only inputs and outputs
+//! cross the bus on a training step.
 //!
 //! Steps with no GPU implementation (kernels using `sin`/`cos`, library ops
 //! other than matrix products and reshapes) run on the host through the
@@ -16,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
+use std::sync::Arc;
 
 use cudarc::driver::result;
 use cudarc::driver::sys::{CUdeviceptr, CUfunction, CUmodule};
@@ -86,7 +89,7 @@ struct Product {
 
 /// A program ready to run at one set of input sizes.
 pub struct Prepared {
-    ctx: std::sync::Arc<cudarc::driver::CudaContext>,
+    ctx: Arc<cudarc::driver::CudaContext>,
     modules: Vec<CUmodule>,
     /// The module's PTX, for dumps.
     ptx: String,
@@ -103,13 +106,27 @@ pub struct Prepared {
     counts: (usize, usize),
 }
 
-/// Shared variables' device copies, kept across calls and plans.
-#[derive(Default)]
+/// Shared variables' device copies, kept across calls and plans, and who
+/// holds them (the owner named in [`rhea_graph::Graph::set_shared_pending`]).
 pub struct SharedStore {
-    buffers: HashMap<NodeId, (DeviceBuffer, u64)>,
+    buffers: HashMap<NodeId, (Arc<DeviceBuffer>, u64)>,
+    owner: u64,
+}
+
+impl Default for SharedStore {
+    fn default() -> SharedStore {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SharedStore { buffers: HashMap::new(), owner: NEXT.fetch_add(1, Ordering::Relaxed) }
+    }
 }
 
 impl SharedStore {
+    /// This store's identity as the holder of shared values.
+    pub fn owner(&self) -> u64 {
+        self.owner
+    }
+
     /// Records that the device copy of `id` equals host version `version`
     /// (after the caller stored a call's update on the host).
     pub fn mark(&mut self, id: NodeId, version: u64) {
@@ -395,10 +412,11 @@ impl Prepared {
 
     /// Runs the plan on `feeds` (checked against the plan's input types),
     /// with `shared` the host value and version of each of
-    /// [`Prepared::shared_nodes`]. Returns the outputs and the new values of
-    /// the updated shared variables, in the order they were given; the
-    /// device copies already hold those values, and the caller stores them
-    /// on the host and then [`SharedStore::mark`]s them.
+    /// [`Prepared::shared_nodes`]. Returns the outputs, and for each updated
+    /// shared variable, in the order given, a fetch of its new value: the
+    /// device copies hold those values, and the caller records them as
+    /// pending on the host ([`rhea_graph::Graph::set_shared_pending`]) and
+    /// [`SharedStore::mark`]s the versions that gives.
     pub fn run(
         &mut self,
         gpu: &Gpu,
@@ -407,7 +425,7 @@ impl Prepared {
         shared: &[(&Value, u64)],
         store: &mut SharedStore,
         fallback: Fallback,
-    ) -> Result<(Vec<Value>, Vec<Value>), ExecError> {
+    ) -> Result<(Vec<Value>, Vec<rhea_graph::Fetch>), ExecError> {
         gpu.bind().map_err(cuda)?;
         if feeds.len() != self.feeds.len() || shared.len() != self.shared.len() {
             return Err(fail(None, "a call's inputs do not match the prepared plan"));
@@ -429,7 +447,9 @@ impl Prepared {
             if !fresh {
                 let buffer = match store.buffers.remove(id) {
                     Some((b, _)) => b,
-                    None => DeviceBuffer::alloc(gpu, op.bytes(), &format!("shared variable {id}")).map_err(cuda)?,
+                    None => {
+                        Arc::new(DeviceBuffer::alloc(gpu, op.bytes(), &format!("shared variable {id}")).map_err(cuda)?)
+                    }
                 };
                 upload(buffer.ptr, &value_bytes(value)).map_err(cuda)?;
                 store.buffers.insert(*id, (buffer, *version));
@@ -474,17 +494,30 @@ impl Prepared {
         }
         gpu.ctx.synchronize().map_err(|e| fail(None, format!("a GPU step failed: {e:?}")))?;
         let outputs = self.fetch(&self.outputs, store).map_err(cuda)?;
-        // Every update value is read before any shared copy changes.
-        let values: Vec<Operand> = self.updates.iter().map(|(_, v)| v.clone()).collect();
-        let new = self.fetch(&values, store).map_err(cuda)?;
-        for ((i, op), value) in self.updates.iter().zip(&new) {
-            let dst = self.address(&self.shared[*i].1, store);
-            match op.source {
-                Source::Shared(_) => upload(dst, &value_bytes(value)).map_err(cuda)?,
-                _ => copy(dst, self.address(op, store), op.bytes()).map_err(cuda)?,
+        // An update whose value is another shared variable's old value (a
+        // swap) reads it before any shared copy changes.
+        let staged: Vec<Option<Value>> = self
+            .updates
+            .iter()
+            .map(|(_, v)| match v.source {
+                Source::Shared(_) => download(self.address(v, store), v.dtype, &v.shape).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(cuda)?;
+        let mut fetches: Vec<rhea_graph::Fetch> = Vec::with_capacity(self.updates.len());
+        for ((i, op), staged) in self.updates.iter().zip(&staged) {
+            let (id, target) = &self.shared[*i];
+            let dst = self.address(target, store);
+            match staged {
+                Some(value) => upload(dst, &value_bytes(value)).map_err(cuda)?,
+                None => copy(dst, self.address(op, store), op.bytes()).map_err(cuda)?,
             }
+            let buffer = store.buffers.get(id).expect("updated shared variables have device copies").0.clone();
+            let (dtype, shape) = (target.dtype, target.shape.clone());
+            fetches.push(Arc::new(move || buffer.read(dtype, &shape).map_err(|e| e.to_string())));
         }
-        Ok((outputs, new))
+        Ok((outputs, fetches))
     }
 
     fn fetch(&self, ops: &[Operand], store: &SharedStore) -> Result<Vec<Value>, CudaError> {

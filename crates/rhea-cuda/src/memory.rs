@@ -34,6 +34,14 @@ impl DeviceBuffer {
     }
 }
 
+impl DeviceBuffer {
+    /// Its contents as a value of `dtype` and `shape`, from any thread.
+    pub fn read(&self, dtype: DType, shape: &[usize]) -> Result<Value, CudaError> {
+        self.ctx.bind_to_thread().map_err(call("cuCtxSetCurrent"))?;
+        download(self.ptr, dtype, shape)
+    }
+}
+
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         if self.ctx.bind_to_thread().is_ok() {

@@ -121,18 +121,44 @@ impl Builder {
         self.0.borrow_mut().add_update(shared.id, value.id)
     }
 
-    /// The graph, borrowed.
+    /// The graph, borrowed, with every shared value current: values whose
+    /// newest copy is on a device are brought back first.
     ///
     /// # Panics
     /// If the graph is mutably borrowed through [`Builder::graph_mut`] at the
     /// same time.
     pub fn graph(&self) -> Ref<'_, Graph> {
+        self.sync(None);
         self.0.borrow()
     }
 
-    /// The graph, mutably borrowed.
+    /// The graph, mutably borrowed, with every shared value current.
     pub fn graph_mut(&self) -> RefMut<'_, Graph> {
+        self.sync(None);
         self.0.borrow_mut()
+    }
+
+    /// The graph, mutably borrowed, with every shared value current except
+    /// those `owner` holds on its device (the backend that holds them uses
+    /// its own copies).
+    pub fn graph_mut_for(&self, owner: u64) -> RefMut<'_, Graph> {
+        self.sync(Some(owner));
+        self.0.borrow_mut()
+    }
+
+    /// Brings back shared values held elsewhere (see
+    /// [`Graph::set_shared_pending`]). Skipped while the graph is borrowed,
+    /// which cannot happen with values pending: they are only set through a
+    /// mutable borrow that has ended. A value that cannot be fetched keeps
+    /// its stale copy, and the reason is printed: there is no caller to
+    /// return it to.
+    fn sync(&self, except: Option<u64>) {
+        let pending = self.0.try_borrow().is_ok_and(|g| g.has_pending_shared());
+        if let (true, Ok(mut g)) = (pending, self.0.try_borrow_mut()) {
+            for e in g.sync_shared(except) {
+                eprintln!("rhea: {e}");
+            }
+        }
     }
 
     /// A copy of the graph as it is now.
@@ -762,6 +788,44 @@ impl std::ops::Neg for Var {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_held_on_a_device_come_back_when_anyone_reads_the_graph() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let g = Builder::new();
+        let w = g.shared("w", Value::from(1.0f32)).unwrap();
+        let v = g.shared("v", Value::from(5.0f32)).unwrap();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let fetch: crate::Fetch = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Value::from(2.0f32))
+        });
+        let before = g.0.borrow().shared_version(w.id());
+        let version = g.0.borrow_mut().set_shared_pending(w.id(), 7, fetch);
+        assert_ne!(version, before, "the device's value is a new version");
+        // The owner's own access leaves its value on the device.
+        assert_eq!(g.graph_mut_for(7).shared_value(w.id()), Some(&Value::from(1.0f32)));
+        assert_eq!(fetches.load(Ordering::SeqCst), 0);
+        // Anyone else's brings it back, once, keeping the version.
+        assert_eq!(g.graph().shared_value(w.id()), Some(&Value::from(2.0f32)));
+        assert_eq!(g.graph().shared_value(w.id()), Some(&Value::from(2.0f32)));
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(g.graph().shared_version(w.id()), version);
+        // A host write wins over a value still on a device.
+        let stale: crate::Fetch = Arc::new(|| Ok(Value::from(9.0f32)));
+        g.0.borrow_mut().set_shared_pending(v.id(), 7, stale);
+        g.0.borrow_mut().set_shared_value(v.id(), Value::from(6.0f32)).unwrap();
+        assert_eq!(g.graph().shared_value(v.id()), Some(&Value::from(6.0f32)));
+        // A value that cannot be fetched keeps its host copy; the reason is named.
+        let broken: crate::Fetch = Arc::new(|| Err("the GPU fell off the bus".into()));
+        g.0.borrow_mut().set_shared_pending(v.id(), 7, broken);
+        let errors = g.0.borrow_mut().sync_shared(None);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("\"v\"") && errors[0].contains("fell off the bus"), "{errors:?}");
+        assert_eq!(g.graph().shared_value(v.id()), Some(&Value::from(6.0f32)));
+    }
 
     #[test]
     fn operators_build_typed_nodes_with_locations() {

@@ -104,6 +104,10 @@ pub struct Node {
     pub loc: Option<Loc>,
 }
 
+/// Fetches the current value of a shared variable held elsewhere (a
+/// backend's device copy); see [`Graph::set_shared_pending`].
+pub type Fetch = Arc<dyn Fn() -> Result<Value, String> + Send + Sync + std::panic::RefUnwindSafe>;
+
 /// A tensor expression graph: typed nodes, the values of its shared
 /// variables, its named outputs and its update rules.
 ///
@@ -118,6 +122,9 @@ pub struct Graph {
     /// A process-wide unique number per write of each shared value, so
     /// device copies can tell whether they are current.
     shared_versions: HashMap<NodeId, u64>,
+    /// Shared values whose current copy is held elsewhere (a GPU), with
+    /// who holds it and how to fetch it.
+    pending_shared: HashMap<NodeId, (u64, Fetch)>,
     outputs: Vec<(Box<str>, NodeId)>,
     updates: Vec<(NodeId, NodeId)>,
     /// How many outputs and update values each node is (to find them fast).
@@ -291,7 +298,47 @@ impl Graph {
     /// change through them).
     pub fn shared_elements_mut(&mut self, id: NodeId) -> Option<crate::ElementsMut<'_>> {
         self.bump(id);
+        self.pending_shared.remove(&id);
         self.shared_values.get_mut(&id).map(Value::elements_mut)
+    }
+
+    /// Records that the current value of shared variable `id` is held by
+    /// `owner` (a backend's device copy) and is fetched by `fetch`: the host
+    /// copy is stale until [`Graph::sync_shared`] brings it back. Returns the
+    /// value's new version, which the owner's copy now has.
+    pub fn set_shared_pending(&mut self, id: NodeId, owner: u64, fetch: Fetch) -> u64 {
+        self.bump(id);
+        self.pending_shared.insert(id, (owner, fetch));
+        self.shared_version(id)
+    }
+
+    /// True if some shared value's current copy is held elsewhere.
+    pub fn has_pending_shared(&self) -> bool {
+        !self.pending_shared.is_empty()
+    }
+
+    /// Brings back every shared value held elsewhere, except those `except`
+    /// holds, keeping their versions (the values they name do not change).
+    /// A value that cannot be fetched keeps its stale host copy; the errors
+    /// are returned.
+    pub fn sync_shared(&mut self, except: Option<u64>) -> Vec<String> {
+        let ids: Vec<NodeId> =
+            self.pending_shared.iter().filter(|(_, (owner, _))| Some(*owner) != except).map(|(&id, _)| id).collect();
+        let mut errors = Vec::new();
+        for id in ids {
+            let (_, fetch) = self.pending_shared.remove(&id).expect("listed above");
+            let name = self.leaf_name(id).unwrap_or_default().to_string();
+            match fetch() {
+                Ok(v) => match check_value(&format!("shared variable {name:?}"), &self.node(id).ty, &v) {
+                    Ok(()) => {
+                        self.shared_values.insert(id, v);
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                },
+                Err(e) => errors.push(format!("shared variable {name:?}: its current value could not be fetched: {e}")),
+            }
+        }
+        errors
     }
 
     /// A number that changes whenever the shared variable's value is
@@ -316,6 +363,7 @@ impl Graph {
         };
         check_value(&format!("shared variable {name:?}"), &node.ty, &value)?;
         self.shared_values.insert(id, value);
+        self.pending_shared.remove(&id);
         self.bump(id);
         Ok(())
     }

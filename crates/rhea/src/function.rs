@@ -542,8 +542,10 @@ impl Function {
         let plan = &mut self.plans[index];
         let prepared = plan.cuda.as_mut().expect("CUDA plans are prepared");
         let fallback = |op: &Op, ins: &[&Value], b: &rhea_interp::Bindings| rhea_interp::eval_op(op, ins, b);
-        let (outputs, new_values) = {
-            let source = self.builder.graph();
+        // This function's own values stay on its device; others come back.
+        let owner = self.device_shared.owner();
+        let mut source = self.builder.graph_mut_for(owner);
+        let (outputs, fetches) = {
             let shared = plan
                 .shared
                 .iter()
@@ -557,11 +559,11 @@ impl Function {
                 .collect::<Result<Vec<_>>>()?;
             prepared.run(gpu, &self.program, inputs, &shared, &mut self.device_shared, &fallback).map_err(run_error)?
         };
-        let mut source = self.builder.graph_mut();
+        // The new values stay on the device until someone reads them.
         let private = self.program.graph.updates();
-        for ((&(shared, _), &(mine, _)), value) in self.updates.iter().zip(private).zip(new_values) {
-            source.set_shared_value(shared, value).expect("update types were checked at compile time");
-            self.device_shared.mark(mine, source.shared_version(shared));
+        for ((&(shared, _), &(mine, _)), fetch) in self.updates.iter().zip(private).zip(fetches) {
+            let version = source.set_shared_pending(shared, owner, fetch);
+            self.device_shared.mark(mine, version);
         }
         Ok(outputs)
     }
