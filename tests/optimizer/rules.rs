@@ -123,6 +123,12 @@ fn specialize_rules() {
     let edges = Value::from(array![[f32::NEG_INFINITY, -0.0, 4.0], [0.0, f32::INFINITY, 2.25]]);
     check("pow_const", edges, |g, x| x.pow(g.scalar(0.5, DType::F32)).unwrap(), "where");
     check("dot_gemm", v(), |g, x| x.dot(&g.constant(w())).unwrap(), "gemm");
+    check("softmax_expand", v(), |_, x| x.softmax(1).unwrap(), "div");
+    check("log_softmax_expand", v(), |_, x| x.log_softmax(1).unwrap(), "sub");
+    // The interpreter's lanes at the edges: -inf entries, a NaN row, large values.
+    let edges = Value::from(array![[f32::NEG_INFINITY, 0.0, 1.0], [f32::NAN, 1.0, 2.0], [80.0, 90.0, -1e30]]);
+    check("softmax_expand", edges.clone(), |_, x| x.softmax(1).unwrap(), "div");
+    check("log_softmax_expand", edges, |_, x| x.log_softmax(1).unwrap(), "sub");
     // The other gemm rules need dot_gemm to make a gemm first.
     for (rule, f) in [
         (

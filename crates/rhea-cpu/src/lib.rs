@@ -22,4 +22,4 @@ mod pool;
 pub use exec::{ExecError, Fallback, Prepared, SharedSlot, nan_report};
 pub use jit::{CpuError, CpuKernels, Launch, LaunchOutput};
 pub use library::{is_native, library_op};
-pub use lower::{inner_vector_dtype, vector_dtype};
+pub use lower::{inner_reduce_vector_dtype, inner_vector_dtype, vector_dtype};

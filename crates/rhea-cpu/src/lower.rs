@@ -85,6 +85,13 @@ pub fn inner_vector_dtype(k: &Kernel) -> Option<DType> {
     if is_flat(k) || rank < 2 || k.reduce.as_ref().is_some_and(|r| r.axes.contains(&(rank - 1))) {
         return None;
     }
+    inner_vector_body(k)
+}
+
+/// The body's vector dtype if every input is splat along the innermost
+/// axis or read along its own last axis, and that axis fits a vector.
+fn inner_vector_body(k: &Kernel) -> Option<DType> {
+    let rank = k.domain.rank();
     let inner_ok = k.inputs.iter().all(|i| match i.axes[rank - 1] {
         None => true,
         Some(a) => a + 1 == i.shape.rank(),
@@ -92,7 +99,27 @@ pub fn inner_vector_dtype(k: &Kernel) -> Option<DType> {
     if !inner_ok {
         return None;
     }
-    body_vector_dtype(k)
+    body_vector_dtype(k).filter(|&d| inner_fits_a_vector(k, d))
+}
+
+/// False when the innermost axis is known to be shorter than one vector
+/// (a `[batch, 1]` column): vector code there would never run, only cost
+/// compile time.
+fn inner_fits_a_vector(k: &Kernel, dtype: DType) -> bool {
+    let lanes = if dtype == DType::F32 { 4 } else { 2 };
+    !matches!(k.domain.dims().last(), Some(rhea_graph::Dim::Known(n)) if *n < lanes)
+}
+
+/// The float dtype a loop nest whose innermost axis is reduced can run that
+/// axis on vectors of: the body and inputs qualify as for
+/// [`inner_vector_dtype`]. Each row then combines into vector accumulators
+/// held in registers, and into memory once per row.
+pub fn inner_reduce_vector_dtype(k: &Kernel) -> Option<DType> {
+    let rank = k.domain.rank();
+    if rank == 0 || !k.reduce.as_ref().is_some_and(|r| r.axes.contains(&(rank - 1))) {
+        return None;
+    }
+    inner_vector_body(k)
 }
 
 fn body_vector_dtype(k: &Kernel) -> Option<DType> {
@@ -326,8 +353,10 @@ fn nest(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, n: Nest) -> Res
     let flags = MemFlagsData::trusted();
     let idx: Vec<Variable> = (0..rank).map(|_| b.declare_var(types::I64)).collect();
     // With a vectorizable innermost axis, it gets its own loops below.
-    let vector = inner_vector_dtype(k);
+    let vector = inner_vector_dtype(k).or_else(|| inner_reduce_vector_dtype(k));
     let inner = rank.saturating_sub(1);
+    // A reduced innermost axis combines into registers along each row.
+    let inner_reduced = k.reduce.as_ref().is_some_and(|r| r.axes.contains(&inner)) && vector.is_some();
     // Whether the inputs read along the innermost axis really are
     // contiguous there in this call (a size-1 axis broadcasts instead).
     // Inputs that do not vary along the innermost axis are loaded once per
@@ -374,8 +403,9 @@ fn nest(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, n: Nest) -> Res
         }
         off
     };
-    // One point (scalar) or `lanes` points along the innermost axis.
-    let point = |b: &mut FunctionBuilder, width: Width| -> Result<(), String> {
+    // One point (scalar) or `lanes` points along the innermost axis;
+    // reduced outputs combine into `accs` where given, else into memory.
+    let point = |b: &mut FunctionBuilder, width: Width, accs: &[Option<Variable>]| -> Result<(), String> {
         let vector_flags = MemFlagsData::new().with_notrap();
         let mut load = |b: &mut FunctionBuilder, x: usize| {
             let off = offset(b, &n.in_strides[x]);
@@ -400,20 +430,16 @@ fn nest(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, n: Nest) -> Res
                 Width::Vector(_) => (width.ty(dtype), vector_flags),
             };
             let v = regs[out.value as usize];
+            if let (Some(r), true, Some(Some(var))) = (&k.reduce, out.reduced, accs.get(o)) {
+                let acc = b.use_var(*var);
+                let next = combine(b, r.combine, dtype.is_float(), acc, v);
+                b.def_var(*var, next);
+                continue;
+            }
             let stored = match (&k.reduce, out.reduced) {
                 (Some(r), true) => {
                     let acc = b.ins().load(ty, mem, addr, 0);
-                    let float = dtype.is_float();
-                    match (r.combine, float) {
-                        (Combine::Sum | Combine::Mean, true) => b.ins().fadd(acc, v),
-                        (Combine::Sum | Combine::Mean, false) => b.ins().iadd(acc, v),
-                        (Combine::Prod, true) => b.ins().fmul(acc, v),
-                        (Combine::Prod, false) => b.ins().imul(acc, v),
-                        (Combine::Max, true) => b.ins().fmax(acc, v),
-                        (Combine::Max, false) => b.ins().smax(acc, v),
-                        (Combine::Min, true) => b.ins().fmin(acc, v),
-                        (Combine::Min, false) => b.ins().smin(acc, v),
-                    }
+                    combine(b, r.combine, dtype.is_float(), acc, v)
                 }
                 _ => v,
             };
@@ -430,10 +456,42 @@ fn nest(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, n: Nest) -> Res
             let zero = b.ins().iconst(types::I64, 0);
             b.def_var(j, zero);
             let vector_end = b.ins().select(contiguous, n.dims[inner], zero);
-            counted(b, j, vector_end, width.lanes(), |b| point(b, width))?;
-            counted(b, j, n.dims[inner], 1, |b| point(b, Width::Scalar))?;
+            let accs: Vec<Option<Variable>> = match (&k.reduce, inner_reduced) {
+                (Some(r), true) => k
+                    .outputs
+                    .iter()
+                    .map(|out| {
+                        out.reduced.then(|| {
+                            let var = b.declare_var(width.ty(float));
+                            let identity = float_const(b, identity_of(r.combine), float, width);
+                            b.def_var(var, identity);
+                            var
+                        })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            counted(b, j, vector_end, width.lanes(), |b| point(b, width, &accs))?;
+            // Each row's vector accumulators, across their lanes, into memory.
+            if let Some(r) = &k.reduce {
+                for (o, var) in accs.iter().enumerate() {
+                    let Some(var) = var else { continue };
+                    let v = b.use_var(*var);
+                    let mut h = b.ins().extractlane(v, 0u8);
+                    for lane in 1..width.lanes() as u8 {
+                        let x = b.ins().extractlane(v, lane);
+                        h = combine(b, r.combine, true, h, x);
+                    }
+                    let off = offset(b, &n.out_strides[o]);
+                    let addr = address(b, io.base_out[o], off, float);
+                    let acc = b.ins().load(cl_type(float), flags, addr, 0);
+                    let stored = combine(b, r.combine, true, acc, h);
+                    b.ins().store(flags, stored, addr, 0);
+                }
+            }
+            counted(b, j, n.dims[inner], 1, |b| point(b, Width::Scalar, &[]))?;
         }
-        _ => point(b, Width::Scalar)?,
+        _ => point(b, Width::Scalar, &[])?,
     }
     for d in (0..loops).rev() {
         let i = b.use_var(idx[d]);
@@ -443,6 +501,30 @@ fn nest(b: &mut FunctionBuilder, ctx: &Ctx, k: &Kernel, io: &Io, n: Nest) -> Res
         b.switch_to_block(exits[d]);
     }
     Ok(())
+}
+
+/// `acc (+) v` for a reduction's combine.
+fn combine(b: &mut FunctionBuilder, how: Combine, float: bool, acc: Value, v: Value) -> Value {
+    match (how, float) {
+        (Combine::Sum | Combine::Mean, true) => b.ins().fadd(acc, v),
+        (Combine::Sum | Combine::Mean, false) => b.ins().iadd(acc, v),
+        (Combine::Prod, true) => b.ins().fmul(acc, v),
+        (Combine::Prod, false) => b.ins().imul(acc, v),
+        (Combine::Max, true) => b.ins().fmax(acc, v),
+        (Combine::Max, false) => b.ins().smax(acc, v),
+        (Combine::Min, true) => b.ins().fmin(acc, v),
+        (Combine::Min, false) => b.ins().smin(acc, v),
+    }
+}
+
+/// The float a reduction starts from.
+fn identity_of(how: Combine) -> f64 {
+    match how {
+        Combine::Sum | Combine::Mean => 0.0,
+        Combine::Prod => 1.0,
+        Combine::Max => f64::NEG_INFINITY,
+        Combine::Min => f64::INFINITY,
+    }
 }
 
 /// Emits the kernel body at `width`, reading inputs through `load`.

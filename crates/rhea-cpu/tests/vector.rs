@@ -59,7 +59,8 @@ fn broadcast_kernels_and_outer_reductions_match_the_evaluator() {
             let (r, c) = (Dim::Known(rows), Dim::Known(cols));
             // A column broadcast from a [rows, 1] input (splat).
             let k = kernel(r, c, Dim::Known(1), reduce);
-            assert!(rhea_cpu::inner_vector_dtype(&k).is_some());
+            // Rows shorter than a vector stay scalar (no vector code at all).
+            assert_eq!(rhea_cpu::inner_vector_dtype(&k).is_some(), cols >= 4);
             check(&k, &[values(&[rows, cols], 0), values(&[cols], 1), values(&[rows, 1], 2)], &none, 1e-5);
             // A third input read contiguously along the innermost axis.
             let k = kernel(r, c, c, reduce);
@@ -73,4 +74,57 @@ fn broadcast_kernels_and_outer_reductions_match_the_evaluator() {
         let b: Bindings = [(Symbol::new("vector_test_n").unwrap(), size)].into();
         check(&k, &[values(&[5, 37], 0), values(&[37], 1), values(&[5, size], 2)], &b, 1e-5);
     }
+}
+
+/// `x * w` (w a row broadcast over the rows) with every combine over the
+/// innermost axis, or over both, kept as a size-1 axis or not, plus the
+/// elementwise product as a second output: rows combine in vector
+/// registers, then across lanes, then with the scalar tail.
+#[test]
+fn innermost_reductions_run_on_vectors_and_match_the_evaluator() {
+    let none = Bindings::new();
+    for combine in [Combine::Sum, Combine::Mean, Combine::Max, Combine::Min, Combine::Prod] {
+        for axes in [vec![1], vec![0, 1]] {
+            for (rows, cols) in [(3, 1), (2, 3), (4, 4), (5, 37), (2, 64)] {
+                let f32_in =
+                    |shape: &[usize], axes| KernelInput { dtype: DType::F32, shape: Shape::known(shape), axes };
+                let k = Kernel {
+                    domain: Shape::known(&[rows, cols]),
+                    inputs: vec![f32_in(&[rows, cols], vec![Some(0), Some(1)]), f32_in(&[cols], vec![None, Some(0)])],
+                    body: vec![
+                        (Inst::Load { input: 0 }, DType::F32),
+                        (Inst::Load { input: 1 }, DType::F32),
+                        (Inst::Binary { op: BinaryOp::Mul, a: 0, b: 1 }, DType::F32),
+                    ],
+                    outputs: vec![KernelOutput { value: 2, reduced: true }, KernelOutput { value: 2, reduced: false }],
+                    reduce: Some(Reduction { combine, axes: axes.clone(), keepdims: axes.len() == 1 }),
+                };
+                assert_eq!(rhea_cpu::inner_reduce_vector_dtype(&k).is_some(), cols >= 4);
+                // Products of many values need values near 1 to stay finite.
+                let scale = |v: Value| match (combine, v) {
+                    (Combine::Prod, Value::F32(a)) => Value::F32(a.mapv(|x| 1.0 + x / 16.0)),
+                    (_, v) => v,
+                };
+                let inputs = [scale(values(&[rows, cols], 3)), scale(values(&[cols], 4))];
+                check(&k, &inputs, &none, 1e-5);
+            }
+        }
+    }
+    // NaN wins a max wherever it sits, in a vector or in the tail.
+    let f32_in =
+        |shape: &[usize]| KernelInput { dtype: DType::F32, shape: Shape::known(shape), axes: vec![Some(0), Some(1)] };
+    let k = Kernel {
+        domain: Shape::known(&[3, 9]),
+        inputs: vec![f32_in(&[3, 9])],
+        body: vec![(Inst::Load { input: 0 }, DType::F32)],
+        outputs: vec![KernelOutput { value: 0, reduced: true }],
+        reduce: Some(Reduction { combine: Combine::Max, axes: vec![1], keepdims: false }),
+    };
+    let mut x = vec![0.5f32; 27];
+    x[2] = f32::NAN; // row 0, inside the first vector
+    x[9 + 8] = f32::NAN; // row 1, in the scalar tail
+    let x = Value::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[3, 9]), x).unwrap());
+    let cpu = CpuKernels::compile(std::slice::from_ref(&k)).unwrap();
+    let got = cpu.run(0, &[&x], &none).unwrap().remove(0).to_f64_vec();
+    assert!(got[0].is_nan() && got[1].is_nan() && got[2] == 0.5, "{got:?}");
 }

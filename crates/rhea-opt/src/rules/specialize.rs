@@ -1,7 +1,7 @@
 //! Specialization: general ops replaced by cheaper special cases, and
 //! matrix products by GEMM with transposes, scaling and bias folded in.
 
-use rhea_graph::{BinaryOp, F64, NodeId, Op, UnaryOp};
+use rhea_graph::{BinaryOp, Dim, F64, NodeId, Op, ReduceOp, UnaryOp};
 
 use crate::rule::{Ctx, Rule};
 
@@ -17,7 +17,57 @@ pub const RULES: &[Rule] = &[
     Rule { name: "gemm_transpose", identity: "gemm(A^T, ...) -> gemm(A, ..., trans_a)", apply: gemm_transpose },
     Rule { name: "gemm_bias", identity: "gemm(a, A, B) + C -> gemm(a, A, B, 1, C)", apply: gemm_bias },
     Rule { name: "gemm_scale", identity: "gemm(a, A, B, b, C) * s -> gemm(a s, A, B, b s, C)", apply: gemm_scale },
+    Rule {
+        name: "softmax_expand",
+        identity: "softmax(x) -> e / sum(e) with e = exp(x - max(x)), all along the axis",
+        apply: softmax_expand,
+    },
+    Rule {
+        name: "log_softmax_expand",
+        identity: "log_softmax(x) -> x - (m + log(sum(exp(x - m)))) with m = max(x), all along the axis",
+        apply: log_softmax_expand,
+    },
 ];
+
+/// `max(x)` along `axis` (kept, to broadcast back), for a float `x` whose
+/// axis is known and not empty: the shift both softmaxes start from, as
+/// the interpreter's lanes do. Expanded, softmax fuses into kernels every
+/// backend compiles, instead of running as a library op.
+fn lane_max(cx: &mut Ctx, x: NodeId, axis: usize) -> Option<NodeId> {
+    let ty = cx.ty(x);
+    if !ty.dtype.is_float() || !matches!(ty.shape.dims().get(axis), Some(Dim::Known(n)) if *n > 0) {
+        return None;
+    }
+    cx.make(Op::Reduce { fun: ReduceOp::Max, axes: Box::new([axis]), keepdims: true }, &[x])
+}
+
+/// `(m, e, sum(e))` with `m = max(x)` and `e = exp(x - m)` along `axis`.
+fn shifted_exp_sum(cx: &mut Ctx, x: NodeId, axis: usize) -> Option<(NodeId, NodeId, NodeId)> {
+    let m = lane_max(cx, x, axis)?;
+    let s = cx.bin(BinaryOp::Sub, x, m)?;
+    let e = cx.un(UnaryOp::Exp, s)?;
+    let total = cx.make(Op::Reduce { fun: ReduceOp::Sum, axes: Box::new([axis]), keepdims: true }, &[e])?;
+    Some((m, e, total))
+}
+
+// softmax(x) -> exp(x - max(x)) / sum(exp(x - max(x)))
+fn softmax_expand(cx: &mut Ctx) -> Option<NodeId> {
+    let Op::Softmax { axis } = *cx.op() else { return None };
+    let (_, e, total) = shifted_exp_sum(cx, cx.input(0), axis)?;
+    cx.bin(BinaryOp::Div, e, total)
+}
+
+// log_softmax(x) -> x - (max(x) + log(sum(exp(x - max(x))))): the shifted
+// values are not kept, so the shift and exp fuse into the sum's kernel and
+// the final subtraction into whatever reads the result.
+fn log_softmax_expand(cx: &mut Ctx) -> Option<NodeId> {
+    let Op::LogSoftmax { axis } = *cx.op() else { return None };
+    let x = cx.input(0);
+    let (m, _, total) = shifted_exp_sum(cx, x, axis)?;
+    let log_total = cx.un(UnaryOp::Log, total)?;
+    let lse = cx.bin(BinaryOp::Add, m, log_total)?;
+    cx.bin(BinaryOp::Sub, x, lse)
+}
 
 // x * x -> square(x)
 fn mul_self(cx: &mut Ctx) -> Option<NodeId> {
