@@ -119,7 +119,7 @@ pub fn run_cuda(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value
         nodes.iter().map(|&id| p.graph.shared_value(id).map(|v| (v, 1)).ok_or("no value")).collect::<Result<_, _>>()?;
     let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
     let mut store = rhea_cuda::SharedStore::default();
-    prepared.run(&gpu, p, &values, &shared, &mut store, &fallback).map(|(o, _)| o).map_err(|e| e.to_string())
+    prepared.run(&gpu, p, &values, &shared, &mut store, &fallback, None).map(|(o, _)| o).map_err(|e| e.to_string())
 }
 
 /// A file of the repository: under `$RHEA_REPO` when set (test binaries

@@ -416,7 +416,10 @@ impl Prepared {
     /// shared variable, in the order given, a fetch of its new value: the
     /// device copies hold those values, and the caller records them as
     /// pending on the host ([`rhea_graph::Graph::set_shared_pending`]) and
-    /// [`SharedStore::mark`]s the versions that gives.
+    /// [`SharedStore::mark`]s the versions that gives. With `times` (one
+    /// slot per program step), the GPU is synchronized after every step and
+    /// each step's wall time added to its slot (a profile; slower).
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         gpu: &Gpu,
@@ -425,6 +428,7 @@ impl Prepared {
         shared: &[(&Value, u64)],
         store: &mut SharedStore,
         fallback: Fallback,
+        mut times: Option<&mut [std::time::Duration]>,
     ) -> Result<(Vec<Value>, Vec<rhea_graph::Fetch>), ExecError> {
         gpu.bind().map_err(cuda)?;
         if feeds.len() != self.feeds.len() || shared.len() != self.shared.len() {
@@ -457,6 +461,7 @@ impl Prepared {
         }
         for (s, run) in &self.steps {
             let at = Some((program, *s));
+            let started = times.as_ref().map(|_| std::time::Instant::now());
             match run {
                 Run::Kernel { function, grid, block, args } => {
                     let mut ptrs: Vec<CUdeviceptr> = args.iter().map(|a| self.address(a, store)).collect();
@@ -489,6 +494,12 @@ impl Prepared {
                     let refs: Vec<&Value> = values.iter().collect();
                     let v = fallback(&program.graph.node(*node).op, &refs, &self.bindings).map_err(|m| fail(at, m))?;
                     self.store_value(output, &v, store).map_err(|e| fail(at, e))?;
+                }
+            }
+            if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
+                gpu.ctx.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e:?}")))?;
+                if let Some(slot) = t.get_mut(*s) {
+                    *slot += started.elapsed();
                 }
             }
         }

@@ -557,7 +557,14 @@ impl Function {
                     ))),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            prepared.run(gpu, &self.program, inputs, &shared, &mut self.device_shared, &fallback).map_err(run_error)?
+            let steps = self.program.steps.len();
+            let times = self.profile.as_mut().map(|p| {
+                p.steps.resize(steps, Default::default());
+                p.steps.as_mut_slice()
+            });
+            prepared
+                .run(gpu, &self.program, inputs, &shared, &mut self.device_shared, &fallback, times)
+                .map_err(run_error)?
         };
         // The new values stay on the device until someone reads them.
         let private = self.program.graph.updates();
