@@ -39,3 +39,28 @@ fn the_first_differing_node_is_named_with_both_values() {
         .fails_with(&["compares the interpreter with one backend", "interp,cpu or interp,cuda"]);
     rhea(&["check", &graph, "--inputs", &inputs, "--tolerance=-1"]).fails_with(&["--tolerance must be a number >= 0"]);
 }
+
+#[test]
+fn the_fused_program_is_checked_step_by_step_naming_the_kernel() {
+    let dir = tempdir();
+    let graph = write_graph(dir.path(), "mlp.json", &mlp());
+    let x = Value::from(array![[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]);
+    let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", x)]);
+    let out = rhea(&["check", &graph, "--inputs", &inputs, "--fused"]).ok().to_string();
+    assert!(out.contains("step outputs of the fused program: interp and cpu agree within 0.0001"), "{out}");
+    // With no tolerance, the inline tanh differs from the exact one inside
+    // a fused kernel, which is named with the nodes it fuses.
+    let g = Builder::new();
+    let x = g.input("x", DType::F32, [64]).unwrap();
+    let y = x.mul(3.0).unwrap().tanh().unwrap().add(1.0).unwrap();
+    g.output("y", &y).unwrap();
+    let graph = write_graph(dir.path(), "tanh.json", &g.to_graph());
+    let xs: Vec<f32> = (0..64).map(|i| i as f32 * 0.0731 - 2.3).collect();
+    let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", Value::from(ndarray::Array1::from(xs)))]);
+    let out = rhea(&["check", &graph, "--inputs", &inputs, "--fused", "--tolerance", "0"]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("computed by kernel k0 (fuses "), "{}", out.stdout);
+    assert!(out.stdout.contains("built at tests/cli/check.rs:"), "{}", out.stdout);
+    rhea(&["check", &graph, "--inputs", &inputs, "--fused", "--backends", "interp,cuda"])
+        .fails_with(&["--fused checks the CPU backend's kernels"]);
+}

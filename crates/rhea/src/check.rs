@@ -96,3 +96,60 @@ fn diverges(a: &Value, b: &Value, tol: f64) -> Option<(usize, (f64, f64), f64)> 
     }
     first.map(|(i, v)| (i, v, worst))
 }
+
+/// Runs `graph` optimized and fused (mode fast) on the CPU backend, one
+/// step at a time with every step's outputs kept, and compares each with
+/// the interpreter evaluating the same optimized graph node by node. The
+/// first output that differs names its step: the fused kernel with the
+/// nodes it computes (or the library op) and the line that built it. This
+/// checks the code generation of fused kernels; the rewrites themselves
+/// are checked by [`check`] (and by the optimizer's own verification).
+pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64) -> Result<Report> {
+    use rhea::opt::{MemoryPlan, StepKind};
+    if graph.outputs().is_empty() {
+        bail!("the graph declares no outputs: there is nothing to check");
+    }
+    let program = rhea::opt::compile(graph.clone(), &rhea::default_options())?;
+    let p = &program;
+    let outputs: Vec<NodeId> = p.steps.iter().flat_map(|s| s.outputs.iter().copied()).collect();
+    let reference = rhea::interp::run_all(&p.graph, feeds, &outputs)?;
+    // Every step output in a buffer of its own, so that all are kept.
+    let mut memory = MemoryPlan::default();
+    for (b, &id) in outputs.iter().enumerate() {
+        memory.buffer_of.insert(id, b);
+        memory.buffer_bytes.push(0);
+    }
+    let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
+    let cpu = rhea_cpu::CpuKernels::compile(&kernels)?;
+    let run_kernel = |k: usize, ins: &[&Value], b: &rhea::interp::Bindings| cpu.run(k, ins, b);
+    let run_op = |op: &rhea::Op, ins: &[&Value]| rhea_cpu::library_op(op, ins);
+    let shared = |id: NodeId, _: &str| p.graph.shared_value(id);
+    let got = rhea::interp::run_program_with(p, &memory, feeds, &shared, &outputs, &run_kernel, &run_op)?;
+    let g = &p.graph;
+    let at = |id: NodeId| g.node(id).loc.as_ref().map_or_else(String::new, |l| format!(", built at {}", l.full()));
+    let mut compared = 0;
+    let mut values = got.iter();
+    for step in &p.steps {
+        for &id in &step.outputs {
+            let value = values.next().expect("one value per step output");
+            compared += 1;
+            if let Some((element, pair, worst)) = diverges(&reference[&id], value, tolerance) {
+                let node = g.node(id);
+                let step = match &step.kind {
+                    StepKind::Kernel(k) => {
+                        let group = &p.fusion.groups[*k];
+                        let members: Vec<String> = group.members.iter().map(|m| m.to_string()).collect();
+                        format!("kernel k{k} (fuses {}){}", members.join(", "), at(group.root))
+                    }
+                    StepKind::Op(op) => format!("library op {}{}", g.node(*op).op.name(), at(*op)),
+                };
+                let what = format!("{} : {}, computed by {step}", node.op.name(), node.ty);
+                return Ok(Report {
+                    compared,
+                    first: Some(Divergence { node: id, what, element, values: pair, worst }),
+                });
+            }
+        }
+    }
+    Ok(Report { compared, first: None })
+}

@@ -80,9 +80,16 @@ element within --tolerance relative to 1 + |interpreter's value| (NaN
 matches NaN). The first node that differs is printed with the line that
 built it, the element and both values, and the exit status is 1.
 
+With --fused, the graph is optimized and fused as `function` compiles it, run
+on the CPU backend step by step with every step's outputs kept, and compared
+with the interpreter evaluating the optimized graph; a divergence names the
+fused kernel (and the nodes it fuses) or library op that computed it.
+
 Examples:
   rhea check model.json --inputs inputs.safetensors
-  rhea check model.json --inputs inputs.safetensors --tolerance 0";
+  rhea check model.json --inputs inputs.safetensors --tolerance 0
+  rhea check model.json --inputs inputs.safetensors --fused
+  rhea check model.json --inputs inputs.safetensors --backends interp,cuda";
 
 #[derive(clap::Args)]
 struct CheckArgs {
@@ -97,6 +104,10 @@ struct CheckArgs {
     /// Largest difference allowed, relative to 1 + |reference|.
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f64,
+    /// Check the optimized, fused program step by step (cpu) instead of op
+    /// by op: a divergence names the fused kernel that computed it.
+    #[arg(long)]
+    fused: bool,
 }
 
 const BENCH_HELP: &str = "\
@@ -301,11 +312,19 @@ fn check_command(args: &CheckArgs) -> Result<()> {
         None => Vec::new(),
     };
     let feeds = feed(&mut graph, tensors, args.inputs.as_deref())?;
-    let report = check::check(&graph, &feeds, args.tolerance, backend)
-        .with_context(|| format!("checking {}", args.graph.display()))?;
+    if args.fused && backend != rhea::Backend::Cpu {
+        bail!("--fused checks the CPU backend's kernels (--backends interp,cpu)");
+    }
+    let report = if args.fused {
+        check::check_fused(&graph, &feeds, args.tolerance)
+    } else {
+        check::check(&graph, &feeds, args.tolerance, backend)
+    }
+    .with_context(|| format!("checking {}", args.graph.display()))?;
     match report.first {
         None => {
-            println!("checked {} nodes: interp and {name} agree within {}", report.compared, args.tolerance);
+            let what = if args.fused { "step outputs of the fused program" } else { "nodes" };
+            println!("checked {} {what}: interp and {name} agree within {}", report.compared, args.tolerance);
             Ok(())
         }
         Some(d) => {
