@@ -212,15 +212,10 @@ impl Prepared {
             };
             Ok(Operand { src, dtype: ty.dtype, shape })
         };
-        for step in &program.steps {
-            let (action, label, loc) = match &step.kind {
+        for (s, step) in program.steps.iter().enumerate() {
+            let action = match &step.kind {
                 StepKind::Kernel(k) => {
-                    let group = &program.fusion.groups[*k];
-                    let launch = kernels.launch(*k, bindings).map_err(|msg| ExecError {
-                        op: Some(format!("kernel k{k}")),
-                        loc: g.node(group.root).loc.clone(),
-                        msg,
-                    })?;
+                    let launch = kernels.launch(*k, bindings).map_err(|msg| program.step_error(s, msg))?;
                     let ins =
                         step.inputs.iter().map(|&i| operand(&mut p, i).map(|o| o.src)).collect::<Result<_, _>>()?;
                     let mut outs = Vec::with_capacity(step.outputs.len());
@@ -230,8 +225,7 @@ impl Prepared {
                             other => return Err(plan_bug(format!("kernel k{k} writes {other:?}"))),
                         }
                     }
-                    let action = Action::Kernel { k: *k, launch, inputs: ins, outputs: outs };
-                    (action, format!("kernel k{k}"), g.node(group.root).loc.clone())
+                    Action::Kernel { k: *k, launch, inputs: ins, outputs: outs }
                 }
                 StepKind::Op(id) => {
                     let node = g.node(*id);
@@ -240,16 +234,16 @@ impl Prepared {
                     let out = operand(&mut p, *id)?;
                     let ranks: Vec<usize> = ins.iter().map(|o| o.shape.len()).collect();
                     let same_dtype = ins.iter().all(|o| o.dtype == out.dtype);
-                    let action = match &node.op {
+                    match &node.op {
                         Op::Reshape { .. } => Action::Copy { from: ins[0].clone(), to: out },
                         op if same_dtype && ins.len() <= MAX_LIBRARY_INPUTS && is_native(op, out.dtype, &ranks) => {
                             Action::Native { op: op.clone(), inputs: ins, out }
                         }
                         op => Action::Fallback { op: op.clone(), inputs: ins, out },
-                    };
-                    (action, node.op.name().to_string(), node.loc.clone())
+                    }
                 }
             };
+            let (label, loc) = program.step_origin(s);
             p.steps.push(Prepped { action, writes: step.outputs.clone(), label, loc });
         }
         if std::env::var("RHEA_NO_EPILOGUE").is_err() {

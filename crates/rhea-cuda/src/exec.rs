@@ -62,13 +62,14 @@ impl Operand {
 
 /// How one step runs.
 enum Run {
-    /// A PTX kernel: entry `function` of the plan's module.
-    Kernel { function: CUfunction, grid: u32, block: u32, args: Vec<Operand> },
+    /// A PTX kernel: entry `entry` of the plan's modules.
+    Kernel { entry: usize, grid: u32, block: u32, args: Vec<Operand> },
     /// A kernel evaluated on the host (no PTX lowering).
     HostKernel { kernel: usize, inputs: Vec<Operand>, outputs: Vec<Operand> },
     /// `alpha * op(a) @ op(b) + beta * c` through cuBLAS; `c` first
     /// broadcast into the output by a kernel.
-    Gemm { product: Product, a: Operand, b: Operand, c: Option<(CUfunction, u32, Operand)>, out: Operand },
+    /// `c` is (entry, grid, operand).
+    Gemm { product: Product, a: Operand, b: Operand, c: Option<(usize, u32, Operand)>, out: Operand },
     /// Same bytes, another shape.
     Copy { src: Operand, dst: Operand },
     /// A library op on the host.
@@ -91,8 +92,9 @@ struct Product {
 pub struct Prepared {
     ctx: Arc<cudarc::driver::CudaContext>,
     modules: Vec<CUmodule>,
-    /// The module's PTX, for dumps.
-    ptx: String,
+    /// The entries of the modules, by index (null where the driver
+    /// rejected one: no step launches those).
+    functions: Vec<CUfunction>,
     steps: Vec<(usize, Run)>,
     arena: DeviceBuffer,
     feeds: Vec<(Operand, DeviceBuffer)>,
@@ -102,8 +104,6 @@ pub struct Prepared {
     /// (shared variable index, its new value)
     updates: Vec<(usize, Operand)>,
     bindings: Bindings,
-    /// Kernels lowered to PTX, and run on the host.
-    counts: (usize, usize),
 }
 
 /// Shared variables' device copies, kept across calls and plans, and who
@@ -134,28 +134,11 @@ impl SharedStore {
             entry.1 = version;
         }
     }
-
-    /// How many shared variables have a device copy.
-    pub fn len(&self) -> usize {
-        self.buffers.len()
-    }
-
-    /// True if none has.
-    pub fn is_empty(&self) -> bool {
-        self.buffers.is_empty()
-    }
 }
 
 fn fail(step: Option<(&Program, usize)>, msg: impl ToString) -> ExecError {
     match step {
-        Some((p, s)) => {
-            let g = &p.graph;
-            let (op, loc) = match &p.steps[s].kind {
-                StepKind::Kernel(k) => (format!("kernel k{k}"), g.node(p.fusion.groups[*k].root).loc.clone()),
-                StepKind::Op(id) => (g.node(*id).op.name().to_string(), g.node(*id).loc.clone()),
-            };
-            ExecError { op: Some(op), loc, msg: msg.to_string() }
-        }
+        Some((p, s)) => p.step_error(s, msg),
         None => ExecError { op: None, loc: None, msg: msg.to_string() },
     }
 }
@@ -268,29 +251,22 @@ impl Prepared {
         // Lower every kernel at these sizes; what cannot be lowered runs on the host.
         let mut lowered: Vec<Lowered> = Vec::new();
         let mut plan: Vec<(usize, Run)> = Vec::with_capacity(program.steps.len());
-        // (step, index into `lowered`) for kernels, resolved after loading.
-        let mut pending: Vec<(usize, usize, Vec<Operand>)> = Vec::new();
-        let mut pending_gemm: Vec<(usize, usize)> = Vec::new();
-        let mut host_kernels = 0;
         for (s, step) in program.steps.iter().enumerate() {
             let ins = step.inputs.iter().map(|&i| resolve_node(i)).collect::<Result<Vec<_>, _>>()?;
             let outs = step.outputs.iter().map(|&o| resolve_node(o)).collect::<Result<Vec<_>, _>>()?;
-            match &step.kind {
+            let run = match &step.kind {
                 StepKind::Kernel(k) => {
                     let kernel = &program.fusion.groups[*k].kernel;
                     let dims = resolve(&kernel.domain, bindings).map_err(|m| fail(Some((program, s)), m))?;
                     let shapes: Vec<Vec<usize>> = ins.iter().map(|o| o.shape.clone()).collect();
                     match lower_kernel(kernel, &format!("k{k}"), &dims, &shapes) {
                         Ok(l) => {
+                            let (grid, block) = (l.grid, l.block);
                             lowered.push(l);
                             let args = ins.into_iter().chain(outs).collect();
-                            pending.push((s, lowered.len() - 1, args));
-                            plan.push((s, Run::Copy { src: dummy(), dst: dummy() }));
+                            Run::Kernel { entry: lowered.len() - 1, grid, block, args }
                         }
-                        Err(_) => {
-                            host_kernels += 1;
-                            plan.push((s, Run::HostKernel { kernel: *k, inputs: ins, outputs: outs }));
-                        }
+                        Err(_) => Run::HostKernel { kernel: *k, inputs: ins, outputs: outs },
                     }
                 }
                 StepKind::Op(id) => {
@@ -298,7 +274,7 @@ impl Prepared {
                     let out =
                         outs.into_iter().next().ok_or_else(|| fail(Some((program, s)), "an op without output"))?;
                     let product = if gpu.blas().is_some() { gemm_of(op, &ins, &out) } else { None };
-                    let run = match product {
+                    match product {
                         Some(product) => {
                             let c = match ins.get(2) {
                                 Some(c) if product.beta != 0.0 => {
@@ -310,9 +286,9 @@ impl Prepared {
                                         std::slice::from_ref(&c.shape),
                                     )
                                     .map_err(|m| fail(Some((program, s)), m))?;
+                                    let grid = l.grid;
                                     lowered.push(l);
-                                    pending_gemm.push((s, lowered.len() - 1));
-                                    Some((std::ptr::null_mut(), 0, c.clone()))
+                                    Some((lowered.len() - 1, grid, c.clone()))
                                 }
                                 _ => None,
                             };
@@ -322,43 +298,32 @@ impl Prepared {
                             Run::Copy { src: ins[0].clone(), dst: out }
                         }
                         None => Run::HostOp { node: *id, inputs: ins, output: out },
-                    };
-                    plan.push((s, run));
+                    }
                 }
-            }
+            };
+            plan.push((s, run));
         }
         let refs: Vec<&Lowered> = lowered.iter().collect();
         let ptx = module(gpu.target, &refs);
         let (modules, functions) = load_kernels(gpu, &ptx, &lowered);
-        for (s, i, mut args) in pending {
-            let run = match functions[i] {
-                Some(function) => Run::Kernel { function, grid: lowered[i].grid, block: lowered[i].block, args },
-                None => {
-                    // The driver rejected this kernel: the host runs it.
-                    let StepKind::Kernel(k) = program.steps[s].kind else { unreachable!("kernel steps") };
-                    let outputs = args.split_off(program.fusion.groups[k].kernel.inputs.len());
-                    host_kernels += 1;
-                    Run::HostKernel { kernel: k, inputs: args, outputs }
+        // What the driver rejected runs on the host.
+        for (s, run) in &mut plan {
+            match run {
+                Run::Kernel { entry, args, .. } if functions[*entry].is_none() => {
+                    let StepKind::Kernel(k) = program.steps[*s].kind else { unreachable!("kernel steps") };
+                    let mut inputs = std::mem::take(args);
+                    let outputs = inputs.split_off(program.fusion.groups[k].kernel.inputs.len());
+                    *run = Run::HostKernel { kernel: k, inputs, outputs };
                 }
-            };
-            let slot = plan.iter_mut().find(|(x, _)| *x == s).expect("every step was planned");
-            slot.1 = run;
-        }
-        for (s, i) in pending_gemm {
-            let slot = plan.iter_mut().find(|(x, _)| *x == s).expect("every step was planned");
-            match (functions[i], &mut slot.1) {
-                (Some(f), Run::Gemm { c: Some((func, g, _)), .. }) => {
-                    *func = f;
-                    *g = lowered[i].grid;
-                }
-                (None, Run::Gemm { a, b, c: Some((_, _, c)), out, .. }) => {
-                    let StepKind::Op(node) = program.steps[s].kind else { unreachable!("gemm steps are ops") };
+                Run::Gemm { a, b, c: Some((entry, _, c)), out, .. } if functions[*entry].is_none() => {
+                    let StepKind::Op(node) = program.steps[*s].kind else { unreachable!("gemm steps are ops") };
                     let inputs = vec![a.clone(), b.clone(), c.clone()];
-                    slot.1 = Run::HostOp { node, inputs, output: out.clone() };
+                    *run = Run::HostOp { node, inputs, output: out.clone() };
                 }
                 _ => {}
             }
         }
+        let functions: Vec<CUfunction> = functions.into_iter().map(|f| f.unwrap_or(std::ptr::null_mut())).collect();
         let outputs = outputs.iter().map(|&o| resolve_node(o)).collect::<Result<Vec<_>, _>>()?;
         let mut update_list = Vec::with_capacity(updates.len());
         for &(target, value) in updates {
@@ -368,11 +333,10 @@ impl Prepared {
             };
             update_list.push((i, resolve_node(value)?));
         }
-        let kernels = functions.iter().flatten().count();
         Ok(Prepared {
             ctx: gpu.ctx.clone(),
             modules,
-            ptx,
+            functions,
             steps: plan,
             arena,
             feeds,
@@ -381,7 +345,6 @@ impl Prepared {
             outputs,
             updates: update_list,
             bindings: bindings.clone(),
-            counts: (kernels, host_kernels),
         })
     }
 
@@ -389,16 +352,6 @@ impl Prepared {
     /// [`Prepared::run`] takes their host values.
     pub fn shared_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.shared.iter().map(|(id, _)| *id)
-    }
-
-    /// The PTX module of this plan's kernels.
-    pub fn ptx(&self) -> &str {
-        &self.ptx
-    }
-
-    /// (kernels run as PTX, kernels run on the host).
-    pub fn kernel_counts(&self) -> (usize, usize) {
-        self.counts
     }
 
     fn address(&self, o: &Operand, store: &SharedStore) -> CUdeviceptr {
@@ -463,15 +416,15 @@ impl Prepared {
             let at = Some((program, *s));
             let started = times.as_ref().map(|_| std::time::Instant::now());
             match run {
-                Run::Kernel { function, grid, block, args } => {
+                Run::Kernel { entry, grid, block, args } => {
                     let mut ptrs: Vec<CUdeviceptr> = args.iter().map(|a| self.address(a, store)).collect();
-                    launch(*function, *grid, *block, &mut ptrs).map_err(|e| fail(at, e))?;
+                    launch(self.functions[*entry], *grid, *block, &mut ptrs).map_err(|e| fail(at, e))?;
                 }
                 Run::Gemm { product, a, b, c, out } => {
                     let out_ptr = self.address(out, store);
-                    if let Some((function, grid, c)) = c {
+                    if let Some((entry, grid, c)) = c {
                         let mut ptrs = vec![self.address(c, store), out_ptr];
-                        launch(*function, *grid, crate::ptx::BLOCK, &mut ptrs).map_err(|e| fail(at, e))?;
+                        launch(self.functions[*entry], *grid, crate::ptx::BLOCK, &mut ptrs).map_err(|e| fail(at, e))?;
                     }
                     let beta = if c.is_some() { product.beta } else { 0.0 };
                     gemm(gpu, *product, beta, out.dtype, self.address(a, store), self.address(b, store), out_ptr)
@@ -582,10 +535,6 @@ fn load_kernels(gpu: &Gpu, ptx: &str, lowered: &[Lowered]) -> (Vec<CUmodule>, Ve
         })
         .collect();
     (modules, functions)
-}
-
-fn dummy() -> Operand {
-    Operand { source: Source::Arena(0), dtype: DType::F32, shape: Vec::new() }
 }
 
 fn load_module(ptx: &str) -> Result<CUmodule, ExecError> {

@@ -52,29 +52,22 @@ pub fn run_program_with<'a>(
     let g = &program.graph;
     let bindings = bind_inputs(g, feeds)?;
     let mut slots: Vec<Option<(NodeId, Value)>> = vec![None; memory.buffer_bytes.len()];
-    for step in &program.steps {
+    for (s, step) in program.steps.iter().enumerate() {
         // Inputs are borrowed, from the feeds or from the buffers, for the step.
         let args =
             step.inputs.iter().map(|&i| fetch(g, memory, feeds, shared, &slots, i)).collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&Value> = args.iter().map(|v| &**v).collect();
-        let outputs =
-            match &step.kind {
-                StepKind::Kernel(k) => {
-                    let group = &program.fusion.groups[*k];
-                    kernels(*k, &refs, &bindings).map_err(|msg| InterpError::Op {
-                        op: format!("kernel k{k}"),
-                        loc: g.node(group.root).loc.clone(),
-                        msg,
-                    })?
-                }
-                StepKind::Op(id) => {
-                    let node = g.node(*id);
-                    let native = ops(&node.op, &refs);
-                    vec![native.unwrap_or_else(|| eval_op(&node.op, &refs, &bindings)).map_err(|msg| {
-                        InterpError::Op { op: node.op.name().to_string(), loc: node.loc.clone(), msg }
-                    })?]
-                }
-            };
+        let failed = |msg: String| {
+            let (op, loc) = program.step_origin(s);
+            InterpError::Op { op, loc, msg }
+        };
+        let outputs = match &step.kind {
+            StepKind::Kernel(k) => kernels(*k, &refs, &bindings).map_err(failed)?,
+            StepKind::Op(id) => {
+                let op = &g.node(*id).op;
+                vec![ops(op, &refs).unwrap_or_else(|| eval_op(op, &refs, &bindings)).map_err(failed)?]
+            }
+        };
         drop(args);
         for (&out, value) in step.outputs.iter().zip(outputs) {
             let b = *memory.buffer_of.get(&out).ok_or_else(|| plan_bug(format!("{out} has no buffer")))?;

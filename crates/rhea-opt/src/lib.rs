@@ -66,4 +66,20 @@ impl Program {
     pub fn kernels(&self) -> usize {
         self.fusion.groups.len()
     }
+
+    /// Step `s` as errors name it (`kernel k3`, `gemm`) and the line that
+    /// built it (a kernel's root node).
+    pub fn step_origin(&self, s: usize) -> (String, Option<rhea_graph::Loc>) {
+        let g = &self.graph;
+        match &self.steps[s].kind {
+            StepKind::Kernel(k) => (format!("kernel k{k}"), g.node(self.fusion.groups[*k].root).loc.clone()),
+            StepKind::Op(id) => (g.node(*id).op.name().to_string(), g.node(*id).loc.clone()),
+        }
+    }
+
+    /// An error of step `s`, named as [`Program::step_origin`] names it.
+    pub fn step_error(&self, s: usize, msg: impl ToString) -> ExecError {
+        let (op, loc) = self.step_origin(s);
+        ExecError { op: Some(op), loc, msg: msg.to_string() }
+    }
 }

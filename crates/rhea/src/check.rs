@@ -62,13 +62,17 @@ pub fn check(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64, back
         let want = &reference[&id];
         if let Some((element, values, worst)) = diverges(want, value, tolerance) {
             let node = graph.node(id);
-            let loc = node.loc.as_ref().map_or_else(String::new, |l| format!(", built at {}", l.full()));
-            let what = format!("{} : {}{loc}", node.op.name(), node.ty);
+            let what = format!("{} : {}{}", node.op.name(), node.ty, built_at(graph, id));
             let first = Divergence { node: id, what, element, values, worst };
             return Ok(Report { compared: compared + 1, first: Some(first) });
         }
     }
     Ok(Report { compared: nodes.len(), first: None })
+}
+
+/// `, built at file:line` for a node that knows where it was built.
+fn built_at(g: &Graph, id: NodeId) -> String {
+    g.node(id).loc.as_ref().map_or_else(String::new, |l| format!(", built at {}", l.full()))
 }
 
 /// The first element of `b` that differs from `a` beyond `tol` (relative to
@@ -126,7 +130,6 @@ pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64
     let shared = |id: NodeId, _: &str| p.graph.shared_value(id);
     let got = rhea::interp::run_program_with(p, &memory, feeds, &shared, &outputs, &run_kernel, &run_op)?;
     let g = &p.graph;
-    let at = |id: NodeId| g.node(id).loc.as_ref().map_or_else(String::new, |l| format!(", built at {}", l.full()));
     let mut compared = 0;
     let mut values = got.iter();
     for step in &p.steps {
@@ -139,9 +142,9 @@ pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64
                     StepKind::Kernel(k) => {
                         let group = &p.fusion.groups[*k];
                         let members: Vec<String> = group.members.iter().map(|m| m.to_string()).collect();
-                        format!("kernel k{k} (fuses {}){}", members.join(", "), at(group.root))
+                        format!("kernel k{k} (fuses {}){}", members.join(", "), built_at(g, group.root))
                     }
-                    StepKind::Op(op) => format!("library op {}{}", g.node(*op).op.name(), at(*op)),
+                    StepKind::Op(op) => format!("library op {}{}", g.node(*op).op.name(), built_at(g, *op)),
                 };
                 let what = format!("{} : {}, computed by {step}", node.op.name(), node.ty);
                 return Ok(Report {

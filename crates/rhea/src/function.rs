@@ -412,6 +412,14 @@ fn guard_value(v: &Value, inputs: &[&Value]) -> std::result::Result<(), String> 
     }
 }
 
+/// One time slot per step while profiling (`None` otherwise).
+fn step_times(profile: &mut Option<Profile>, steps: usize) -> Option<&mut [std::time::Duration]> {
+    profile.as_mut().map(|p| {
+        p.steps.resize(steps, Default::default());
+        p.steps.as_mut_slice()
+    })
+}
+
 fn run_error(e: rhea_cpu::ExecError) -> FunctionError {
     match e.op {
         Some(op) => FunctionError::Run(InterpError::Op { op, loc: e.loc, msg: e.msg }),
@@ -530,10 +538,7 @@ impl Function {
             }
         }
         let fallback = |op: &Op, ins: &[&Value], b: &rhea_interp::Bindings| rhea_interp::eval_op(op, ins, b);
-        let times = self.profile.as_mut().map(|p| {
-            p.steps.resize(prepared.len(), Default::default());
-            p.steps.as_mut_slice()
-        });
+        let times = step_times(&mut self.profile, prepared.len());
         prepared.run(cpu, inputs, slots, &fallback, times).map_err(run_error)
     }
 
@@ -557,11 +562,7 @@ impl Function {
                     ))),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let steps = self.program.steps.len();
-            let times = self.profile.as_mut().map(|p| {
-                p.steps.resize(steps, Default::default());
-                p.steps.as_mut_slice()
-            });
+            let times = step_times(&mut self.profile, self.program.steps.len());
             prepared
                 .run(gpu, &self.program, inputs, &shared, &mut self.device_shared, &fallback, times)
                 .map_err(run_error)?
