@@ -67,6 +67,16 @@ fn convolution_and_pooling_with_gradients_match_the_interpreter() {
         // Kernels wider than the image, padding only.
         check(dtype, [1, 1, 2, 2], [2, 1, 3, 3], conv([1, 1], [1, 1], [1, 1], 1), pool(1, 1, 0, true), true);
     }
+    // 3x3 stride-1 convolutions with 16 channels or more go through
+    // Winograd F(2x2, 3x3), forward and input gradient: odd output sizes
+    // (clipped tiles), paddings 0 to 3 (3: input gradient by im2col).
+    for dtype in [DType::F32, DType::F64] {
+        check(dtype, [2, 16, 7, 9], [20, 16, 3, 3], conv([1, 1], [1, 1], [1, 1], 1), pool(1, 1, 0, true), true);
+        check(dtype, [1, 17, 6, 5], [16, 17, 3, 3], conv([1, 1], [0, 2], [1, 1], 1), pool(2, 2, 0, true), false);
+        check(dtype, [1, 16, 4, 4], [16, 16, 3, 3], conv([1, 1], [3, 3], [1, 1], 1), pool(2, 2, 0, true), true);
+    }
+    // Many tile rows: Winograd blocks run in parallel.
+    check(DType::F32, [2, 16, 130, 130], [16, 16, 3, 3], conv([1, 1], [1, 1], [1, 1], 1), pool(2, 2, 0, true), true);
     // An im2col matrix over 32 MiB: built and multiplied in blocks of
     // output pixels, in parallel.
     check(DType::F32, [1, 64, 128, 130], [8, 64, 3, 3], conv([1, 1], [1, 1], [1, 1], 1), pool(2, 2, 0, true), true);

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use rhea_graph::Conv2d;
 
 use crate::blas::{Float, Mat, SendPtr, multiply, raw_gemm};
+use crate::winograd;
 
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +115,9 @@ pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out:
     if out.is_empty() {
         return;
     }
+    if winograd::applies(g, c) {
+        return winograd::forward(g, c, x, w, out);
+    }
     if g.pointwise(c) {
         out.par_chunks_mut(g.o * px).enumerate().for_each(|(n, out)| {
             for gi in 0..g.groups {
@@ -186,7 +190,7 @@ thread_local! {
 
 /// Runs `f` on `len` elements of this thread's scratch space, whose
 /// contents are left over from earlier uses: `f` must write before reading.
-fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+pub(crate) fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     SCRATCH.with(|cell| {
         // A nested use (none today) gets its own allocation.
         let Ok(mut words) = cell.try_borrow_mut() else {
@@ -241,6 +245,9 @@ fn im2col_row<T: Float>(
 pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T], gx: &mut [T]) {
     let (cg, og, taps, px) = (g.cg(), g.og(), g.taps(), g.pixels());
     assert_eq!(gx.len(), g.n * g.c * g.h * g.w, "conv2d input gradient size");
+    if winograd::applies_to_input_grad(g, c) && !gx.is_empty() {
+        return winograd::input_grad(g, c, gy, w, gx);
+    }
     gx.fill(T::default());
     if gx.is_empty() {
         return;

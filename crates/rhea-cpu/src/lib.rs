@@ -18,6 +18,7 @@ mod lower;
 mod math;
 mod poly;
 mod pool;
+mod winograd;
 
 pub use exec::{ExecError, Fallback, Prepared, SharedSlot, nan_report};
 pub use jit::{CpuError, CpuKernels, Launch, LaunchOutput};
