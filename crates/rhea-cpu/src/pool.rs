@@ -89,6 +89,9 @@ pub(crate) fn forward<T: Float>(p: &Pool2d, s: &Planes, x: &[T], max: bool, out:
 /// Max pooling of one plane whose windows all lie inside it (no padding):
 /// the same first-maximum rule as [`argmax`], without listing taps.
 fn max_unpadded<T: Float>(p: &Pool2d, s: &Planes, plane: &[T], out: &mut [T]) {
+    if p.kernel == [2, 2] && p.stride == [2, 2] {
+        return max_2x2(s, plane, out);
+    }
     for y in 0..s.oh {
         for x in 0..s.ow {
             let (y0, x0) = (y * p.stride[0], x * p.stride[1]);
@@ -102,6 +105,19 @@ fn max_unpadded<T: Float>(p: &Pool2d, s: &Planes, plane: &[T], out: &mut [T]) {
                 }
             }
             out[y * s.ow + x] = best;
+        }
+    }
+}
+
+/// [`max_unpadded`] for VGG's 2x2 windows at stride 2, written as
+/// selects over whole rows so that it compiles to vector code.
+fn max_2x2<T: Float>(s: &Planes, plane: &[T], out: &mut [T]) {
+    let pick = |best: T, v: T| if takes_over(best, v) { v } else { best };
+    for (y, out) in out.chunks_exact_mut(s.ow).enumerate() {
+        let top = &plane[2 * y * s.w..2 * y * s.w + 2 * s.ow];
+        let bottom = &plane[(2 * y + 1) * s.w..(2 * y + 1) * s.w + 2 * s.ow];
+        for ((o, t), b) in out.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+            *o = pick(pick(pick(t[0], t[1]), b[0]), b[1]);
         }
     }
 }
@@ -145,4 +161,53 @@ pub(crate) fn avg_grad<T: Float>(p: &Pool2d, s: &Planes, gy: &[T], gx: &mut [T])
             *d = T::of(v);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_2x2_path_keeps_the_first_maximum_and_nan_rules() {
+        // A 4x6 plane (one odd column left out by the 2x2 windows when
+        // cut to 5 wide) holding NaNs, ties and -inf.
+        let nan = f32::NAN;
+        let plane = [
+            1.0,
+            3.0,
+            nan,
+            0.0,
+            -1.0,
+            9.0, //
+            2.0,
+            3.0,
+            5.0,
+            nan,
+            -2.0,
+            9.0, //
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            7.0,
+            7.0, //
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            nan,
+            8.0,
+        ];
+        for w in [6, 5] {
+            let plane: Vec<f32> = plane.chunks(6).flat_map(|row| row[..w].to_vec()).collect();
+            let s = Planes { planes: 1, h: 4, w, oh: 2, ow: w / 2 };
+            let p = Pool2d { kernel: [2, 2], stride: [2, 2], padding: [0, 0], count_include_pad: true };
+            let (mut fast, mut general) = (vec![0.0; 2 * s.ow], vec![0.0; 2 * s.ow]);
+            max_2x2(&s, &plane, &mut fast);
+            for_each_window(&p, &s, |o, taps| general[o] = plane[argmax(&plane, taps).unwrap()]);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&general), "width {w}: {fast:?} vs {general:?}");
+            assert!(fast[1].is_nan() && fast[0] == 3.0 && fast[s.ow] == f32::NEG_INFINITY);
+        }
+    }
 }

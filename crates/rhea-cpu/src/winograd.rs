@@ -95,7 +95,7 @@ fn convolve<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], filters: Filte
         let block = |b: usize| {
             let rows = b * rows_per_block..((b + 1) * rows_per_block).min(tile_rows);
             let tiles = rows.len() * tw;
-            let scratch = 16 * (ch + k) * tiles + 16 * (tw + 1);
+            let scratch = 16 * (ch + k) * tiles + temporary(tw);
             with_scratch(scratch, |s: &mut [T]| {
                 let (v, rest) = s.split_at_mut(16 * ch * tiles);
                 let (m, tmp) = rest.split_at_mut(16 * k * tiles);
@@ -116,7 +116,7 @@ fn convolve<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], filters: Filte
                         );
                     }
                 }
-                transform_output(g, m, rows, &dst);
+                transform_output(g, m, rows, &dst, tmp);
             })
         };
         if parallel_blocks {
@@ -128,10 +128,11 @@ fn convolve<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], filters: Filte
 }
 
 /// `U[ξ][o][c] = (G g G^T)[ξ]` for every filter `g` (`w[o, c]`, or
-/// `w[c, o]` turned).
+/// `w[c, o]` turned), output channels in parallel.
 fn transform_filters<T: Float>(k: usize, ch: usize, w: &[T], filters: Filters, u: &mut [T]) {
     let half = T::of(0.5);
-    for o in 0..k {
+    let dst = SendPtr(u.as_mut_ptr());
+    (0..k).into_par_iter().with_min_len(8).for_each(|o| {
         for c in 0..ch {
             let g: [T; 9] = match filters {
                 Filters::AsGiven => std::array::from_fn(|i| w[(o * ch + c) * 9 + i]),
@@ -149,16 +150,24 @@ fn transform_filters<T: Float>(k: usize, ch: usize, w: &[T], filters: Filters, u
             for (i, [t0, t1, t2]) in t.into_iter().enumerate() {
                 let row = [t0, (t0 + t1 + t2) * half, (t0 - t1 + t2) * half, t2];
                 for (j, value) in row.into_iter().enumerate() {
-                    u[((i * 4 + j) * k + o) * ch + c] = value;
+                    // SAFETY: `u` holds 16 * k * ch elements, and element
+                    // (ξ, o, c) is written by the task of `o` alone.
+                    unsafe { *dst.get().add(((i * 4 + j) * k + o) * ch + c) = value };
                 }
             }
         }
-    }
+    });
+}
+
+/// Elements of temporary space [`transform_input`] and
+/// [`transform_output`] need for `tw` tiles a row.
+fn temporary(tw: usize) -> usize {
+    16 * (tw + 1)
 }
 
 /// `V[ξ][c][t] = (B^T d B)[ξ]` for the 4x4 input tile `d` of each tile `t`
 /// of the tile rows `rows` (tile row `r` is row `r % th` of image `r / th`).
-/// `tmp` holds `16 * (tw + 1)` elements.
+/// `tmp` holds [`temporary`] elements.
 fn transform_input<T: Float>(
     g: &Geometry,
     c: &Conv2d,
@@ -169,7 +178,7 @@ fn transform_input<T: Float>(
 ) {
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
     let tiles = rows.len() * tw;
-    let (ph, pw) = (c.padding[0] as isize, c.padding[1] as isize);
+    let ph = c.padding[0] as isize;
     let len = tw + 1;
     // Even and odd columns (of the padded input) of the tile's four rows,
     // then of the four row combinations B^T d.
@@ -186,14 +195,9 @@ fn transform_input<T: Float>(
                 if iy < 0 || iy >= g.h as isize {
                     ev.fill(T::default());
                     od.fill(T::default());
-                    continue;
-                }
-                let line = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                let at = |col: isize| if col >= 0 && col < g.w as isize { line[col as usize] } else { T::default() };
-                for j in 0..len {
-                    let col = 2 * j as isize - pw;
-                    ev[j] = at(col);
-                    od[j] = at(col + 1);
+                } else {
+                    let line = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    split_columns(line, c.padding[1], ev, od);
                 }
             }
             for (src, dst) in [(&*even, &mut *e_even), (&*odd, &mut *e_odd)] {
@@ -212,14 +216,35 @@ fn transform_input<T: Float>(
                 let (ev, od) = (&e_even[i * len..(i + 1) * len], &e_odd[i * len..(i + 1) * len]);
                 let starts = [0, 1, 2, 3].map(|j| ((i * 4 + j) * g.c + ci) * tiles + local * tw);
                 let [v0, v1, v2, v3] = four_rows(v, starts, tw);
+                let (e, e1, o, o1) = (&ev[..tw], &ev[1..=tw], &od[..tw], &od[1..=tw]);
                 for t in 0..tw {
-                    v0[t] = ev[t] - ev[t + 1];
-                    v1[t] = od[t] + ev[t + 1];
-                    v2[t] = ev[t + 1] - od[t];
-                    v3[t] = od[t] - od[t + 1];
+                    v0[t] = e[t] - e1[t];
+                    v1[t] = o[t] + e1[t];
+                    v2[t] = e1[t] - o[t];
+                    v3[t] = o[t] - o1[t];
                 }
             }
         }
+    }
+}
+
+/// The even (`ev[j]`: column `2j - pad`) and odd (`od[j]`: `2j + 1 - pad`)
+/// columns of `line` padded by `pad` zeros on the left and any number on
+/// the right.
+fn split_columns<T: Float>(line: &[T], pad: usize, ev: &mut [T], od: &mut [T]) {
+    let at = |col: isize| if col >= 0 && col < line.len() as isize { line[col as usize] } else { T::default() };
+    // j in first..last reads columns 2j - pad and 2j + 1 - pad, both inside.
+    let first = pad.div_ceil(2).min(ev.len());
+    let last = ((line.len() + pad) / 2).clamp(first, ev.len());
+    for j in (0..first).chain(last..ev.len()) {
+        let col = 2 * j as isize - pad as isize;
+        ev[j] = at(col);
+        od[j] = at(col + 1);
+    }
+    let inside = &line[2 * first - pad..2 * last - pad];
+    for ((e, o), pair) in ev[first..last].iter_mut().zip(&mut od[first..last]).zip(inside.chunks_exact(2)) {
+        *e = pair[0];
+        *o = pair[1];
     }
 }
 
@@ -236,40 +261,44 @@ fn four_rows<T>(v: &mut [T], starts: [usize; 4], len: usize) -> [&mut [T]; 4] {
 /// written into `out` (`[n, o, oh, ow]`), clipped at the last row and
 /// column where the output's size is odd. Only the output rows of these
 /// tile rows are touched: blocks of other tile rows may write the rest at
-/// the same time.
-fn transform_output<T: Float>(g: &Geometry, m: &[T], rows: std::ops::Range<usize>, out: &SendPtr<T>) {
+/// the same time. `tmp` holds [`temporary`] elements.
+fn transform_output<T: Float>(g: &Geometry, m: &[T], rows: std::ops::Range<usize>, out: &SendPtr<T>, tmp: &mut [T]) {
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
     let (k, tiles) = (g.o, rows.len() * tw);
+    // The rows of A^T M: s_j = m_j + m_4+j + m_8+j, d_j = m_4+j - m_8+j - m_12+j.
+    let (s, d) = tmp[..8 * tw].split_at_mut(4 * tw);
     for o in 0..k {
         for (local, r) in rows.clone().enumerate() {
             let (n, ty) = (r / th, r % th);
-            let at = |xi: usize| {
+            let plane = |xi: usize| {
                 let start = (xi * k + o) * tiles + local * tw;
                 &m[start..start + tw]
             };
-            let mx: [&[T]; 16] = std::array::from_fn(at);
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (plane(j), plane(4 + j), plane(8 + j), plane(12 + j));
+                let (sj, dj) = (&mut s[j * tw..(j + 1) * tw], &mut d[j * tw..(j + 1) * tw]);
+                for t in 0..tw {
+                    sj[t] = m0[t] + m1[t] + m2[t];
+                    dj[t] = m1[t] - m2[t] - m3[t];
+                }
+            }
             let lines = if 2 * ty + 1 < g.oh { 2 } else { 1 };
             // SAFETY: `out` holds `[n, o, oh, ow]`, and output rows 2ty and
             // 2ty+1 (where inside) of image n belong to tile row r alone.
             let lines = unsafe {
                 std::slice::from_raw_parts_mut(out.get().add(((n * k + o) * g.oh + 2 * ty) * g.ow), lines * g.ow)
             };
-            let (top, bottom) = lines.split_at_mut(g.ow);
-            let mut bottom = (!bottom.is_empty()).then_some(bottom);
-            #[allow(clippy::needless_range_loop)] // t indexes all 16 planes
-            for t in 0..tw {
-                let a0: [T; 4] = std::array::from_fn(|j| mx[j][t] + mx[4 + j][t] + mx[8 + j][t]);
-                let a1: [T; 4] = std::array::from_fn(|j| mx[4 + j][t] - mx[8 + j][t] - mx[12 + j][t]);
-                let x0 = 2 * t;
-                top[x0] = a0[0] + a0[1] + a0[2];
-                if x0 + 1 < g.ow {
-                    top[x0 + 1] = a0[1] - a0[2] - a0[3];
+            for (line, a) in lines.chunks_exact_mut(g.ow).zip([&*s, &*d]) {
+                let (a0, a1, a2, a3) = (&a[..tw], &a[tw..2 * tw], &a[2 * tw..3 * tw], &a[3 * tw..]);
+                let pairs = line.chunks_exact_mut(2);
+                let odd = pairs.len() < tw;
+                for (t, pair) in pairs.enumerate() {
+                    pair[0] = a0[t] + a1[t] + a2[t];
+                    pair[1] = a1[t] - a2[t] - a3[t];
                 }
-                if let Some(bottom) = bottom.as_deref_mut() {
-                    bottom[x0] = a1[0] + a1[1] + a1[2];
-                    if x0 + 1 < g.ow {
-                        bottom[x0 + 1] = a1[1] - a1[2] - a1[3];
-                    }
+                if odd {
+                    let t = tw - 1;
+                    line[2 * t] = a0[t] + a1[t] + a2[t];
                 }
             }
         }
