@@ -294,7 +294,7 @@ fn block_columns(m: usize, n: usize, elem: usize) -> usize {
     cols.clamp(1, n.max(1))
 }
 
-/// [`gemm_into`] followed by `epilogue(row, columns)` over each block of
+/// [`gemm_into`] followed by `epilogue(rows, columns)` over each block of
 /// output columns while the block is still in cache. Blocks run in
 /// parallel, each product on one thread.
 pub(crate) fn gemm_with_epilogue<T: Float>(
@@ -303,7 +303,7 @@ pub(crate) fn gemm_with_epilogue<T: Float>(
     b: (&[T], &[usize]),
     c: Option<(&[T], &[usize])>,
     p: Product,
-    epilogue: &(dyn Fn(usize, std::ops::Range<usize>) + Sync),
+    epilogue: &(dyn Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync),
 ) -> Result<(), String> {
     use rayon::prelude::*;
     let (alpha, beta, ta, tb) = (p.alpha, p.beta, p.trans_a, p.trans_b);
@@ -315,7 +315,7 @@ pub(crate) fn gemm_with_epilogue<T: Float>(
     }
     if m == 0 || n == 0 || k == 0 || nb >= n {
         gemm_into(out, a, b, c, p)?;
-        (0..m).for_each(|r| epilogue(r, 0..n));
+        epilogue(0..m, 0..n);
         return Ok(());
     }
     if let Some((c, shape)) = c {
@@ -343,9 +343,7 @@ pub(crate) fn gemm_with_epilogue<T: Float>(
                 false,
             );
         }
-        for r in 0..m {
-            epilogue(r, c0..c1);
-        }
+        epilogue(0..m, c0..c1);
     });
     Ok(())
 }

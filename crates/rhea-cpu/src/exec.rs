@@ -499,12 +499,19 @@ impl Prepared {
                     out_ptrs.extend(kernel_outputs.iter().map(|&t| target(t)));
                     let (ins, outs) = (SendPtrs(&in_ptrs), SendPtrs(&out_ptrs));
                     let n = out.shape[1];
-                    let epilogue = |row: usize, cols: std::ops::Range<usize>| {
-                        let range = row * n + cols.start..row * n + cols.end;
-                        // SAFETY: as for the kernel step this was: the
-                        // kernel reads the product's output pointwise, and
-                        // each block of it is complete when this runs.
-                        unsafe { kernels.call_range(*k, launch, ins.get(), outs.get(), range) };
+                    let epilogue = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
+                        // Whole rows are one range of the output.
+                        let ranges: &mut dyn Iterator<Item = std::ops::Range<usize>> = if cols == (0..n) {
+                            &mut std::iter::once(rows.start * n..rows.end * n)
+                        } else {
+                            &mut rows.map(|r| r * n + cols.start..r * n + cols.end)
+                        };
+                        for range in ranges {
+                            // SAFETY: as for the kernel step this was: the
+                            // kernel reads the product's output pointwise,
+                            // and each block of it is complete when this runs.
+                            unsafe { kernels.call_range(*k, launch, ins.get(), outs.get(), range) };
+                        }
                     };
                     // SAFETY: as for a native step.
                     unsafe {
@@ -774,7 +781,7 @@ unsafe fn native<T: crate::blas::Float>(
     out: &Operand,
     out_ptr: *mut u8,
     ptr: &dyn Fn(Source) -> *const u8,
-    epilogue: Option<&(dyn Fn(usize, std::ops::Range<usize>) + Sync)>,
+    epilogue: Option<&(dyn Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync)>,
 ) -> Result<(), String> {
     // SAFETY: as the caller promises.
     let mut slices: [(&[T], &[usize]); MAX_LIBRARY_INPUTS] = [(&[], &[]); MAX_LIBRARY_INPUTS];

@@ -573,7 +573,7 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
             notes.push_str(&ptx_listing(&p, &o.dim, o.sm)?);
         } else if o.kernels || o.asm {
             let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-            let cpu = rhea_cpu::CpuKernels::compile(&kernels)?;
+            let cpu = rhea_cpu::CpuKernels::compile_with_listings(&kernels)?;
             for k in 0..kernels.len() {
                 if o.kernels {
                     notes.push_str(&format!("# kernel k{k}, Cranelift IR\n{}\n", cpu.clif(k)));
