@@ -32,6 +32,34 @@ fn vgg16_gives_the_same_logits_on_the_interpreter_and_the_cpu() {
 }
 
 #[test]
+fn vgg16_gradients_on_the_cpu_match_the_interpreter() {
+    // Width / 16 at 32x32: blocks 3 to 5 have 16 and 32 channels, so their
+    // convolutions and input gradients run through Winograd on the CPU,
+    // the first blocks through im2col.
+    let opts = VggOptions { num_classes: 3, width_div: 16, image_size: 32, seed: 3, ..VggOptions::default() };
+    let x = images(DType::F32, 2, 32);
+    let names =
+        ["features.0.weight", "features.12.weight", "features.17.weight", "features.28.weight", "classifier.0.weight"];
+    let mut results = Vec::new();
+    for backend in [Backend::Interp, Backend::Cpu] {
+        let m = vgg16(&opts).unwrap();
+        let r = Value::from_f64(DType::F32, &[3], &[0.3, -1.2, 0.7]).unwrap();
+        let cost = (&m.logits * &m.graph.constant(r)).sum_all().unwrap();
+        let params: Vec<rhea::Var> = names.iter().map(|n| m.graph.find(n).unwrap()).collect();
+        let grads = grad(&cost, &params.iter().collect::<Vec<_>>()).unwrap();
+        let mut f = function(&[&m.x], &grads.iter().collect::<Vec<_>>()).backend(backend).compile().unwrap();
+        results.push(f.call(std::slice::from_ref(&x)).unwrap());
+    }
+    for (name, (want, got)) in names.iter().zip(results[0].iter().zip(&results[1])) {
+        let (want, got) = (want.to_f64_vec(), got.to_f64_vec());
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 1e-6, "the gradient of {name} is all zeros: the check would be empty");
+        let worst = want.iter().zip(&got).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-4 * scale, "d cost / d {name}: off by {worst} at scale {scale}");
+    }
+}
+
+#[test]
 fn vgg16_gradients_match_finite_differences() {
     let opts = VggOptions {
         num_classes: 3,
