@@ -183,29 +183,31 @@ pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out:
 }
 
 thread_local! {
-    /// Each thread's scratch space for im2col matrices, kept between calls
-    /// so that a compiled call does not allocate (or fault in) it again.
-    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's scratch buffers (im2col matrices, Winograd's
+    /// transforms), kept between calls so that a compiled call does not
+    /// allocate (or fault in) them again. A use takes a buffer off the
+    /// stack and puts it back, so nested uses (Winograd's blocks inside its
+    /// filter transform's buffer, or a rayon task run while another waits
+    /// on this thread) each get their own.
+    static SCRATCH: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on `len` elements of this thread's scratch space, whose
-/// contents are left over from earlier uses: `f` must write before reading.
+/// Runs `f` on `len` elements of one of this thread's scratch buffers,
+/// whose contents are left over from earlier uses: `f` must write before
+/// reading.
 pub(crate) fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
-    SCRATCH.with(|cell| {
-        // A nested use (none today) gets its own allocation.
-        let Ok(mut words) = cell.try_borrow_mut() else {
-            return f(&mut vec![T::default(); len]);
-        };
-        let need = (len * std::mem::size_of::<T>()).div_ceil(8);
-        if words.len() < need {
-            words.resize(need, 0);
-        }
-        // SAFETY: the words are 8-byte aligned and initialized, T is f32 or
-        // f64 (alignment at most 8, every bit pattern valid), and `need`
-        // words hold `len` elements.
-        let slice = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut T, len) };
-        f(slice)
-    })
+    let mut words = SCRATCH.with(|cell| cell.borrow_mut().pop()).unwrap_or_default();
+    let need = (len * std::mem::size_of::<T>()).div_ceil(8);
+    if words.len() < need {
+        words.resize(need, 0);
+    }
+    // SAFETY: the words are 8-byte aligned and initialized, T is f32 or
+    // f64 (alignment at most 8, every bit pattern valid), and `need` words
+    // hold `len` elements.
+    let slice = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut T, len) };
+    let result = f(slice);
+    SCRATCH.with(|cell| cell.borrow_mut().push(words));
+    result
 }
 
 /// Largest im2col matrix built whole, for one product threaded inside.

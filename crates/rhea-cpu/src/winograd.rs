@@ -241,7 +241,8 @@ fn split_columns<T: Float>(line: &[T], pad: usize, ev: &mut [T], od: &mut [T]) {
         ev[j] = at(col);
         od[j] = at(col + 1);
     }
-    let inside = &line[2 * first - pad..2 * last - pad];
+    // An empty line (a zero-width input, all padding) has no inside.
+    let inside = if last > first { &line[2 * first - pad..2 * last - pad] } else { &[] };
     for ((e, o), pair) in ev[first..last].iter_mut().zip(&mut od[first..last]).zip(inside.chunks_exact(2)) {
         *e = pair[0];
         *o = pair[1];
@@ -367,9 +368,14 @@ mod tests {
 
     #[test]
     fn matches_the_direct_convolution_on_odd_sizes_and_paddings() {
-        for (n, ch, k, h, w, pad) in
-            [(1, 16, 16, 5, 7, [1, 1]), (2, 17, 19, 8, 8, [0, 0]), (3, 16, 20, 6, 3, [2, 1]), (1, 16, 16, 1, 1, [1, 1])]
-        {
+        for (n, ch, k, h, w, pad) in [
+            (1, 16, 16, 5, 7, [1, 1]),
+            (2, 17, 19, 8, 8, [0, 0]),
+            (3, 16, 20, 6, 3, [2, 1]),
+            (1, 16, 16, 1, 1, [1, 1]),
+            (1, 16, 16, 2, 1, [3, 4]),
+            (1, 16, 16, 3, 0, [0, 3]),
+        ] {
             let (oh, ow) = (h + 2 * pad[0] - 2, w + 2 * pad[1] - 2);
             let g = Geometry { n, c: ch, h, w, o: k, oh, ow, kh: 3, kw: 3, groups: 1 };
             let conv = Conv2d { padding: pad, ..Conv2d::default() };
