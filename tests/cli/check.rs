@@ -5,12 +5,17 @@ use rhea::{Builder, DType, Value};
 
 use crate::support::{mlp, rhea, tempdir, write_graph, write_tensors};
 
+/// The test MLP's graph and a batch of inputs for it, written into `dir`.
+fn mlp_with_inputs(dir: &std::path::Path) -> (String, String) {
+    let graph = write_graph(dir, "mlp.json", &mlp());
+    let x = Value::from(array![[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]);
+    (graph, write_tensors(dir, "in.safetensors", &[("x", x)]))
+}
+
 #[test]
 fn agreeing_backends_report_how_many_nodes_were_compared() {
     let dir = tempdir();
-    let graph = write_graph(dir.path(), "mlp.json", &mlp());
-    let x = Value::from(array![[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]);
-    let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", x)]);
+    let (graph, inputs) = mlp_with_inputs(dir.path());
     let out = rhea(&["check", &graph, "--inputs", &inputs]).ok().to_string();
     assert!(out.starts_with("checked ") && out.contains(" nodes: interp and cpu agree within 0.0001"), "{out}");
 }
@@ -43,9 +48,7 @@ fn the_first_differing_node_is_named_with_both_values() {
 #[test]
 fn the_fused_program_is_checked_step_by_step_naming_the_kernel() {
     let dir = tempdir();
-    let graph = write_graph(dir.path(), "mlp.json", &mlp());
-    let x = Value::from(array![[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]);
-    let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", x)]);
+    let (graph, inputs) = mlp_with_inputs(dir.path());
     let out = rhea(&["check", &graph, "--inputs", &inputs, "--fused"]).ok().to_string();
     assert!(out.contains("step outputs of the fused program: interp and cpu agree within 0.0001"), "{out}");
     // With no tolerance, the inline tanh differs from the exact one inside

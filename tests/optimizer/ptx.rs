@@ -52,20 +52,20 @@ fn golden_kernels(out: &mut Vec<Lowered>, host: &mut Vec<String>) -> usize {
 
 fn model_kernels(out: &mut Vec<Lowered>, host: &mut Vec<String>) {
     use ndarray::{Array2, Array4};
+    // An MLP's training step, lowered for `[rows, x_width]` and `[rows, y_width]` inputs.
+    let mut training = |step: rhea::Function, [rows, x_width, y_width]: [usize; 3], name: &str| {
+        let feeds = HashMap::from([
+            ("x".to_string(), Value::from(Array2::<f32>::zeros((rows, x_width)))),
+            ("y".to_string(), Value::from(Array2::<f32>::zeros((rows, y_width)))),
+        ]);
+        lower_program(step.program(), &feeds, name, out, host);
+    };
     let sonar = rhea::nn::models::sonar_mlp(1).unwrap();
     let f = rhea::function(&[&sonar.x, &sonar.y], &[&sonar.loss]).updates(sonar.updates.clone()).compile().unwrap();
-    let feeds = HashMap::from([
-        ("x".to_string(), Value::from(Array2::<f32>::zeros((10, 60)))),
-        ("y".to_string(), Value::from(Array2::<f32>::zeros((10, 1)))),
-    ]);
-    lower_program(f.program(), &feeds, "sonar", out, host);
+    training(f, [10, 60, 1], "sonar");
     let mlp = rhea::nn::models::theano_mlp(1).unwrap();
     let f = rhea::function(&[&mlp.x, &mlp.y], &[&mlp.loss]).updates(mlp.updates.clone()).compile().unwrap();
-    let feeds = HashMap::from([
-        ("x".to_string(), Value::from(Array2::<f32>::zeros((60, 784)))),
-        ("y".to_string(), Value::from(Array2::<f32>::zeros((60, 10)))),
-    ]);
-    lower_program(f.program(), &feeds, "theano_mlp", out, host);
+    training(f, [60, 784, 10], "theano_mlp");
     let options = rhea::nn::models::VggOptions { width_div: 16, image_size: 32, training: false, ..Default::default() };
     let vgg = rhea::nn::models::vgg16(&options).unwrap();
     let f = rhea::function(&[&vgg.x], &[&vgg.logits]).compile().unwrap();

@@ -500,17 +500,15 @@ impl Prepared {
                     let (ins, outs) = (SendPtrs(&in_ptrs), SendPtrs(&out_ptrs));
                     let n = out.shape[1];
                     let epilogue = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
-                        // Whole rows are one range of the output.
-                        let ranges: &mut dyn Iterator<Item = std::ops::Range<usize>> = if cols == (0..n) {
-                            &mut std::iter::once(rows.start * n..rows.end * n)
+                        // SAFETY: as for the kernel step this was: the kernel
+                        // reads the product's output pointwise, and each
+                        // block of it is complete when this runs.
+                        let call = |range| unsafe { kernels.call_range(*k, launch, ins.get(), outs.get(), range) };
+                        if cols == (0..n) {
+                            // Whole rows are one range of the output.
+                            call(rows.start * n..rows.end * n);
                         } else {
-                            &mut rows.map(|r| r * n + cols.start..r * n + cols.end)
-                        };
-                        for range in ranges {
-                            // SAFETY: as for the kernel step this was: the
-                            // kernel reads the product's output pointwise,
-                            // and each block of it is complete when this runs.
-                            unsafe { kernels.call_range(*k, launch, ins.get(), outs.get(), range) };
+                            rows.for_each(|r| call(r * n + cols.start..r * n + cols.end));
                         }
                     };
                     // SAFETY: as for a native step.
