@@ -2,6 +2,7 @@
 //! random graphs, each checked against the unoptimized graph on the
 //! interpreter.
 
+mod emulated;
 mod epilogue_cpu;
 mod golden_cpu;
 mod gpu;

@@ -1,9 +1,10 @@
 //! Every kernel the test suite generates, lowered to PTX and assembled by
 //! `ptxas` for sm_80 and sm_90: the numpy golden cases of every op (in
-//! modes none and fast), random graphs, and the three models' training
-//! and inference steps. Kernels with no PTX lowering (sin, cos, integer
-//! pow, bool reductions) run on the host; the test lists them and checks
-//! nothing else is among them.
+//! modes none and fast), 100 random graphs, large reductions, and the three
+//! models' training and inference steps (`emulated.rs` runs the same
+//! kernels). Kernels with no PTX lowering (sin, cos, integer pow, bool
+//! reductions) run on the host; the test lists them and checks nothing
+//! else is among them.
 //!
 //! Without `ptxas` the assembly check does not run and says so; with
 //! `RHEA_REQUIRE_PTXAS=1` (set in CI) a missing `ptxas` fails instead.
@@ -11,20 +12,33 @@
 use std::collections::HashMap;
 
 use rhea::Value;
+use rhea::kernel::{Bindings, Kernel};
 use rhea::opt::{Mode, Program};
 use rhea_cuda::{Lowered, Target, lower_kernel, module};
 
 use crate::kit::*;
 
+/// One kernel the test suite generates, lowered at its program's sizes.
+pub struct Generated {
+    pub tag: String,
+    pub kernel: Kernel,
+    pub bindings: Bindings,
+    pub shapes: Vec<Vec<usize>>,
+    pub lowered: Lowered,
+}
+
+/// What [`generated_kernels`] found.
+pub struct Suite {
+    pub kernels: Vec<Generated>,
+    /// Kernels with no PTX lowering, and why.
+    pub host: Vec<String>,
+    pub programs: usize,
+}
+
 /// Lowers every kernel of `p` at the sizes `feeds` give.
-fn lower_program(
-    p: &Program,
-    feeds: &HashMap<String, Value>,
-    tag: &str,
-    out: &mut Vec<Lowered>,
-    host: &mut Vec<String>,
-) {
+fn lower_program(p: &Program, feeds: &HashMap<String, Value>, tag: &str, suite: &mut Suite) {
     let bindings = rhea::interp::bind_inputs(&p.graph, feeds).unwrap();
+    suite.programs += 1;
     for (k, group) in p.fusion.groups.iter().enumerate() {
         let kernel = &group.kernel;
         let dims = rhea::kernel::resolve(&kernel.domain, &bindings).unwrap();
@@ -32,25 +46,97 @@ fn lower_program(
             kernel.inputs.iter().map(|i| rhea::kernel::resolve(&i.shape, &bindings).unwrap()).collect();
         let name = format!("{}_k{k}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
         match lower_kernel(kernel, &name, &dims, &shapes) {
-            Ok(l) => out.push(l),
-            Err(e) => host.push(format!("{tag} k{k}: {e}")),
+            Ok(lowered) => suite.kernels.push(Generated {
+                tag: format!("{tag} k{k}"),
+                kernel: kernel.clone(),
+                bindings: bindings.clone(),
+                shapes,
+                lowered,
+            }),
+            Err(e) => suite.host.push(format!("{tag} k{k}: {e}")),
         }
     }
 }
 
-fn golden_kernels(out: &mut Vec<Lowered>, host: &mut Vec<String>) -> usize {
-    let mut n = 0;
-    for case in golden_cases() {
+fn golden_kernels(suite: &mut Suite) {
+    for (n, case) in golden_cases().into_iter().enumerate() {
         for mode in [Mode::None, Mode::Fast] {
             let Ok(p) = rhea::opt::compile(case.graph.clone(), &options(mode, &[])) else { continue };
-            lower_program(&p, &case.feeds, &format!("{}_{mode:?}_{n}", case.name), out, host);
-            n += 1;
+            lower_program(&p, &case.feeds, &format!("{}_{mode:?}_{n}", case.name), suite);
         }
     }
-    n
 }
 
-fn model_kernels(out: &mut Vec<Lowered>, host: &mut Vec<String>) {
+fn random_kernels(suite: &mut Suite, count: u64) {
+    for seed in 0..count {
+        let (graph, feeds) = crate::random::random_graph(seed);
+        for mode in [Mode::None, Mode::Fast] {
+            let Ok(p) = rhea::opt::compile(graph.clone(), &options(mode, &[])) else { continue };
+            lower_program(&p, &feeds, &format!("random{seed}_{mode:?}"), suite);
+        }
+    }
+}
+
+/// Reductions large enough for the block-per-output organization (warp
+/// shuffles, shared memory, a barrier) and the coalesced thread-per-output
+/// one, alone and fused with their producers and consumers.
+fn reduction_kernels(suite: &mut Suite) {
+    use rhea::{Builder, DType, Var};
+    type Reduce = fn(&Var, &[isize], bool) -> Result<Var, rhea::GraphError>;
+    let combines: [(&str, Reduce); 5] =
+        [("sum", Var::sum), ("mean", Var::mean), ("max", Var::max), ("min", Var::min), ("prod", Var::prod)];
+    let layouts: [(&[usize], &[isize]); 4] =
+        [(&[6, 1000], &[1]), (&[500, 16], &[0]), (&[3, 5, 70], &[0, 2]), (&[100, 1100], &[0])];
+    for dtype in [DType::F32, DType::F64, DType::I32] {
+        for (shape, axes) in layouts {
+            let g = Builder::new();
+            let x = g.input("x", dtype, shape).unwrap();
+            for (name, reduce) in combines {
+                if let Ok(r) = reduce(&x, axes, false) {
+                    g.output(name, &r).unwrap();
+                }
+            }
+            if dtype.is_float() {
+                // A producer fused in, and an elementwise output beside the reduced one.
+                let e = x.exp().unwrap();
+                g.output("exp", &e).unwrap();
+                g.output("sum_exp", &e.sum(axes, false).unwrap()).unwrap();
+            }
+            let n: usize = shape.iter().product();
+            let feeds = HashMap::from([(
+                "x".to_string(),
+                Value::from_le_bytes(dtype, shape, &vec![0; n * dtype.size_bytes()]).unwrap(),
+            )]);
+            for mode in [Mode::None, Mode::Fast] {
+                let p = rhea::opt::compile(g.to_graph(), &options(mode, &[])).unwrap();
+                lower_program(&p, &feeds, &format!("reduce_{dtype}_{shape:?}_{mode:?}"), suite);
+            }
+        }
+    }
+    // More outputs than blocks in a grid: each block loops over several,
+    // and its shared memory is reused between them.
+    let g = Builder::new();
+    let x = g.input("x", DType::F32, [8195, 65]).unwrap();
+    g.output("sum", &x.sum(&[1], false).unwrap()).unwrap();
+    let feeds = HashMap::from([("x".to_string(), Value::from(ndarray::Array2::<f32>::zeros((8195, 65))))]);
+    let p = rhea::opt::compile(g.to_graph(), &options(Mode::Fast, &[])).unwrap();
+    lower_program(&p, &feeds, "reduce_many_outputs", suite);
+    for (shape, dtype) in [([4usize, 3000usize], DType::F32), ([3, 700], DType::F64)] {
+        let g = Builder::new();
+        let x = g.input("x", dtype, shape).unwrap();
+        g.output("softmax", &x.softmax(-1).unwrap()).unwrap();
+        g.output("log_softmax", &x.log_softmax(-1).unwrap()).unwrap();
+        let n: usize = shape.iter().product();
+        let feeds = HashMap::from([(
+            "x".to_string(),
+            Value::from_le_bytes(dtype, &shape, &vec![0; n * dtype.size_bytes()]).unwrap(),
+        )]);
+        let p = rhea::opt::compile(g.to_graph(), &options(Mode::Fast, &[])).unwrap();
+        lower_program(&p, &feeds, &format!("softmax_{dtype}_{shape:?}"), suite);
+    }
+}
+
+fn model_kernels(suite: &mut Suite) {
     use ndarray::{Array2, Array4};
     // An MLP's training step, lowered for `[rows, x_width]` and `[rows, y_width]` inputs.
     let mut training = |step: rhea::Function, [rows, x_width, y_width]: [usize; 3], name: &str| {
@@ -58,7 +144,7 @@ fn model_kernels(out: &mut Vec<Lowered>, host: &mut Vec<String>) {
             ("x".to_string(), Value::from(Array2::<f32>::zeros((rows, x_width)))),
             ("y".to_string(), Value::from(Array2::<f32>::zeros((rows, y_width)))),
         ]);
-        lower_program(step.program(), &feeds, name, out, host);
+        lower_program(step.program(), &feeds, name, suite);
     };
     let sonar = rhea::nn::models::sonar_mlp(1).unwrap();
     let f = rhea::function(&[&sonar.x, &sonar.y], &[&sonar.loss]).updates(sonar.updates.clone()).compile().unwrap();
@@ -70,14 +156,24 @@ fn model_kernels(out: &mut Vec<Lowered>, host: &mut Vec<String>) {
     let vgg = rhea::nn::models::vgg16(&options).unwrap();
     let f = rhea::function(&[&vgg.x], &[&vgg.logits]).compile().unwrap();
     let feeds = HashMap::from([("x".to_string(), Value::from(Array4::<f32>::zeros((2, 3, 32, 32))))]);
-    lower_program(f.program(), &feeds, "vgg16", out, host);
+    lower_program(f.program(), &feeds, "vgg16", suite);
+}
+
+/// Every kernel of the numpy golden cases (modes none and fast), of
+/// `random` random graphs (both modes), of large reductions and of the
+/// three models' steps.
+pub fn generated_kernels(random: u64) -> Suite {
+    let mut suite = Suite { kernels: Vec::new(), host: Vec::new(), programs: 0 };
+    golden_kernels(&mut suite);
+    random_kernels(&mut suite, random);
+    reduction_kernels(&mut suite);
+    model_kernels(&mut suite);
+    suite
 }
 
 #[test]
 fn every_generated_kernel_assembles_for_sm80_and_sm90() {
-    let (mut lowered, mut host) = (Vec::new(), Vec::new());
-    let programs = golden_kernels(&mut lowered, &mut host);
-    model_kernels(&mut lowered, &mut host);
+    let Suite { kernels, host, programs } = generated_kernels(100);
     // Only what has no PTX lowering by design runs on the host.
     let unexpected: Vec<&String> = host
         .iter()
@@ -86,14 +182,14 @@ fn every_generated_kernel_assembles_for_sm80_and_sm90() {
         })
         .collect();
     assert!(unexpected.is_empty(), "kernels that should lower to PTX did not:\n{unexpected:#?}");
-    assert!(lowered.len() > 800, "only {} kernels lowered from {programs} programs", lowered.len());
+    assert!(kernels.len() > 800, "only {} kernels lowered from {programs} programs", kernels.len());
     let Some(ptxas) = rhea_cuda::ptxas::find() else {
         let required = std::env::var("RHEA_REQUIRE_PTXAS").is_ok_and(|v| v == "1");
         assert!(!required, "RHEA_REQUIRE_PTXAS=1 but no ptxas was found (pip install nvidia-cuda-nvcc-cu12)");
-        println!("NOT RUN: ptxas not found; {} kernels lowered but not assembled", lowered.len());
+        println!("NOT RUN: ptxas not found; {} kernels lowered but not assembled", kernels.len());
         return;
     };
-    let refs: Vec<&Lowered> = lowered.iter().collect();
+    let refs: Vec<&Lowered> = kernels.iter().map(|k| &k.lowered).collect();
     for sm in [80, 90] {
         let target = Target { sm };
         // A few hundred entries per module keeps ptxas's reports readable.
@@ -102,8 +198,8 @@ fn every_generated_kernel_assembles_for_sm80_and_sm90() {
         }
     }
     println!(
-        "{} kernels from {programs} programs and 3 models assemble for sm_80 and sm_90; {} run on the host",
-        lowered.len(),
+        "{} kernels from {programs} programs assemble for sm_80 and sm_90; {} run on the host",
+        kernels.len(),
         host.len()
     );
 }

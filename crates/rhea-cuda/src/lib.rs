@@ -4,6 +4,7 @@
 //! its tests pass on machines without a GPU.
 #![warn(missing_docs)]
 
+pub mod emu;
 pub mod ptx;
 pub mod ptxas;
 
