@@ -18,6 +18,9 @@ fn agreeing_backends_report_how_many_nodes_were_compared() {
     let (graph, inputs) = mlp_with_inputs(dir.path());
     let out = rhea(&["check", &graph, "--inputs", &inputs]).ok().to_string();
     assert!(out.starts_with("checked ") && out.contains(" nodes: interp and cpu agree within 0.0001"), "{out}");
+    // The CUDA backend's code, node by node, on the emulated GPU.
+    let out = rhea(&["check", &graph, "--inputs", &inputs, "--backends", "interp,cuda-emu"]).ok().to_string();
+    assert!(out.contains(" nodes: interp and cuda-emu agree within 0.0001"), "{out}");
 }
 
 #[test]
@@ -41,7 +44,7 @@ fn the_first_differing_node_is_named_with_both_values() {
         out.stdout
     );
     rhea(&["check", &graph, "--inputs", &inputs, "--backends", "cpu,interp"])
-        .fails_with(&["compares the interpreter with one backend", "interp,cpu or interp,cuda"]);
+        .fails_with(&["compares the interpreter with one backend", "interp,cpu, interp,cuda or interp,cuda-emu"]);
     rhea(&["check", &graph, "--inputs", &inputs, "--tolerance=-1"]).fails_with(&["--tolerance must be a number >= 0"]);
 }
 

@@ -1,9 +1,11 @@
-//! The differential suite on an NVIDIA GPU: every numpy golden case, the
-//! random graphs, and the models, on the CUDA backend against the
-//! reference. These need a GPU, so they are `#[ignore]`d: `cargo test`
-//! reports them as ignored (not run) here, and `scripts/gpu-check` runs them
-//! with `--ignored` on a GPU machine, where they fail loudly if the GPU is
-//! missing.
+//! The differential suite of the CUDA backend: every numpy golden case, the
+//! random graphs, and the models, against the reference. Each check runs
+//! twice: on an NVIDIA GPU, which these machines lack, so those tests are
+//! `#[ignore]`d (`cargo test` reports them as ignored, not run, and
+//! `scripts/gpu-check` runs them with `--ignored` on a GPU machine, where
+//! they fail loudly if the GPU is missing); and on the PTX emulator
+//! standing in for the GPU, which runs everywhere: the same executor, the
+//! same generated kernels, products as BLAS defines them.
 
 use ndarray::{Array2, Array4};
 use rhea::Value;
@@ -11,9 +13,34 @@ use rhea::opt::Mode;
 
 use crate::kit::*;
 
+/// The GPU, or the emulator standing in for one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    Gpu,
+    Emulator,
+}
+
+impl On {
+    fn backend(self) -> rhea::Backend {
+        if self == On::Gpu { rhea::Backend::Cuda } else { rhea::Backend::CudaEmulated }
+    }
+    fn name(self) -> &'static str {
+        if self == On::Gpu { "the GPU" } else { "the emulated GPU" }
+    }
+}
+
 #[test]
 #[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
 fn every_golden_case_matches_numpy_on_the_gpu() {
+    golden_cases_match_numpy(On::Gpu);
+}
+
+#[test]
+fn every_golden_case_matches_numpy_on_the_emulated_gpu() {
+    golden_cases_match_numpy(On::Emulator);
+}
+
+fn golden_cases_match_numpy(on: On) {
     let (mut ran, mut failures) = (0, Vec::new());
     for case in golden_cases() {
         let Some(want) = case.expected else { continue };
@@ -21,7 +48,7 @@ fn every_golden_case_matches_numpy_on_the_gpu() {
             let p = program(&case.graph, &options(mode, &[]));
             ran += 1;
             let tol = if want.dtype() == rhea::DType::F32 { 1e-5 } else { 1e-10 };
-            match run_cuda(&p, &case.feeds) {
+            match run_cuda(&p, &case.feeds, on == On::Emulator) {
                 Err(e) => failures.push(format!("{} {mode:?}: {e}", case.name)),
                 Ok(got) => {
                     if let Err(e) = close(&want, &got[0], tol) {
@@ -32,21 +59,31 @@ fn every_golden_case_matches_numpy_on_the_gpu() {
         }
     }
     assert!(ran > 1400, "only {ran} cases ran");
-    assert!(failures.is_empty(), "{} of {ran} cases differ on the GPU:\n{}", failures.len(), failures.join("\n"));
-    println!("golden cases on the GPU: {ran} programs (modes none and fast) match numpy");
+    let on = on.name();
+    assert!(failures.is_empty(), "{} of {ran} cases differ on {on}:\n{}", failures.len(), failures.join("\n"));
+    println!("golden cases on {on}: {ran} programs (modes none and fast) match numpy");
 }
 
 #[test]
 #[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
 fn random_graphs_agree_on_the_gpu() {
-    let count: u64 = std::env::var("RHEA_RANDOM_GRAPHS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    random_graphs_agree(On::Gpu, 300);
+}
+
+#[test]
+fn random_graphs_agree_on_the_emulated_gpu() {
+    random_graphs_agree(On::Emulator, 100);
+}
+
+fn random_graphs_agree(on: On, default_count: u64) {
+    let count: u64 = std::env::var("RHEA_RANDOM_GRAPHS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
     let mut failures = Vec::new();
     for seed in 0..count {
         let (graph, feeds) = crate::random::random_graph(seed);
         for mode in [Mode::Fast, Mode::None] {
             let Ok(p) = rhea::opt::compile(graph.clone(), &options(mode, &[])) else { continue };
             let want = run_program(&p, &feeds).unwrap();
-            match run_cuda(&p, &feeds) {
+            match run_cuda(&p, &feeds, on == On::Emulator) {
                 Err(e) => failures.push(format!("seed {seed} {mode:?}: {e}")),
                 Ok(got) => {
                     for (k, (w, o)) in want.iter().zip(&got).enumerate() {
@@ -58,13 +95,14 @@ fn random_graphs_agree_on_the_gpu() {
             }
         }
     }
+    let on = on.name();
     assert!(
         failures.is_empty(),
-        "{} of {count} random graphs failed on the GPU:\n{}",
+        "{} of {count} random graphs failed on {on}:\n{}",
         failures.len(),
         failures.join("\n")
     );
-    println!("random graphs on the GPU: {count} agree with the interpreter in modes fast and none");
+    println!("random graphs on {on}: {count} agree with the interpreter in modes fast and none");
 }
 
 /// Runs `steps` Sonar training steps on `backend` from the same seed; the
@@ -86,30 +124,75 @@ fn sonar_training(backend: rhea::Backend, steps: usize) -> (Vec<f64>, Value) {
 #[test]
 #[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
 fn sonar_training_on_the_gpu_follows_the_cpu() {
+    sonar_training_follows_the_cpu(On::Gpu);
+}
+
+#[test]
+fn sonar_training_on_the_emulated_gpu_follows_the_cpu() {
+    sonar_training_follows_the_cpu(On::Emulator);
+}
+
+fn sonar_training_follows_the_cpu(on: On) {
     let (cpu_losses, cpu_w) = sonar_training(rhea::Backend::Cpu, 30);
-    let (gpu_losses, gpu_w) = sonar_training(rhea::Backend::Cuda, 30);
+    let (gpu_losses, gpu_w) = sonar_training(on.backend(), 30);
     for (s, (a, b)) in cpu_losses.iter().zip(&gpu_losses).enumerate() {
         assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "step {s}: cpu loss {a}, gpu loss {b}");
     }
     close(&cpu_w, &gpu_w, 1e-4).unwrap();
     println!(
-        "sonar on the GPU: 30 Adam steps follow the CPU (last loss {:.6} vs {:.6})",
-        gpu_losses[29], cpu_losses[29]
+        "sonar on {}: 30 Adam steps follow the CPU (last loss {:.6} vs {:.6})",
+        on.name(),
+        gpu_losses[29],
+        cpu_losses[29]
     );
 }
 
 #[test]
 #[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
 fn vgg16_logits_on_the_gpu_match_the_interpreter() {
+    vgg16_logits_match_the_interpreter(On::Gpu);
+}
+
+#[test]
+fn vgg16_logits_on_the_emulated_gpu_match_the_interpreter() {
+    vgg16_logits_match_the_interpreter(On::Emulator);
+}
+
+fn vgg16_logits_match_the_interpreter(on: On) {
     let options = rhea::nn::models::VggOptions { width_div: 16, image_size: 32, training: false, ..Default::default() };
     let vgg = rhea::nn::models::vgg16(&options).unwrap();
     let x =
         Array4::from_shape_fn((2, 3, 32, 32), |(n, c, h, w)| ((n + c * 3 + h * 5 + w * 7) % 17) as f32 / 17.0 - 0.5);
     let mut results = Vec::new();
-    for backend in [rhea::Backend::Interp, rhea::Backend::Cuda] {
+    for backend in [rhea::Backend::Interp, on.backend()] {
         let mut f = rhea::function(&[&vgg.x], &[&vgg.logits]).backend(backend).compile().unwrap();
         results.push(f.call(&[Value::from(x.clone())]).unwrap().remove(0));
     }
     close(&results[0], &results[1], 1e-4).unwrap();
-    println!("vgg16 (width/16, 32x32) logits on the GPU match the interpreter");
+    println!("vgg16 (width/16, 32x32) logits on {} match the interpreter", on.name());
+}
+
+/// A plan larger than the device's memory is an out-of-memory error that
+/// names what did not fit, and the device is left usable (checked on an
+/// emulated GPU of 1 MiB: a real one would need a plan of 80 GiB).
+#[test]
+fn an_allocation_larger_than_the_gpu_is_a_clear_error_naming_the_buffer() {
+    use std::collections::HashMap;
+    let gpu = rhea_cuda::Gpu::emulated(1 << 20);
+    let run = |rows: usize| {
+        let g = rhea::Builder::new();
+        let x = g.input("x", rhea::DType::F32, [rows, 256]).unwrap();
+        g.output("y", &x.exp().unwrap().mul(&x).unwrap()).unwrap();
+        let p = program(&g.to_graph(), &options(Mode::Fast, &[]));
+        let feeds = HashMap::from([("x".to_string(), Value::from(Array2::<f32>::ones((rows, 256))))]);
+        run_cuda_on(&gpu, &p, &feeds)
+    };
+    let e = run(2048).unwrap_err();
+    for part in ["out of GPU memory: 2097152 bytes for 1 intermediate buffers", "holds", "mul", "1048576 bytes free"] {
+        assert!(e.contains(part), "{part:?} missing from: {e}");
+    }
+    // Nothing leaked: the same device still runs what fits.
+    let got = run(64).unwrap();
+    assert_eq!(got[0].shape(), &[64, 256]);
+    assert_eq!(gpu.memory(), (1 << 20, 1 << 20));
 }

@@ -107,19 +107,26 @@ pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>
     prepared.run(&cpu, &values, &slots, &fallback, None).map_err(|e| e.to_string())
 }
 
-/// The program's outputs on the CUDA backend (GPU 0): kernels as PTX,
-/// products on cuBLAS, other library ops on the host.
-pub fn run_cuda(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
-    let gpu = rhea_cuda::open_shared(0).map_err(|e| e.to_string())?;
+/// The program's outputs on the CUDA backend, on GPU 0 or (`emulated`)
+/// the PTX emulator: kernels as PTX, products on cuBLAS, other library
+/// ops on the host.
+pub fn run_cuda(p: &Program, feeds: &HashMap<String, Value>, emulated: bool) -> Result<Vec<Value>, String> {
+    let gpu =
+        if emulated { rhea_cuda::open_emulated() } else { rhea_cuda::open_shared(0).map_err(|e| e.to_string())? };
+    run_cuda_on(&gpu, p, feeds)
+}
+
+/// The program's outputs on the CUDA backend on `gpu`.
+pub fn run_cuda_on(gpu: &rhea_cuda::Gpu, p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
     let (bindings, mem, ids, inputs, values) = prepare(p, feeds)?;
     let mut prepared =
-        rhea_cuda::Prepared::new(&gpu, p, &mem, &bindings, &inputs, &ids, &[]).map_err(|e| e.to_string())?;
+        rhea_cuda::Prepared::new(gpu, p, &mem, &bindings, &inputs, &ids, &[]).map_err(|e| e.to_string())?;
     let nodes: Vec<rhea::NodeId> = prepared.shared_nodes().collect();
     let shared: Vec<(&Value, u64)> =
         nodes.iter().map(|&id| p.graph.shared_value(id).map(|v| (v, 1)).ok_or("no value")).collect::<Result<_, _>>()?;
     let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
     let mut store = rhea_cuda::SharedStore::default();
-    prepared.run(&gpu, p, &values, &shared, &mut store, &fallback, None).map(|(o, _)| o).map_err(|e| e.to_string())
+    prepared.run(gpu, p, &values, &shared, &mut store, &fallback, None).map(|(o, _)| o).map_err(|e| e.to_string())
 }
 
 /// A file of the repository: under `$RHEA_REPO` when set (test binaries

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, DriverError};
 
+use crate::driver::{CudaDriver, Driver};
+
 use crate::ptx::Target;
 
 /// What went wrong on the GPU side.
@@ -132,12 +134,9 @@ pub fn devices() -> Result<Vec<DeviceInfo>, CudaError> {
     })
 }
 
-/// An opened GPU: its context, a cuBLAS handle, and the PTX target.
+/// An opened GPU (or the emulator standing in for one) and the PTX target.
 pub struct Gpu {
-    pub(crate) ctx: Arc<CudaContext>,
-    /// cuBLAS, loaded at the first product (`None`: not available, products
-    /// then run on the host).
-    blas: std::sync::OnceLock<Option<cudarc::cublas::CudaBlas>>,
+    pub(crate) driver: Arc<dyn Driver>,
     /// What the driver says of it.
     pub info: DeviceInfo,
     /// The PTX it runs.
@@ -171,56 +170,54 @@ impl Gpu {
             let info = describe(ordinal, &ctx)?;
             let target = Target::for_device(info.capability.0, info.capability.1)
                 .map_err(|msg| CudaError::Unsupported { ordinal, name: info.name.clone(), msg })?;
-            Ok(Gpu { ctx, blas: std::sync::OnceLock::new(), info, target })
+            Ok(Gpu { driver: Arc::new(CudaDriver::new(ctx)), info, target })
         })
     }
 
-    /// cuBLAS on this GPU's default stream, created on first use; `None` if
-    /// the library cannot be loaded (products then run on the host). Full
-    /// `f32` precision unless `RHEA_CUDA_TF32=1` allows TF32 tensor cores.
-    pub(crate) fn blas(&self) -> Option<&cudarc::cublas::CudaBlas> {
-        self.blas
-            .get_or_init(|| {
-                // Safety: only tries to open the library by its usual names.
-                if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-                    return None;
-                }
-                guarded("loading cuBLAS", || {
-                    self.bind()?;
-                    let blas = cudarc::cublas::CudaBlas::new(self.ctx.default_stream())
-                        .map_err(|e| CudaError::Call { call: "cublasCreate".into(), msg: format!("{e:?}") })?;
-                    if std::env::var("RHEA_CUDA_TF32").is_ok_and(|v| v == "1") {
-                        use cudarc::cublas::sys;
-                        // Safety: the handle was just created and is alive.
-                        unsafe {
-                            sys::cublasSetMathMode(*blas.handle(), sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH)
-                        }
-                        .result()
-                        .map_err(|e| CudaError::Call { call: "cublasSetMathMode".into(), msg: format!("{e:?}") })?;
-                    }
-                    Ok(blas)
-                })
-                .ok()
-            })
-            .as_ref()
+    /// rhea's PTX emulator as a GPU with `memory` bytes: every kernel runs
+    /// thread by thread on the host and products as BLAS defines them.
+    /// Thousands of times slower than a GPU; for checking the CUDA backend
+    /// on machines without one (`RHEA_CUDA_EMULATE=1` makes
+    /// [`open_shared`] return it).
+    pub fn emulated(memory: usize) -> Gpu {
+        let info =
+            DeviceInfo { ordinal: 0, name: "rhea PTX emulator (no GPU)".into(), capability: (8, 0), memory, sms: 1 };
+        Gpu { driver: Arc::new(crate::emu::EmulatedDriver::new(memory)), info, target: Target::MIN }
     }
 
     /// Makes this GPU's context current on the calling thread.
     pub(crate) fn bind(&self) -> Result<(), CudaError> {
-        self.ctx.bind_to_thread().map_err(call("cuCtxSetCurrent"))
+        self.driver.bind()
     }
 
     /// `(free, total)` device memory in bytes.
     pub fn memory(&self) -> (usize, usize) {
-        self.ctx.mem_get_info().unwrap_or((0, self.info.memory))
+        match self.driver.mem_info() {
+            (0, 0) => (0, self.info.memory),
+            info => info,
+        }
     }
 }
 
+/// How much memory the shared emulated GPU has.
+pub const EMULATED_MEMORY: usize = 4 << 30;
+
+/// The emulated GPU ([`Gpu::emulated`] with [`EMULATED_MEMORY`]), created
+/// once per process and shared by every function, like a real one.
+pub fn open_emulated() -> Arc<Gpu> {
+    static EMULATED: std::sync::OnceLock<Arc<Gpu>> = std::sync::OnceLock::new();
+    EMULATED.get_or_init(|| Arc::new(Gpu::emulated(EMULATED_MEMORY))).clone()
+}
+
 /// GPU `ordinal`, opened once per process and shared by every function
-/// (a context and a cuBLAS handle take a while to create).
+/// (a context and a cuBLAS handle take a while to create); the emulator
+/// instead when the environment sets `RHEA_CUDA_EMULATE=1`.
 pub fn open_shared(ordinal: usize) -> Result<Arc<Gpu>, CudaError> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
+    if std::env::var("RHEA_CUDA_EMULATE").is_ok_and(|v| v == "1") {
+        return Ok(open_emulated());
+    }
     static OPEN: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
     let mut open = OPEN.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(gpu) = open.get(&ordinal) {

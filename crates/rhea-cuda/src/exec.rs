@@ -17,16 +17,14 @@
 //! injected fallback, their inputs and outputs crossing the bus.
 
 use std::collections::HashMap;
-use std::ffi::{CString, c_void};
 use std::sync::Arc;
 
-use cudarc::driver::result;
-use cudarc::driver::sys::{CUdeviceptr, CUfunction, CUmodule};
 use rhea_graph::{DType, NodeId, Op, Value};
 use rhea_kernel::{Bindings, Kernel, KernelInput, KernelOutput, resolve};
 use rhea_opt::{ExecError, MemoryPlan, Program, StepKind};
 
 use crate::device::{CudaError, Gpu};
+use crate::driver::{BlasGemm, Driver, FunctionId, ModuleId, Ptr};
 use crate::memory::{ALIGN, DeviceBuffer, copy, download, upload, value_bytes};
 use crate::ptx::{Lowered, lower_kernel, module};
 
@@ -90,11 +88,11 @@ struct Product {
 
 /// A program ready to run at one set of input sizes.
 pub struct Prepared {
-    ctx: Arc<cudarc::driver::CudaContext>,
-    modules: Vec<CUmodule>,
-    /// The entries of the modules, by index (null where the driver
+    driver: Arc<dyn Driver>,
+    modules: Vec<ModuleId>,
+    /// The entries of the modules, by index (`None` where the driver
     /// rejected one: no step launches those).
-    functions: Vec<CUfunction>,
+    functions: Vec<Option<FunctionId>>,
     steps: Vec<(usize, Run)>,
     arena: DeviceBuffer,
     feeds: Vec<(Operand, DeviceBuffer)>,
@@ -151,6 +149,30 @@ fn align(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
+/// What the arena holds, for an out-of-memory error: the buffer count and
+/// the value in the largest.
+fn arena_contents(program: &Program, memory: &MemoryPlan) -> String {
+    let n = memory.buffer_bytes.len();
+    let largest = (0..n).max_by_key(|&b| memory.buffer_bytes[b]);
+    let holder = largest.and_then(|b| {
+        let mut ids: Vec<NodeId> = memory.buffer_of.iter().filter(|&(_, &x)| x == b).map(|(&id, _)| id).collect();
+        ids.sort();
+        ids.first().map(|&id| (b, id))
+    });
+    match holder {
+        Some((b, id)) => {
+            let node = program.graph.node(id);
+            let at = node.loc.as_ref().map(|l| format!(", built at {l}")).unwrap_or_default();
+            format!(
+                "{n} intermediate buffers (the largest, {} bytes, holds {id}: {}{at})",
+                memory.buffer_bytes[b],
+                node.op.name()
+            )
+        }
+        None => format!("{n} intermediate buffers"),
+    }
+}
+
 /// A kernel writing `c` (rank 0 to 2) broadcast over an `m x n` output.
 fn broadcast_kernel(dtype: DType, c_shape: &[usize], m: usize, n: usize) -> Kernel {
     let axes = match c_shape.len() {
@@ -196,8 +218,7 @@ impl Prepared {
                 .checked_add(align(b))
                 .ok_or_else(|| fail(None, "the plan's buffers overflow the address space"))?;
         }
-        let arena =
-            DeviceBuffer::alloc(gpu, total, &format!("{} intermediate buffers", offsets.len())).map_err(cuda)?;
+        let arena = DeviceBuffer::alloc(gpu, total, &arena_contents(program, memory)).map_err(cuda)?;
         let mut feeds = Vec::with_capacity(inputs.len());
         for &id in inputs {
             let (dtype, shape) = concrete(id)?;
@@ -232,7 +253,7 @@ impl Prepared {
                         let v = value.value();
                         let buffer =
                             DeviceBuffer::alloc(gpu, v.len() * dtype.size_bytes(), "a constant").map_err(cuda)?;
-                        upload(buffer.ptr, &value_bytes(v)).map_err(cuda)?;
+                        upload(&*gpu.driver, buffer.ptr, &value_bytes(v)).map_err(cuda)?;
                         consts.push(buffer);
                         const_of.insert(id, consts.len() - 1);
                         Source::Const(consts.len() - 1)
@@ -273,7 +294,7 @@ impl Prepared {
                     let op = &g.node(*id).op;
                     let out =
                         outs.into_iter().next().ok_or_else(|| fail(Some((program, s)), "an op without output"))?;
-                    let product = if gpu.blas().is_some() { gemm_of(op, &ins, &out) } else { None };
+                    let product = if gpu.driver.has_blas() { gemm_of(op, &ins, &out) } else { None };
                     match product {
                         Some(product) => {
                             let c = match ins.get(2) {
@@ -323,7 +344,6 @@ impl Prepared {
                 _ => {}
             }
         }
-        let functions: Vec<CUfunction> = functions.into_iter().map(|f| f.unwrap_or(std::ptr::null_mut())).collect();
         let outputs = outputs.iter().map(|&o| resolve_node(o)).collect::<Result<Vec<_>, _>>()?;
         let mut update_list = Vec::with_capacity(updates.len());
         for &(target, value) in updates {
@@ -334,7 +354,7 @@ impl Prepared {
             update_list.push((i, resolve_node(value)?));
         }
         Ok(Prepared {
-            ctx: gpu.ctx.clone(),
+            driver: gpu.driver.clone(),
             modules,
             functions,
             steps: plan,
@@ -354,7 +374,7 @@ impl Prepared {
         self.shared.iter().map(|(id, _)| *id)
     }
 
-    fn address(&self, o: &Operand, store: &SharedStore) -> CUdeviceptr {
+    fn address(&self, o: &Operand, store: &SharedStore) -> Ptr {
         match o.source {
             Source::Feed(i) => self.feeds[i].1.ptr,
             Source::Const(i) => self.consts[i].ptr,
@@ -394,7 +414,7 @@ impl Prepared {
                     format!("input: expected {}{:?}, got {}{:?}", op.dtype, op.shape, v.dtype(), v.shape()),
                 ));
             }
-            upload(buffer.ptr, &value_bytes(v)).map_err(cuda)?;
+            upload(&*gpu.driver, buffer.ptr, &value_bytes(v)).map_err(cuda)?;
         }
         for ((id, op), (value, version)) in self.shared.iter().zip(shared) {
             if value.dtype() != op.dtype || value.shape() != op.shape.as_slice() {
@@ -408,7 +428,7 @@ impl Prepared {
                         Arc::new(DeviceBuffer::alloc(gpu, op.bytes(), &format!("shared variable {id}")).map_err(cuda)?)
                     }
                 };
-                upload(buffer.ptr, &value_bytes(value)).map_err(cuda)?;
+                upload(&*gpu.driver, buffer.ptr, &value_bytes(value)).map_err(cuda)?;
                 store.buffers.insert(*id, (buffer, *version));
             }
         }
@@ -417,21 +437,26 @@ impl Prepared {
             let started = times.as_ref().map(|_| std::time::Instant::now());
             match run {
                 Run::Kernel { entry, grid, block, args } => {
-                    let mut ptrs: Vec<CUdeviceptr> = args.iter().map(|a| self.address(a, store)).collect();
-                    launch(self.functions[*entry], *grid, *block, &mut ptrs).map_err(|e| fail(at, e))?;
+                    let ptrs: Vec<Ptr> = args.iter().map(|a| self.address(a, store)).collect();
+                    self.launch(*entry, *grid, *block, &ptrs).map_err(|e| fail(at, e))?;
                 }
                 Run::Gemm { product, a, b, c, out } => {
                     let out_ptr = self.address(out, store);
                     if let Some((entry, grid, c)) = c {
-                        let mut ptrs = vec![self.address(c, store), out_ptr];
-                        launch(self.functions[*entry], *grid, crate::ptx::BLOCK, &mut ptrs).map_err(|e| fail(at, e))?;
+                        let ptrs = [self.address(c, store), out_ptr];
+                        self.launch(*entry, *grid, crate::ptx::BLOCK, &ptrs).map_err(|e| fail(at, e))?;
                     }
                     let beta = if c.is_some() { product.beta } else { 0.0 };
-                    gemm(gpu, *product, beta, out.dtype, self.address(a, store), self.address(b, store), out_ptr)
-                        .map_err(|e| fail(at, e))?;
+                    if product.m > 0 && product.n > 0 {
+                        // Row-major operands are column-major transposes: out^T = op(b)^T op(a)^T.
+                        let call = blas_call(*product, beta);
+                        let (a, b) = (self.address(a, store), self.address(b, store));
+                        self.driver.gemm(&call, out.dtype, b, a, out_ptr).map_err(|e| fail(at, e))?;
+                    }
                 }
                 Run::Copy { src, dst } => {
-                    copy(self.address(dst, store), self.address(src, store), dst.bytes()).map_err(|e| fail(at, e))?;
+                    copy(&*self.driver, self.address(dst, store), self.address(src, store), dst.bytes())
+                        .map_err(|e| fail(at, e))?;
                 }
                 Run::HostKernel { kernel, inputs, outputs } => {
                     let values = self.fetch(inputs, store).map_err(|e| fail(at, e))?;
@@ -450,13 +475,13 @@ impl Prepared {
                 }
             }
             if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
-                gpu.ctx.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e:?}")))?;
+                self.driver.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e}")))?;
                 if let Some(slot) = t.get_mut(*s) {
                     *slot += started.elapsed();
                 }
             }
         }
-        gpu.ctx.synchronize().map_err(|e| fail(None, format!("a GPU step failed: {e:?}")))?;
+        self.driver.synchronize().map_err(|e| fail(None, format!("a GPU step failed: {e}")))?;
         let outputs = self.fetch(&self.outputs, store).map_err(cuda)?;
         // An update whose value is another shared variable's old value (a
         // swap) reads it before any shared copy changes.
@@ -464,7 +489,7 @@ impl Prepared {
             .updates
             .iter()
             .map(|(_, v)| match v.source {
-                Source::Shared(_) => download(self.address(v, store), v.dtype, &v.shape).map(Some),
+                Source::Shared(_) => download(&*self.driver, self.address(v, store), v.dtype, &v.shape).map(Some),
                 _ => Ok(None),
             })
             .collect::<Result<_, _>>()
@@ -474,8 +499,8 @@ impl Prepared {
             let (id, target) = &self.shared[*i];
             let dst = self.address(target, store);
             match staged {
-                Some(value) => upload(dst, &value_bytes(value)).map_err(cuda)?,
-                None => copy(dst, self.address(op, store), op.bytes()).map_err(cuda)?,
+                Some(value) => upload(&*self.driver, dst, &value_bytes(value)).map_err(cuda)?,
+                None => copy(&*self.driver, dst, self.address(op, store), op.bytes()).map_err(cuda)?,
             }
             let buffer = store.buffers.get(id).expect("updated shared variables have device copies").0.clone();
             let (dtype, shape) = (target.dtype, target.shape.clone());
@@ -485,7 +510,12 @@ impl Prepared {
     }
 
     fn fetch(&self, ops: &[Operand], store: &SharedStore) -> Result<Vec<Value>, CudaError> {
-        ops.iter().map(|o| download(self.address(o, store), o.dtype, &o.shape)).collect()
+        ops.iter().map(|o| download(&*self.driver, self.address(o, store), o.dtype, &o.shape)).collect()
+    }
+
+    fn launch(&self, entry: usize, grid: u32, block: u32, ptrs: &[Ptr]) -> Result<(), String> {
+        let f = self.functions[entry].ok_or("a kernel the driver rejected was launched")?;
+        self.driver.launch(f, grid, block, ptrs)
     }
 
     fn store_value(&self, o: &Operand, v: &Value, store: &SharedStore) -> Result<(), CudaError> {
@@ -495,17 +525,14 @@ impl Prepared {
                 msg: format!("made {}{:?} where the plan has {}{:?}", v.dtype(), v.shape(), o.dtype, o.shape),
             });
         }
-        upload(self.address(o, store), &value_bytes(v))
+        upload(&*self.driver, self.address(o, store), &value_bytes(v))
     }
 }
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
-            for m in self.modules.drain(..) {
-                // Safety: loaded by this plan, unloaded once.
-                let _ = unsafe { result::module::unload(m) };
-            }
+        for m in self.modules.drain(..) {
+            self.driver.unload(m);
         }
     }
 }
@@ -513,47 +540,24 @@ impl Drop for Prepared {
 /// Loads the plan's kernels: as one module, or, if the driver rejects it,
 /// one module per kernel, so that only the rejected kernels (`None`) run on
 /// the host.
-fn load_kernels(gpu: &Gpu, ptx: &str, lowered: &[Lowered]) -> (Vec<CUmodule>, Vec<Option<CUfunction>>) {
-    let find = |m: CUmodule, name: &str| {
-        let name = CString::new(name).expect("kernel names have no NUL");
-        // Safety: `m` is a loaded module.
-        unsafe { result::module::get_function(m, name) }.ok()
-    };
+fn load_kernels(gpu: &Gpu, ptx: &str, lowered: &[Lowered]) -> (Vec<ModuleId>, Vec<Option<FunctionId>>) {
     if lowered.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    if let Ok(m) = load_module(ptx) {
-        return (vec![m], lowered.iter().map(|l| find(m, &l.name)).collect());
+    let names: Vec<&str> = lowered.iter().map(|l| l.name.as_str()).collect();
+    if let Ok((m, functions)) = gpu.driver.load(ptx, &names) {
+        return (vec![m], functions);
     }
     let mut modules = Vec::new();
     let functions = lowered
         .iter()
         .map(|l| {
-            let m = load_module(&module(gpu.target, &[l])).ok()?;
+            let (m, f) = gpu.driver.load(&module(gpu.target, &[l]), &[l.name.as_str()]).ok()?;
             modules.push(m);
-            find(m, &l.name)
+            f[0]
         })
         .collect();
     (modules, functions)
-}
-
-fn load_module(ptx: &str) -> Result<CUmodule, ExecError> {
-    let text = CString::new(ptx).map_err(|_| fail(None, "generated PTX holds a NUL byte"))?;
-    // Safety: a NUL-terminated PTX image; the driver JIT-compiles it.
-    unsafe { result::module::load_data(text.as_ptr().cast::<c_void>()) }.map_err(|e| {
-        fail(
-            None,
-            format!("the driver rejected the generated PTX ({e:?}); `rhea dump --kernels --backend cuda` shows it"),
-        )
-    })
-}
-
-fn launch(function: CUfunction, grid: u32, block: u32, ptrs: &mut [CUdeviceptr]) -> Result<(), String> {
-    let mut params: Vec<*mut c_void> = ptrs.iter_mut().map(|p| (p as *mut CUdeviceptr).cast::<c_void>()).collect();
-    // Safety: every parameter is a device address of the size the kernel
-    // was lowered for; the null stream orders launches and copies.
-    unsafe { result::launch_kernel(function, (grid, 1, 1), (block, 1, 1), 0, std::ptr::null_mut(), &mut params) }
-        .map_err(|e| format!("kernel launch failed: {e:?}"))
 }
 
 /// The product a `gemm` or 2-d `dot` computes at these sizes, if cuBLAS runs it.
@@ -576,66 +580,22 @@ fn gemm_of(op: &Op, ins: &[Operand], out: &Operand) -> Option<Product> {
     (fits(m) && fits(n) && fits(k) && out.shape == [m, n]).then_some(Product { alpha, beta, trans_a, trans_b, m, n, k })
 }
 
-/// Row-major `out = alpha op(a) op(b) + beta out` as cuBLAS's column-major
-/// `out^T = alpha op(b)^T op(a)^T + beta out^T`.
-fn gemm(
-    gpu: &Gpu,
-    p: Product,
-    beta: f64,
-    dtype: DType,
-    a: CUdeviceptr,
-    b: CUdeviceptr,
-    out: CUdeviceptr,
-) -> Result<(), String> {
-    use cudarc::cublas::{result as blas, sys::cublasOperation_t as T};
-    if p.m == 0 || p.n == 0 {
-        return Ok(());
+/// Row-major `out = alpha op(a) op(b) + beta out` as the column-major
+/// BLAS call `out^T = alpha op(b)^T op(a)^T + beta out^T`: a row-major
+/// matrix is its transpose in column-major, so BLAS's `A` is our `b` and
+/// its `B` our `a`, with the transpose flags as given.
+fn blas_call(p: Product, beta: f64) -> BlasGemm {
+    BlasGemm {
+        trans_a: p.trans_b,
+        trans_b: p.trans_a,
+        m: p.n,
+        n: p.m,
+        k: p.k,
+        alpha: p.alpha,
+        beta,
+        // BLAS wants every leading dimension >= 1, even for an empty k.
+        lda: if p.trans_b { p.k } else { p.n }.max(1),
+        ldb: if p.trans_a { p.m } else { p.k }.max(1),
+        ldc: p.n.max(1),
     }
-    let op = |t: bool| if t { T::CUBLAS_OP_T } else { T::CUBLAS_OP_N };
-    let (m, n, k) = (p.n as i32, p.m as i32, p.k as i32);
-    // cuBLAS wants every leading dimension >= 1, even for an empty k.
-    let lda = if p.trans_b { p.k } else { p.n }.max(1) as i32;
-    let ldb = if p.trans_a { p.m } else { p.k }.max(1) as i32;
-    let h = *gpu.blas().ok_or("cuBLAS is not available")?.handle();
-    // Safety: the addresses hold matrices of these sizes (checked when the
-    // plan was prepared); alpha and beta are host scalars.
-    let r = unsafe {
-        if dtype == DType::F32 {
-            let (alpha, beta) = (p.alpha as f32, beta as f32);
-            blas::sgemm(
-                h,
-                op(p.trans_b),
-                op(p.trans_a),
-                m,
-                n,
-                k,
-                &alpha,
-                b as *const f32,
-                lda,
-                a as *const f32,
-                ldb,
-                &beta,
-                out as *mut f32,
-                m,
-            )
-        } else {
-            blas::dgemm(
-                h,
-                op(p.trans_b),
-                op(p.trans_a),
-                m,
-                n,
-                k,
-                &p.alpha,
-                b as *const f64,
-                lda,
-                a as *const f64,
-                ldb,
-                &beta,
-                out as *mut f64,
-                m,
-            )
-        }
-    };
-    r.map_err(|e| format!("cuBLAS gemm failed: {e:?}"))
 }

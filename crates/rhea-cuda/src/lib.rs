@@ -10,8 +10,9 @@ pub mod ptxas;
 
 pub use ptx::{Lowered, Target, lower_kernel, module};
 pub mod device;
+mod driver;
 
-pub use device::{CudaError, DeviceInfo, Gpu, devices, driver_present, open_shared};
+pub use device::{CudaError, DeviceInfo, EMULATED_MEMORY, Gpu, devices, driver_present, open_emulated, open_shared};
 mod exec;
 mod memory;
 

@@ -1,13 +1,13 @@
 //! Device memory: owned allocations freed on drop, and copies between host
-//! values and device addresses.
+//! values and device addresses, all through the GPU's [`Driver`].
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, result, sys::CUdeviceptr};
 use rhea_graph::{DType, Value};
 
-use crate::device::{CudaError, Gpu, call};
+use crate::device::{CudaError, Gpu};
+use crate::driver::{Driver, Ptr};
 
 /// Offsets inside an arena are rounded up to this (enough for 16-byte
 /// vector loads and cuBLAS's preferences).
@@ -15,39 +15,33 @@ pub(crate) const ALIGN: usize = 256;
 
 /// One device allocation.
 pub(crate) struct DeviceBuffer {
-    pub ptr: CUdeviceptr,
-    ctx: Arc<CudaContext>,
+    pub ptr: Ptr,
+    driver: Arc<dyn Driver>,
 }
 
 impl DeviceBuffer {
     /// `bytes` of device memory for `what` (named in an out-of-memory error).
     pub fn alloc(gpu: &Gpu, bytes: usize, what: &str) -> Result<DeviceBuffer, CudaError> {
         gpu.bind()?;
-        // Safety: a plain allocation; the pointer is owned by the buffer.
-        match unsafe { result::malloc_sync(bytes.max(ALIGN)) } {
-            Ok(ptr) => Ok(DeviceBuffer { ptr, ctx: gpu.ctx.clone() }),
-            Err(_) => {
+        match gpu.driver.malloc(bytes.max(ALIGN)) {
+            Some(ptr) => Ok(DeviceBuffer { ptr, driver: gpu.driver.clone() }),
+            None => {
                 let (free, total) = gpu.memory();
                 Err(CudaError::OutOfMemory { bytes, what: what.to_string(), free, total })
             }
         }
     }
-}
 
-impl DeviceBuffer {
     /// Its contents as a value of `dtype` and `shape`, from any thread.
     pub fn read(&self, dtype: DType, shape: &[usize]) -> Result<Value, CudaError> {
-        self.ctx.bind_to_thread().map_err(call("cuCtxSetCurrent"))?;
-        download(self.ptr, dtype, shape)
+        self.driver.bind()?;
+        download(&*self.driver, self.ptr, dtype, shape)
     }
 }
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
-            // Safety: allocated by malloc_sync and freed once, here.
-            let _ = unsafe { result::free_sync(self.ptr) };
-        }
+        self.driver.free(self.ptr);
     }
 }
 
@@ -69,31 +63,28 @@ pub(crate) fn value_bytes(v: &Value) -> Cow<'_, [u8]> {
 }
 
 /// Copies `bytes` to device address `dst`.
-pub(crate) fn upload(dst: CUdeviceptr, bytes: &[u8]) -> Result<(), CudaError> {
+pub(crate) fn upload(d: &dyn Driver, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    // Safety: callers give an address with room for `bytes` (planned sizes).
-    unsafe { result::memcpy_htod_sync(dst, bytes) }.map_err(call("copying to the GPU"))
+    d.upload(dst, bytes)
 }
 
 /// A value of `dtype` and `shape` read from device address `src`.
-pub(crate) fn download(src: CUdeviceptr, dtype: DType, shape: &[usize]) -> Result<Value, CudaError> {
+pub(crate) fn download(d: &dyn Driver, src: Ptr, dtype: DType, shape: &[usize]) -> Result<Value, CudaError> {
     let n: usize = shape.iter().product();
     let mut bytes = vec![0u8; n * dtype.size_bytes()];
     if !bytes.is_empty() {
-        // Safety: callers give an address holding a value of this size.
-        unsafe { result::memcpy_dtoh_sync(&mut bytes, src) }.map_err(call("copying from the GPU"))?;
+        d.download(src, &mut bytes)?;
     }
     Value::from_le_bytes(dtype, shape, &bytes)
         .map_err(|msg| CudaError::Call { call: "reading a value back".into(), msg })
 }
 
 /// Copies `bytes` bytes between device addresses.
-pub(crate) fn copy(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize) -> Result<(), CudaError> {
+pub(crate) fn copy(d: &dyn Driver, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError> {
     if bytes == 0 || dst == src {
         return Ok(());
     }
-    // Safety: both addresses hold at least `bytes` (planned sizes).
-    unsafe { result::memcpy_dtod_sync(dst, src, bytes) }.map_err(call("copying on the GPU"))
+    d.copy(dst, src, bytes)
 }

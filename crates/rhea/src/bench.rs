@@ -211,7 +211,7 @@ pub fn table(rows: &[Row], peak: f64) -> String {
         rayon_threads()
     );
     out.push_str(&format!(
-        "{:<11} {:<7} {:>5} {:>10} {:>10} {:>11} {:>17} {:>12} {:>8} {:>6} {:>9}\n",
+        "{:<11} {:<8} {:>5} {:>10} {:>10} {:>11} {:>17} {:>12} {:>8} {:>6} {:>9}\n",
         "model",
         "backend",
         "batch",
@@ -226,7 +226,7 @@ pub fn table(rows: &[Row], peak: f64) -> String {
     ));
     for r in rows {
         out.push_str(&format!(
-            "{:<11} {:<7} {:>5} {:>8.2}ms {:>8.2}ms {:>9.1}us {:>17} {:>12} {:>8.1} {:>6} {:>9}\n",
+            "{:<11} {:<8} {:>5} {:>8.2}ms {:>8.2}ms {:>9.1}us {:>17} {:>12} {:>8.1} {:>6} {:>9}\n",
             r.model,
             r.backend,
             r.batch,

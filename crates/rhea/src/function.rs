@@ -31,6 +31,12 @@ pub enum Backend {
     /// products through cuBLAS, parameters kept on the device between
     /// calls; other library ops run on the host.
     Cuda,
+    /// The CUDA backend's generated code on rhea's PTX emulator instead of
+    /// a GPU (like Pallas's interpret mode): every kernel runs thread by
+    /// thread on the host, products as BLAS defines them. Thousands of
+    /// times slower than a GPU; it checks what the CUDA backend computes
+    /// on machines without one.
+    CudaEmulated,
 }
 
 impl FromStr for Backend {
@@ -40,7 +46,8 @@ impl FromStr for Backend {
             "interp" => Ok(Backend::Interp),
             "cpu" => Ok(Backend::Cpu),
             "cuda" => Ok(Backend::Cuda),
-            other => Err(format!("unknown backend {other:?}; available: interp, cpu, cuda")),
+            "cuda-emu" => Ok(Backend::CudaEmulated),
+            other => Err(format!("unknown backend {other:?}; available: interp, cpu, cuda, cuda-emu")),
         }
     }
 }
@@ -51,6 +58,7 @@ impl fmt::Display for Backend {
             Backend::Interp => "interp",
             Backend::Cpu => "cpu",
             Backend::Cuda => "cuda",
+            Backend::CudaEmulated => "cuda-emu",
         })
     }
 }
@@ -269,13 +277,17 @@ impl FunctionBuilder {
                 let kernels: Vec<_> = program.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
                 (Some(rhea_cpu::CpuKernels::compile(&kernels)?), None)
             }
-            Backend::Cuda => {
+            Backend::Cuda | Backend::CudaEmulated => {
                 if self.nan_guard {
                     return Err(FunctionError::Invalid(
                         "the NaN guard runs on the interp and cpu backends, not yet on cuda".into(),
                     ));
                 }
-                (None, Some(rhea_cuda::open_shared(0)?))
+                let gpu = match self.backend {
+                    Backend::Cuda => rhea_cuda::open_shared(0)?,
+                    _ => rhea_cuda::open_emulated(),
+                };
+                (None, Some(gpu))
             }
         };
         Ok(Function {
@@ -463,7 +475,7 @@ impl Function {
         let outputs = match self.backend {
             Backend::Cpu => self.call_cpu(index, inputs)?,
             Backend::Interp => self.call_interp(index, inputs)?,
-            Backend::Cuda => self.call_cuda(index, inputs)?,
+            Backend::Cuda | Backend::CudaEmulated => self.call_cuda(index, inputs)?,
         };
         if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
             p.calls += 1;

@@ -298,8 +298,9 @@ fn check_command(args: &CheckArgs) -> Result<()> {
     let (backend, name) = match pair.as_slice() {
         ["interp", "cpu"] => (rhea::Backend::Cpu, "cpu"),
         ["interp", "cuda"] => (rhea::Backend::Cuda, "cuda"),
+        ["interp", "cuda-emu"] => (rhea::Backend::CudaEmulated, "cuda-emu"),
         _ => bail!(
-            "rhea check compares the interpreter with one backend (--backends interp,cpu or interp,cuda); got {:?}",
+            "rhea check compares the interpreter with one backend (--backends interp,cpu, interp,cuda or interp,cuda-emu); got {:?}",
             pair.join(",")
         ),
     };
@@ -419,6 +420,7 @@ fn devices() -> Result<()> {
         }
         Err(e) => println!("cuda    not available: {e}"),
     }
+    println!("emu     rhea's PTX emulator: the cuda backend's code run on the host, no GPU needed  backend: cuda-emu");
     Ok(())
 }
 

@@ -31,8 +31,11 @@
 //! assert_eq!(&mem.read(x, 4).unwrap()[..], &3.0f32.to_le_bytes());
 //! ```
 
+mod device;
 mod parse;
 mod run;
+
+pub(crate) use device::EmulatedDriver;
 
 use std::collections::HashMap;
 
@@ -42,6 +45,9 @@ use std::collections::HashMap;
 pub struct Memory {
     /// (base address, bytes), by base.
     buffers: Vec<(u64, Vec<u8>)>,
+    /// Where the next allocation goes: addresses are never reused, so a
+    /// use after free finds nothing.
+    next: u64,
 }
 
 /// Where the first allocation starts; lower addresses are never valid.
@@ -52,9 +58,18 @@ impl Memory {
     /// A new allocation of `bytes`, filled with `0xFF` (NaN as floats, -1
     /// as integers: what a kernel fails to write shows). Returns its address.
     pub fn alloc(&mut self, bytes: usize) -> u64 {
-        let base = self.buffers.last().map_or(FIRST, |(b, d)| (b + d.len() as u64 + ALIGN).div_ceil(ALIGN) * ALIGN);
+        let base = self.next.max(FIRST);
+        self.next = (base + bytes as u64 + ALIGN).div_ceil(ALIGN) * ALIGN;
         self.buffers.push((base, vec![0xFF; bytes]));
         base
+    }
+
+    /// Frees the allocation at `at`; its size (0 if there is none).
+    pub fn free(&mut self, at: u64) -> usize {
+        match self.buffers.binary_search_by_key(&at, |(b, _)| *b) {
+            Ok(i) => self.buffers.remove(i).1.len(),
+            Err(_) => 0,
+        }
     }
 
     /// The allocation holding `[at, at + len)` and the offset in it.
@@ -94,7 +109,7 @@ impl Memory {
 
 /// A parsed PTX module.
 pub struct Module {
-    entries: HashMap<String, parse::Entry>,
+    pub(crate) entries: HashMap<String, parse::Entry>,
 }
 
 impl Module {

@@ -1,0 +1,215 @@
+//! What the executor asks of a GPU, as one small trait: memory, copies,
+//! modules, launches, a matrix product and a wait. [`CudaDriver`] does it
+//! through the CUDA driver and cuBLAS (`cudarc`); the PTX emulator
+//! ([`crate::emu::EmulatedDriver`]) does it on the host, so every line of
+//! the executor above this trait runs in tests on machines without a GPU.
+//! This file is the only code of the backend that only a GPU exercises:
+//! keep it thin.
+
+use std::ffi::{CString, c_void};
+use std::sync::{Arc, OnceLock};
+
+use cudarc::driver::CudaContext;
+use cudarc::driver::result;
+use cudarc::driver::sys::{CUfunction, CUmodule};
+use rhea_graph::DType;
+
+use crate::device::{CudaError, call};
+
+/// A device address.
+pub(crate) type Ptr = u64;
+
+/// A loaded module, as the driver names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ModuleId(pub usize);
+
+/// A kernel entry of a loaded module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FunctionId(pub usize);
+
+/// One column-major `C = alpha op(A) op(B) + beta C`, as BLAS defines it
+/// (`op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; a `beta` of 0
+/// ignores what `C` held).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct BlasGemm {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+}
+
+/// The GPU operations the executor uses.
+pub(crate) trait Driver: Send + Sync + std::panic::RefUnwindSafe {
+    /// Makes the device current on the calling thread.
+    fn bind(&self) -> Result<(), CudaError>;
+    /// `bytes` of device memory (`None`: not enough left).
+    fn malloc(&self, bytes: usize) -> Option<Ptr>;
+    fn free(&self, ptr: Ptr);
+    /// `(free, total)` bytes.
+    fn mem_info(&self) -> (usize, usize);
+    fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError>;
+    fn download(&self, src: Ptr, out: &mut [u8]) -> Result<(), CudaError>;
+    fn copy(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError>;
+    /// Loads a PTX module; the entries `names`, `None` where missing.
+    fn load(&self, ptx: &str, names: &[&str]) -> Result<(ModuleId, Vec<Option<FunctionId>>), String>;
+    fn unload(&self, module: ModuleId);
+    /// Launches `f` on a 1-d grid with one `u64` parameter per address.
+    fn launch(&self, f: FunctionId, grid: u32, block: u32, params: &[Ptr]) -> Result<(), String>;
+    /// Whether [`Driver::gemm`] is available.
+    fn has_blas(&self) -> bool;
+    /// A BLAS product on `f32` or `f64` matrices at device addresses.
+    fn gemm(&self, g: &BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr) -> Result<(), String>;
+    /// Waits for all launched work; its first error.
+    fn synchronize(&self) -> Result<(), String>;
+}
+
+/// A GPU through the CUDA driver, with cuBLAS loaded at the first product.
+pub(crate) struct CudaDriver {
+    pub ctx: Arc<CudaContext>,
+    blas: OnceLock<Option<cudarc::cublas::CudaBlas>>,
+}
+
+impl CudaDriver {
+    pub fn new(ctx: Arc<CudaContext>) -> CudaDriver {
+        CudaDriver { ctx, blas: OnceLock::new() }
+    }
+
+    /// cuBLAS on this GPU's default stream, created on first use; `None` if
+    /// the library cannot be loaded (products then run on the host). Full
+    /// `f32` precision unless `RHEA_CUDA_TF32=1` allows TF32 tensor cores.
+    fn blas(&self) -> Option<&cudarc::cublas::CudaBlas> {
+        self.blas
+            .get_or_init(|| {
+                // Safety: only tries to open the library by its usual names.
+                if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+                    return None;
+                }
+                crate::device::guarded("loading cuBLAS", || {
+                    self.bind()?;
+                    let blas = cudarc::cublas::CudaBlas::new(self.ctx.default_stream())
+                        .map_err(|e| CudaError::Call { call: "cublasCreate".into(), msg: format!("{e:?}") })?;
+                    if std::env::var("RHEA_CUDA_TF32").is_ok_and(|v| v == "1") {
+                        use cudarc::cublas::sys;
+                        // Safety: the handle was just created and is alive.
+                        unsafe {
+                            sys::cublasSetMathMode(*blas.handle(), sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH)
+                        }
+                        .result()
+                        .map_err(|e| CudaError::Call { call: "cublasSetMathMode".into(), msg: format!("{e:?}") })?;
+                    }
+                    Ok(blas)
+                })
+                .ok()
+            })
+            .as_ref()
+    }
+}
+
+impl Driver for CudaDriver {
+    fn bind(&self) -> Result<(), CudaError> {
+        self.ctx.bind_to_thread().map_err(call("cuCtxSetCurrent"))
+    }
+
+    fn malloc(&self, bytes: usize) -> Option<Ptr> {
+        self.bind().ok()?;
+        // Safety: a plain allocation, owned by the caller's buffer.
+        unsafe { result::malloc_sync(bytes) }.ok()
+    }
+
+    fn free(&self, ptr: Ptr) {
+        if self.bind().is_ok() {
+            // Safety: allocated by malloc and freed once, by its owner.
+            let _ = unsafe { result::free_sync(ptr) };
+        }
+    }
+
+    fn mem_info(&self) -> (usize, usize) {
+        self.ctx.mem_get_info().unwrap_or((0, 0))
+    }
+
+    fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError> {
+        // Safety: callers give an address with room for `bytes` (planned sizes).
+        unsafe { result::memcpy_htod_sync(dst, bytes) }.map_err(call("copying to the GPU"))
+    }
+
+    fn download(&self, src: Ptr, out: &mut [u8]) -> Result<(), CudaError> {
+        // Safety: callers give an address holding at least `out.len()` bytes.
+        unsafe { result::memcpy_dtoh_sync(out, src) }.map_err(call("copying from the GPU"))
+    }
+
+    fn copy(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError> {
+        // Safety: both addresses hold at least `bytes` (planned sizes).
+        unsafe { result::memcpy_dtod_sync(dst, src, bytes) }.map_err(call("copying on the GPU"))
+    }
+
+    fn load(&self, ptx: &str, names: &[&str]) -> Result<(ModuleId, Vec<Option<FunctionId>>), String> {
+        let text = CString::new(ptx).map_err(|_| "generated PTX holds a NUL byte".to_string())?;
+        // Safety: a NUL-terminated PTX image; the driver JIT-compiles it.
+        let m: CUmodule =
+            unsafe { result::module::load_data(text.as_ptr().cast::<c_void>()) }.map_err(|e| format!("{e:?}"))?;
+        let functions = names
+            .iter()
+            .map(|name| {
+                let name = CString::new(*name).ok()?;
+                // Safety: `m` is a loaded module.
+                let f: CUfunction = unsafe { result::module::get_function(m, name) }.ok()?;
+                Some(FunctionId(f as usize))
+            })
+            .collect();
+        Ok((ModuleId(m as usize), functions))
+    }
+
+    fn unload(&self, module: ModuleId) {
+        if self.bind().is_ok() {
+            // Safety: loaded by `load` and unloaded once, by its plan.
+            let _ = unsafe { result::module::unload(module.0 as CUmodule) };
+        }
+    }
+
+    fn launch(&self, f: FunctionId, grid: u32, block: u32, params: &[Ptr]) -> Result<(), String> {
+        let mut ptrs = params.to_vec();
+        let mut args: Vec<*mut c_void> = ptrs.iter_mut().map(|p| (p as *mut Ptr).cast::<c_void>()).collect();
+        // Safety: `f` came from `load`; every parameter is a device address
+        // of the size the kernel was lowered for; the null stream orders
+        // launches and copies.
+        unsafe {
+            result::launch_kernel(f.0 as CUfunction, (grid, 1, 1), (block, 1, 1), 0, std::ptr::null_mut(), &mut args)
+        }
+        .map_err(|e| format!("kernel launch failed: {e:?}"))
+    }
+
+    fn has_blas(&self) -> bool {
+        self.blas().is_some()
+    }
+
+    fn gemm(&self, g: &BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr) -> Result<(), String> {
+        use cudarc::cublas::{result as blas, sys::cublasOperation_t as T};
+        let h = *self.blas().ok_or("cuBLAS is not available")?.handle();
+        let op = |t: bool| if t { T::CUBLAS_OP_T } else { T::CUBLAS_OP_N };
+        let int = |x: usize| i32::try_from(x).map_err(|_| format!("a matrix dimension of {x} is past cuBLAS's range"));
+        let (m, n, k, lda, ldb, ldc) = (int(g.m)?, int(g.n)?, int(g.k)?, int(g.lda)?, int(g.ldb)?, int(g.ldc)?);
+        // Safety: the addresses hold matrices of these sizes (checked when
+        // the plan was prepared); alpha and beta are host scalars.
+        let r = unsafe {
+            if dtype == DType::F32 {
+                let (alpha, beta) = (g.alpha as f32, g.beta as f32);
+                let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
+                blas::sgemm(h, op(g.trans_a), op(g.trans_b), m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc)
+            } else {
+                let (a, b, c) = (a as *const f64, b as *const f64, c as *mut f64);
+                blas::dgemm(h, op(g.trans_a), op(g.trans_b), m, n, k, &g.alpha, a, lda, b, ldb, &g.beta, c, ldc)
+            }
+        };
+        r.map_err(|e| format!("cuBLAS gemm failed: {e:?}"))
+    }
+
+    fn synchronize(&self) -> Result<(), String> {
+        self.ctx.synchronize().map_err(|e| format!("{e:?}"))
+    }
+}

@@ -1,0 +1,166 @@
+//! The emulator as a [`Driver`]: device memory is host memory with a
+//! capacity, modules are parsed PTX, launches run in the emulator, and
+//! products follow the BLAS definition element by element (reading every
+//! matrix through its leading dimension, so a wrong one is an
+//! out-of-bounds error or a wrong result, as on a GPU).
+
+use std::sync::Mutex;
+
+use rhea_graph::DType;
+
+use super::{Memory, Module};
+use crate::device::CudaError;
+use crate::driver::{BlasGemm, Driver, FunctionId, ModuleId, Ptr};
+
+/// An emulated GPU.
+pub(crate) struct EmulatedDriver {
+    state: Mutex<State>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct State {
+    mem: Memory,
+    used: usize,
+    modules: Vec<Option<Module>>,
+    /// (module, entry name) by function id.
+    functions: Vec<(usize, String)>,
+}
+
+impl EmulatedDriver {
+    /// A device with `capacity` bytes of memory.
+    pub(crate) fn new(capacity: usize) -> EmulatedDriver {
+        EmulatedDriver { state: Mutex::new(State::default()), capacity }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn emu(call: &str) -> impl Fn(String) -> CudaError + '_ {
+    move |msg| CudaError::Call { call: call.to_string(), msg }
+}
+
+/// `n` elements of `dtype` at `at` as `f64`s.
+fn read_f64(mem: &Memory, at: Ptr, n: usize, dtype: DType) -> Result<Vec<f64>, String> {
+    let size = dtype.size_bytes();
+    let bytes = mem.read(at, n * size)?;
+    Ok(match dtype {
+        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        _ => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+    })
+}
+
+impl Driver for EmulatedDriver {
+    fn bind(&self) -> Result<(), CudaError> {
+        Ok(())
+    }
+
+    fn malloc(&self, bytes: usize) -> Option<Ptr> {
+        let mut s = self.state();
+        if s.used.checked_add(bytes)? > self.capacity {
+            return None;
+        }
+        s.used += bytes;
+        Some(s.mem.alloc(bytes))
+    }
+
+    fn free(&self, ptr: Ptr) {
+        let mut s = self.state();
+        let freed = s.mem.free(ptr);
+        s.used -= freed;
+    }
+
+    fn mem_info(&self) -> (usize, usize) {
+        (self.capacity - self.state().used, self.capacity)
+    }
+
+    fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError> {
+        self.state().mem.write(dst, bytes).map_err(emu("copying to the emulated GPU"))
+    }
+
+    fn download(&self, src: Ptr, out: &mut [u8]) -> Result<(), CudaError> {
+        let s = self.state();
+        out.copy_from_slice(s.mem.read(src, out.len()).map_err(emu("copying from the emulated GPU"))?);
+        Ok(())
+    }
+
+    fn copy(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError> {
+        let mut s = self.state();
+        let data = s.mem.read(src, bytes).map_err(emu("copying on the emulated GPU"))?.to_vec();
+        s.mem.write(dst, &data).map_err(emu("copying on the emulated GPU"))
+    }
+
+    fn load(&self, ptx: &str, names: &[&str]) -> Result<(ModuleId, Vec<Option<FunctionId>>), String> {
+        let module = Module::parse(ptx)?;
+        let mut s = self.state();
+        let m = s.modules.len();
+        let mut functions = Vec::with_capacity(names.len());
+        for name in names {
+            functions.push(module.entries.contains_key(*name).then(|| {
+                s.functions.push((m, name.to_string()));
+                FunctionId(s.functions.len() - 1)
+            }));
+        }
+        s.modules.push(Some(module));
+        Ok((ModuleId(m), functions))
+    }
+
+    fn unload(&self, module: ModuleId) {
+        if let Some(m) = self.state().modules.get_mut(module.0) {
+            *m = None;
+        }
+    }
+
+    fn launch(&self, f: FunctionId, grid: u32, block: u32, params: &[Ptr]) -> Result<(), String> {
+        let mut s = self.state();
+        let State { mem, modules, functions, .. } = &mut *s;
+        let (m, name) = functions.get(f.0).ok_or("no such function")?;
+        let module = modules[*m].as_ref().ok_or("a launch from an unloaded module")?;
+        module.launch(name, grid, block, params, mem)
+    }
+
+    fn has_blas(&self) -> bool {
+        true
+    }
+
+    fn gemm(&self, g: &BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr) -> Result<(), String> {
+        if !matches!(dtype, DType::F32 | DType::F64) {
+            return Err(format!("BLAS has no {dtype} product"));
+        }
+        let mut s = self.state();
+        // Column j of a column-major matrix starts at j * ld; `cols` columns of `rows`.
+        let extent =
+            |rows: usize, cols: usize, ld: usize| if cols == 0 || rows == 0 { 0 } else { (cols - 1) * ld + rows };
+        let (a_rows, a_cols) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
+        let (b_rows, b_cols) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
+        if g.lda < a_rows.max(1) || g.ldb < b_rows.max(1) || g.ldc < g.m.max(1) {
+            return Err(format!("a leading dimension is smaller than its matrix's rows: {g:?}"));
+        }
+        let av = read_f64(&s.mem, a, extent(a_rows, a_cols, g.lda), dtype)?;
+        let bv = read_f64(&s.mem, b, extent(b_rows, b_cols, g.ldb), dtype)?;
+        let cn = extent(g.m, g.n, g.ldc);
+        let mut cv = read_f64(&s.mem, c, cn, dtype)?;
+        let op_a = |i: usize, l: usize| if g.trans_a { av[l + i * g.lda] } else { av[i + l * g.lda] };
+        let op_b = |l: usize, j: usize| if g.trans_b { bv[j + l * g.ldb] } else { bv[l + j * g.ldb] };
+        for j in 0..g.n {
+            for i in 0..g.m {
+                let dot: f64 = (0..g.k).map(|l| op_a(i, l) * op_b(l, j)).sum();
+                let at = i + j * g.ldc;
+                // beta = 0 ignores C, NaN included.
+                let old = if g.beta == 0.0 { 0.0 } else { g.beta * cv[at] };
+                cv[at] = g.alpha * dot + old;
+            }
+        }
+        let bytes: Vec<u8> = match dtype {
+            DType::F32 => cv.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+            _ => cv.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+        };
+        s.mem.write(c, &bytes)
+    }
+
+    fn synchronize(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
