@@ -57,8 +57,10 @@ fn the_backend_can_be_named() {
     let a = rhea(&["run", &graph, "--inputs", &inputs]).ok().to_string();
     let b = rhea(&["run", &graph, "--inputs", &inputs, "--backend", "interp"]).ok().to_string();
     let c = rhea(&["run", &graph, "--inputs", &inputs, "--backend", "cpu"]).ok().to_string();
+    let d = rhea(&["run", &graph, "--inputs", &inputs, "--backend", "cuda-emu"]).ok().to_string();
     assert_eq!(a, b);
     assert_eq!(a, c);
+    assert_eq!(a, d);
     rhea(&["run", &graph, "--inputs", &inputs, "--backend", "tpu"]).fails_with(&["tpu", "interp", "cpu", "cuda"]);
 }
 

@@ -291,6 +291,9 @@ enum Backend {
     Cpu,
     /// The optimized graph as PTX on an NVIDIA GPU.
     Cuda,
+    /// The cuda backend on rhea's PTX emulator (no GPU needed; slow).
+    #[value(name = "cuda-emu")]
+    CudaEmu,
 }
 
 fn check_command(args: &CheckArgs) -> Result<()> {
@@ -730,6 +733,7 @@ fn run(args: &RunArgs) -> Result<()> {
         Backend::Interp => rhea::interp::run(&graph, &feeds, &ids).map_err(anyhow::Error::from),
         Backend::Cpu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cpu),
         Backend::Cuda => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cuda),
+        Backend::CudaEmu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::CudaEmulated),
     }
     .with_context(|| format!("running {}", args.graph.display()))?;
     if !graph.updates().is_empty() {
