@@ -14,24 +14,7 @@ use rhea_cuda::{Target, module};
 
 use crate::kit::close;
 use crate::ptx::{Generated, Suite, generated_kernels};
-
-/// A small seeded generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use crate::random::Rng;
 
 /// Random elements of `dtype`: mostly moderate values, one in sixteen a
 /// special one (zeros of both signs, infinities, NaN, huge and tiny).
@@ -39,7 +22,7 @@ fn random_value(r: &mut Rng, dtype: DType, shape: &[usize]) -> Value {
     const SPECIAL: [f64; 8] = [0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e30, -1e-30, 88.0];
     let n: usize = shape.iter().product();
     let floats: Vec<f64> =
-        (0..n).map(|_| if r.below(16) == 0 { SPECIAL[r.below(8) as usize] } else { (r.unit() - 0.5) * 8.0 }).collect();
+        (0..n).map(|_| if r.below(16) == 0 { SPECIAL[r.below(8)] } else { (r.unit() - 0.5) * 8.0 }).collect();
     let bytes: Vec<u8> = match dtype {
         DType::F32 => floats.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
         DType::F64 => floats.iter().flat_map(|&x| x.to_le_bytes()).collect(),
@@ -53,7 +36,7 @@ fn random_value(r: &mut Rng, dtype: DType, shape: &[usize]) -> Value {
 /// Runs one generated kernel in the emulator and by the reference; `Err`
 /// says how they differ.
 fn check(g: &Generated, seed: u64) -> Result<(), String> {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut r = Rng::new(seed, 91);
     let inputs: Vec<Value> =
         g.kernel.inputs.iter().zip(&g.shapes).map(|(spec, shape)| random_value(&mut r, spec.dtype, shape)).collect();
     let refs: Vec<&Value> = inputs.iter().collect();

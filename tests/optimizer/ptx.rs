@@ -77,6 +77,13 @@ fn random_kernels(suite: &mut Suite, count: u64) {
     }
 }
 
+/// A feed `x` of zeros (only its shape matters for lowering).
+fn zeros(dtype: rhea::DType, shape: &[usize]) -> HashMap<String, Value> {
+    let n: usize = shape.iter().product();
+    let x = Value::from_le_bytes(dtype, shape, &vec![0; n * dtype.size_bytes()]).unwrap();
+    HashMap::from([("x".to_string(), x)])
+}
+
 /// Reductions large enough for the block-per-output organization (warp
 /// shuffles, shared memory, a barrier) and the coalesced thread-per-output
 /// one, alone and fused with their producers and consumers.
@@ -102,11 +109,7 @@ fn reduction_kernels(suite: &mut Suite) {
                 g.output("exp", &e).unwrap();
                 g.output("sum_exp", &e.sum(axes, false).unwrap()).unwrap();
             }
-            let n: usize = shape.iter().product();
-            let feeds = HashMap::from([(
-                "x".to_string(),
-                Value::from_le_bytes(dtype, shape, &vec![0; n * dtype.size_bytes()]).unwrap(),
-            )]);
+            let feeds = zeros(dtype, shape);
             for mode in [Mode::None, Mode::Fast] {
                 let p = rhea::opt::compile(g.to_graph(), &options(mode, &[])).unwrap();
                 lower_program(&p, &feeds, &format!("reduce_{dtype}_{shape:?}_{mode:?}"), suite);
@@ -118,21 +121,15 @@ fn reduction_kernels(suite: &mut Suite) {
     let g = Builder::new();
     let x = g.input("x", DType::F32, [8195, 65]).unwrap();
     g.output("sum", &x.sum(&[1], false).unwrap()).unwrap();
-    let feeds = HashMap::from([("x".to_string(), Value::from(ndarray::Array2::<f32>::zeros((8195, 65))))]);
     let p = rhea::opt::compile(g.to_graph(), &options(Mode::Fast, &[])).unwrap();
-    lower_program(&p, &feeds, "reduce_many_outputs", suite);
+    lower_program(&p, &zeros(DType::F32, &[8195, 65]), "reduce_many_outputs", suite);
     for (shape, dtype) in [([4usize, 3000usize], DType::F32), ([3, 700], DType::F64)] {
         let g = Builder::new();
         let x = g.input("x", dtype, shape).unwrap();
         g.output("softmax", &x.softmax(-1).unwrap()).unwrap();
         g.output("log_softmax", &x.log_softmax(-1).unwrap()).unwrap();
-        let n: usize = shape.iter().product();
-        let feeds = HashMap::from([(
-            "x".to_string(),
-            Value::from_le_bytes(dtype, &shape, &vec![0; n * dtype.size_bytes()]).unwrap(),
-        )]);
         let p = rhea::opt::compile(g.to_graph(), &options(Mode::Fast, &[])).unwrap();
-        lower_program(&p, &feeds, &format!("softmax_{dtype}_{shape:?}"), suite);
+        lower_program(&p, &zeros(dtype, &shape), &format!("softmax_{dtype}_{shape:?}"), suite);
     }
 }
 

@@ -14,20 +14,24 @@ use rhea::{Builder, DType, Graph, Value, Var, rng};
 use crate::kit::*;
 
 /// A small deterministic generator (rhea's counter-based one).
-struct Rng {
+pub struct Rng {
     stream: u64,
     i: u64,
 }
 
 impl Rng {
-    fn below(&mut self, n: usize) -> usize {
+    /// Stream `key` of `seed`.
+    pub fn new(seed: u64, key: i64) -> Rng {
+        Rng { stream: rng::stream(seed, key), i: 0 }
+    }
+    pub fn below(&mut self, n: usize) -> usize {
         self.i += 1;
         (rng::bits(self.stream, self.i) % n as u64) as usize
     }
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.below(xs.len())]
     }
-    fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         self.i += 1;
         rng::uniform01(self.stream, self.i)
     }
@@ -106,7 +110,7 @@ fn step(r: &mut Rng, g: &Builder, pool: &[Var]) -> Option<Var> {
 }
 
 pub fn random_graph(seed: u64) -> (Graph, HashMap<String, Value>) {
-    let mut r = Rng { stream: rng::stream(seed, 77), i: 0 };
+    let mut r = Rng::new(seed, 77);
     let g = Builder::new();
     let dtype = *r.pick(&[DType::F32, DType::F32, DType::F64, DType::I32]);
     let mut pool = Vec::new();

@@ -192,10 +192,7 @@ impl Gpu {
 
     /// `(free, total)` device memory in bytes.
     pub fn memory(&self) -> (usize, usize) {
-        match self.driver.mem_info() {
-            (0, 0) => (0, self.info.memory),
-            info => info,
-        }
+        self.driver.mem_info().unwrap_or((0, self.info.memory))
     }
 }
 

@@ -51,8 +51,8 @@ pub(crate) trait Driver: Send + Sync + std::panic::RefUnwindSafe {
     /// `bytes` of device memory (`None`: not enough left).
     fn malloc(&self, bytes: usize) -> Option<Ptr>;
     fn free(&self, ptr: Ptr);
-    /// `(free, total)` bytes.
-    fn mem_info(&self) -> (usize, usize);
+    /// `(free, total)` bytes, if the device can say.
+    fn mem_info(&self) -> Option<(usize, usize)>;
     fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError>;
     fn download(&self, src: Ptr, out: &mut [u8]) -> Result<(), CudaError>;
     fn copy(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError>;
@@ -129,8 +129,8 @@ impl Driver for CudaDriver {
         }
     }
 
-    fn mem_info(&self) -> (usize, usize) {
-        self.ctx.mem_get_info().unwrap_or((0, 0))
+    fn mem_info(&self) -> Option<(usize, usize)> {
+        self.ctx.mem_get_info().ok()
     }
 
     fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError> {

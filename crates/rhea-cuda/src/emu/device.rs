@@ -72,8 +72,8 @@ impl Driver for EmulatedDriver {
         s.used -= freed;
     }
 
-    fn mem_info(&self) -> (usize, usize) {
-        (self.capacity - self.state().used, self.capacity)
+    fn mem_info(&self) -> Option<(usize, usize)> {
+        Some((self.capacity - self.state().used, self.capacity))
     }
 
     fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError> {

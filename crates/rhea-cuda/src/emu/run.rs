@@ -202,7 +202,7 @@ fn convert(to: Ty, from: Ty, rnd: Rnd, v: u64) -> Result<u64, String> {
     }
 }
 
-/// One thread's registers: values, and which have been written.
+/// Where one thread is.
 struct Lane {
     pc: usize,
     done: bool,
@@ -368,35 +368,26 @@ impl Block<'_> {
                 self.set(lane, dst(0)?, convert(*to, *from, *rnd, v)?);
             }
             Op::Ld { shared, ty, n } => {
-                let at = self.address(lane, inst)?;
-                let size = ty.bytes();
-                for k in 0..*n {
-                    let bytes: Vec<u8> = if *shared {
-                        if k == 0 {
-                            self.shared_range(at, size * n)?;
-                        }
-                        let r = self.shared_range(at + (k * size) as u64, size)?;
-                        self.track(r.clone(), false)?;
-                        self.shared[r].to_vec()
-                    } else {
-                        if k == 0 {
-                            mem.check(at, size * n)?;
-                        }
-                        mem.read(at + (k * size) as u64, size)?.to_vec()
-                    };
+                // One access for all `n` values (a `.v4` load is one 16-byte access).
+                let (at, size) = (self.address(lane, inst)?, ty.bytes());
+                let len = size * n;
+                let mut raw = [0u8; 32];
+                if *shared {
+                    let r = self.shared_range(at, len)?;
+                    self.track(r.clone(), false)?;
+                    raw[..len].copy_from_slice(&self.shared[r]);
+                } else {
+                    mem.check_alignment(at, len)?;
+                    raw[..len].copy_from_slice(mem.read(at, len)?);
+                }
+                for (k, bytes) in raw[..len].chunks_exact(size).enumerate() {
                     let mut v = [0u8; 8];
-                    v[..size].copy_from_slice(&bytes);
+                    v[..size].copy_from_slice(bytes);
                     self.set(lane, dst(k)?, u64::from_le_bytes(v));
                 }
             }
             Op::St { shared, ty, n } => {
-                let at = self.address(lane, inst)?;
-                let size = ty.bytes();
-                if *shared {
-                    self.shared_range(at, size * n)?;
-                } else {
-                    mem.check(at, size * n)?;
-                }
+                let (at, size) = (self.address(lane, inst)?, ty.bytes());
                 let values: Vec<u64> = match inst.src.first() {
                     Some(Src::Pack(regs)) if *n > 1 => {
                         regs.iter().map(|&r| self.get(lane, r)).collect::<Result<_, _>>()?
@@ -406,16 +397,18 @@ impl Block<'_> {
                 if values.len() != *n {
                     return Err(format!("a store of {n} values names {}", values.len()));
                 }
+                let len = size * n;
+                let mut raw = [0u8; 32];
                 for (k, v) in values.iter().enumerate() {
-                    let bytes = &v.to_le_bytes()[..size];
-                    let at = at + (k * size) as u64;
-                    if *shared {
-                        let r = self.shared_range(at, size)?;
-                        self.track(r.clone(), true)?;
-                        self.shared[r].copy_from_slice(bytes);
-                    } else {
-                        mem.write(at, bytes)?;
-                    }
+                    raw[k * size..(k + 1) * size].copy_from_slice(&v.to_le_bytes()[..size]);
+                }
+                if *shared {
+                    let r = self.shared_range(at, len)?;
+                    self.track(r.clone(), true)?;
+                    self.shared[r].copy_from_slice(&raw[..len]);
+                } else {
+                    mem.check_alignment(at, len)?;
+                    mem.write(at, &raw[..len])?;
                 }
             }
             Op::Bra(target) => return Ok(Some(*target)),
@@ -436,7 +429,8 @@ impl Block<'_> {
     fn run_warp(&mut self, w: usize, mem: &mut Memory) -> Result<Stop, String> {
         let lanes = w * WARP..((w + 1) * WARP).min(self.block as usize);
         loop {
-            let Some(pc) = lanes.clone().filter(|&l| !self.lanes[l].done).map(|l| self.lanes[l].pc).min() else {
+            let live: Vec<usize> = lanes.clone().filter(|&l| !self.lanes[l].done).collect();
+            let Some(pc) = live.iter().map(|&l| self.lanes[l].pc).min() else {
                 return Ok(Stop::Done);
             };
             if self.budget == 0 {
@@ -445,8 +439,8 @@ impl Block<'_> {
             self.budget -= 1;
             let entry = self.entry;
             let inst = entry.insts.get(pc).ok_or("ran past the last instruction without ret")?;
-            let here: Vec<usize> = lanes.clone().filter(|&l| !self.lanes[l].done && self.lanes[l].pc == pc).collect();
-            let whole = lanes.clone().all(|l| self.lanes[l].done || self.lanes[l].pc == pc);
+            let here: Vec<usize> = live.iter().copied().filter(|&l| self.lanes[l].pc == pc).collect();
+            let whole = here.len() == live.len();
             let at = |e: String| format!("`{}`: {e}", inst.text);
             match inst.op {
                 Op::Bar => {
