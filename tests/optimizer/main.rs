@@ -11,5 +11,5 @@ mod plan;
 mod ptx;
 mod random;
 mod rules;
-mod spatial_cpu;
+mod spatial;
 mod vgg;

@@ -2,7 +2,9 @@
 //! `ptxas` for sm_80 and sm_90: the numpy golden cases of every op (in
 //! modes none and fast), 100 random graphs, large reductions, and the three
 //! models' training and inference steps (`emulated.rs` runs the same
-//! kernels). Kernels with no PTX lowering (sin, cos, integer pow, bool
+//! kernels); and the window kernels of convolutions and pooling, from those
+//! programs and from every layer of the full-size VGG16 (`spatial.rs` runs
+//! them on the emulated GPU). Kernels with no PTX lowering (sin, cos, integer pow, bool
 //! reductions) run on the host; the test lists them and checks nothing
 //! else is among them.
 //!
@@ -32,6 +34,8 @@ pub struct Suite {
     pub kernels: Vec<Generated>,
     /// Kernels with no PTX lowering, and why.
     pub host: Vec<String>,
+    /// The kernels of library ops (im2col, col2im, pooling).
+    pub library: Vec<Lowered>,
     pub programs: usize,
 }
 
@@ -54,6 +58,48 @@ fn lower_program(p: &Program, feeds: &HashMap<String, Value>, tag: &str, suite: 
                 lowered,
             }),
             Err(e) => suite.host.push(format!("{tag} k{k}: {e}")),
+        }
+    }
+    for (s, step) in p.steps.iter().enumerate() {
+        let rhea::opt::StepKind::Op(id) = step.kind else { continue };
+        let shape = |id: rhea::NodeId| rhea::kernel::resolve(&p.graph.ty(id).shape, &bindings).unwrap();
+        let inputs: Vec<Vec<usize>> = step.inputs.iter().map(|&i| shape(i)).collect();
+        let refs: Vec<&[usize]> = inputs.iter().map(|v| v.as_slice()).collect();
+        let name = format!("{}_s{s}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let op = &p.graph.node(id).op;
+        if let Some(kernels) = rhea_cuda::op_kernels(op, p.graph.ty(id).dtype, &refs, &shape(id), &name) {
+            suite.library.extend(kernels);
+        }
+    }
+}
+
+/// The window kernels of every convolution and pooling layer of the
+/// full-size VGG16 at batch 8, forward and backward.
+fn vgg16_window_kernels(suite: &mut Suite) {
+    let conv = rhea::Op::Conv2d(Box::new(rhea::Conv2d { padding: [1, 1], ..Default::default() }));
+    let grad = |size| rhea::ConvGrad { conv: rhea::Conv2d { padding: [1, 1], ..Default::default() }, size };
+    let pool = rhea::Pool2d::square(2);
+    let (mut channels, mut size, batch) = (3, 224, 8);
+    for (layer, out) in
+        [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0].into_iter().enumerate()
+    {
+        let name = format!("vgg224_l{layer}");
+        let x = [batch, channels, size, size];
+        let mut add = |op: rhea::Op, inputs: &[&[usize]], output: &[usize], what: &str| {
+            let kernels = rhea_cuda::op_kernels(&op, rhea::DType::F32, inputs, output, &format!("{name}_{what}"));
+            suite.library.extend(kernels.unwrap_or_else(|| panic!("{name} {what} runs on the host")));
+        };
+        if out == 0 {
+            let y = [batch, channels, size / 2, size / 2];
+            add(rhea::Op::MaxPool2d(Box::new(pool.clone())), &[&x], &y, "pool");
+            add(rhea::Op::MaxPool2dGrad(Box::new(pool.clone())), &[&x, &y], &x, "pool_grad");
+            size /= 2;
+        } else {
+            let (w, y) = ([out, channels, 3, 3], [batch, out, size, size]);
+            add(conv.clone(), &[&x, &w], &y, "conv");
+            add(rhea::Op::Conv2dInputGrad(Box::new(grad([size, size]))), &[&y, &w], &x, "input_grad");
+            add(rhea::Op::Conv2dWeightGrad(Box::new(grad([3, 3]))), &[&x, &y], &w, "weight_grad");
+            channels = out;
         }
     }
 }
@@ -160,17 +206,18 @@ fn model_kernels(suite: &mut Suite) {
 /// `random` random graphs (both modes), of large reductions and of the
 /// three models' steps.
 pub fn generated_kernels(random: u64) -> Suite {
-    let mut suite = Suite { kernels: Vec::new(), host: Vec::new(), programs: 0 };
+    let mut suite = Suite { kernels: Vec::new(), host: Vec::new(), library: Vec::new(), programs: 0 };
     golden_kernels(&mut suite);
     random_kernels(&mut suite, random);
     reduction_kernels(&mut suite);
     model_kernels(&mut suite);
+    vgg16_window_kernels(&mut suite);
     suite
 }
 
 #[test]
 fn every_generated_kernel_assembles_for_sm80_and_sm90() {
-    let Suite { kernels, host, programs } = generated_kernels(100);
+    let Suite { kernels, host, library, programs } = generated_kernels(100);
     // Only what has no PTX lowering by design runs on the host.
     let unexpected: Vec<&String> = host
         .iter()
@@ -186,7 +233,9 @@ fn every_generated_kernel_assembles_for_sm80_and_sm90() {
         println!("NOT RUN: ptxas not found; {} kernels lowered but not assembled", kernels.len());
         return;
     };
-    let refs: Vec<&Lowered> = kernels.iter().map(|k| &k.lowered).collect();
+    // VGG16's 13 convolutions (3 kernels each) and 5 pools (2 each) at least.
+    assert!(library.len() >= 49, "only {} window kernels", library.len());
+    let refs: Vec<&Lowered> = kernels.iter().map(|k| &k.lowered).chain(&library).collect();
     for sm in [80, 90] {
         let target = Target { sm };
         // A few hundred entries per module keeps ptxas's reports readable.
@@ -195,8 +244,9 @@ fn every_generated_kernel_assembles_for_sm80_and_sm90() {
         }
     }
     println!(
-        "{} kernels from {programs} programs assemble for sm_80 and sm_90; {} run on the host",
+        "{} kernels from {programs} programs and {} window kernels assemble for sm_80 and sm_90; {} run on the host",
         kernels.len(),
+        library.len(),
         host.len()
     );
 }

@@ -1,6 +1,7 @@
-//! VGG16, width-reduced, on every backend: the same logits on the
-//! interpreter and the CPU backend for the same weights and images, and
-//! gradients of a few parameters against finite differences.
+//! VGG16, width-reduced, on every backend: the same logits and gradients
+//! on the interpreter, the CPU backend and the CUDA backend (on the
+//! emulated GPU, and on a GPU where there is one) for the same weights and
+//! images, and gradients of a few parameters against finite differences.
 
 use rhea::nn::models::{VggOptions, vgg16};
 use rhea::{Backend, DType, Value, function, grad, rng};
@@ -36,12 +37,27 @@ fn vgg16_gradients_on_the_cpu_match_the_interpreter() {
     // Width / 16 at 32x32: blocks 3 to 5 have 16 and 32 channels, so their
     // convolutions and input gradients run through Winograd on the CPU,
     // the first blocks through im2col.
+    gradients_match_the_interpreter(Backend::Cpu);
+}
+
+#[test]
+fn vgg16_gradients_on_the_emulated_gpu_match_the_interpreter() {
+    gradients_match_the_interpreter(Backend::CudaEmulated);
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
+fn vgg16_gradients_on_the_gpu_match_the_interpreter() {
+    gradients_match_the_interpreter(Backend::Cuda);
+}
+
+fn gradients_match_the_interpreter(backend: Backend) {
     let opts = VggOptions { num_classes: 3, width_div: 16, image_size: 32, seed: 3, ..VggOptions::default() };
     let x = images(DType::F32, 2, 32);
     let names =
         ["features.0.weight", "features.12.weight", "features.17.weight", "features.28.weight", "classifier.0.weight"];
     let mut results = Vec::new();
-    for backend in [Backend::Interp, Backend::Cpu] {
+    for backend in [Backend::Interp, backend] {
         let m = vgg16(&opts).unwrap();
         let r = Value::from_f64(DType::F32, &[3], &[0.3, -1.2, 0.7]).unwrap();
         let cost = (&m.logits * &m.graph.constant(r)).sum_all().unwrap();
@@ -55,7 +71,7 @@ fn vgg16_gradients_on_the_cpu_match_the_interpreter() {
         let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert!(scale > 1e-6, "the gradient of {name} is all zeros: the check would be empty");
         let worst = want.iter().zip(&got).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-        assert!(worst <= 1e-4 * scale, "d cost / d {name}: off by {worst} at scale {scale}");
+        assert!(worst <= 1e-4 * scale, "{backend}: d cost / d {name}: off by {worst} at scale {scale}");
     }
 }
 

@@ -29,7 +29,8 @@ pub(crate) struct FunctionId(pub usize);
 
 /// One column-major `C = alpha op(A) op(B) + beta C`, as BLAS defines it
 /// (`op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`; a `beta` of 0
-/// ignores what `C` held).
+/// ignores what `C` held), `batch` times: product `i` reads and writes the
+/// matrices `i * stride` elements after the first.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct BlasGemm {
     pub trans_a: bool,
@@ -42,6 +43,10 @@ pub(crate) struct BlasGemm {
     pub lda: usize,
     pub ldb: usize,
     pub ldc: usize,
+    pub batch: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
 }
 
 /// The GPU operations the executor uses.
@@ -194,16 +199,32 @@ impl Driver for CudaDriver {
         let op = |t: bool| if t { T::CUBLAS_OP_T } else { T::CUBLAS_OP_N };
         let int = |x: usize| i32::try_from(x).map_err(|_| format!("a matrix dimension of {x} is past cuBLAS's range"));
         let (m, n, k, lda, ldb, ldc) = (int(g.m)?, int(g.n)?, int(g.k)?, int(g.lda)?, int(g.ldb)?, int(g.ldc)?);
+        let (ta, tb) = (op(g.trans_a), op(g.trans_b));
+        let batch = int(g.batch)?;
+        let (sa, sb, sc) = (g.stride_a as i64, g.stride_b as i64, g.stride_c as i64);
         // Safety: the addresses hold matrices of these sizes (checked when
         // the plan was prepared); alpha and beta are host scalars.
         let r = unsafe {
             if dtype == DType::F32 {
                 let (alpha, beta) = (g.alpha as f32, g.beta as f32);
                 let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
-                blas::sgemm(h, op(g.trans_a), op(g.trans_b), m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc)
+                if batch == 1 {
+                    blas::sgemm(h, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc)
+                } else {
+                    blas::sgemm_strided_batched(
+                        h, ta, tb, m, n, k, &alpha, a, lda, sa, b, ldb, sb, &beta, c, ldc, sc, batch,
+                    )
+                }
             } else {
+                let (alpha, beta) = (&g.alpha, &g.beta);
                 let (a, b, c) = (a as *const f64, b as *const f64, c as *mut f64);
-                blas::dgemm(h, op(g.trans_a), op(g.trans_b), m, n, k, &g.alpha, a, lda, b, ldb, &g.beta, c, ldc)
+                if batch == 1 {
+                    blas::dgemm(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+                } else {
+                    blas::dgemm_strided_batched(
+                        h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch,
+                    )
+                }
             }
         };
         r.map_err(|e| format!("cuBLAS gemm failed: {e:?}"))

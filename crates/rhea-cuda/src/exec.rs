@@ -12,19 +12,22 @@
 //! runs only when someone else reads the value. Only inputs and outputs
 //! cross the bus on a training step.
 //!
-//! Steps with no GPU implementation (kernels using `sin`/`cos`, library ops
-//! other than matrix products and reshapes) run on the host through the
-//! injected fallback, their inputs and outputs crossing the bus.
+//! Library ops (products, convolutions, pooling) run as the sequences of
+//! kernels and cuBLAS calls [`crate::library`] plans. Steps with no GPU
+//! implementation (kernels using `sin`/`cos`, other library ops) run on
+//! the host through the injected fallback, their inputs and outputs
+//! crossing the bus.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rhea_graph::{DType, NodeId, Op, Value};
-use rhea_kernel::{Bindings, Kernel, KernelInput, KernelOutput, resolve};
+use rhea_kernel::{Bindings, resolve};
 use rhea_opt::{ExecError, MemoryPlan, Program, StepKind};
 
 use crate::device::{CudaError, Gpu};
-use crate::driver::{BlasGemm, Driver, FunctionId, ModuleId, Ptr};
+use crate::driver::{Driver, FunctionId, ModuleId, Ptr};
+use crate::library::{At, Call, Place, SCRATCH_BUDGET};
 use crate::memory::{ALIGN, DeviceBuffer, copy, download, upload, value_bytes};
 use crate::ptx::{Lowered, lower_kernel, module};
 
@@ -64,26 +67,14 @@ enum Run {
     Kernel { entry: usize, grid: u32, block: u32, args: Vec<Operand> },
     /// A kernel evaluated on the host (no PTX lowering).
     HostKernel { kernel: usize, inputs: Vec<Operand>, outputs: Vec<Operand> },
-    /// `alpha * op(a) @ op(b) + beta * c` through cuBLAS; `c` first
-    /// broadcast into the output by a kernel.
-    /// `c` is (entry, grid, operand).
-    Gemm { product: Product, a: Operand, b: Operand, c: Option<(usize, u32, Operand)>, out: Operand },
+    /// A library op as kernel launches (entry `base + kernel`) and cuBLAS
+    /// calls, or on the host (through `inputs` and `output`) if the driver
+    /// rejected one of its kernels.
+    Calls { node: NodeId, inputs: Vec<Operand>, output: Operand, base: usize, calls: Vec<Call> },
     /// Same bytes, another shape.
     Copy { src: Operand, dst: Operand },
     /// A library op on the host.
     HostOp { node: NodeId, inputs: Vec<Operand>, output: Operand },
-}
-
-/// A matrix product's parameters at concrete sizes.
-#[derive(Clone, Copy, Debug)]
-struct Product {
-    alpha: f64,
-    beta: f64,
-    trans_a: bool,
-    trans_b: bool,
-    m: usize,
-    n: usize,
-    k: usize,
 }
 
 /// A program ready to run at one set of input sizes.
@@ -95,6 +86,8 @@ pub struct Prepared {
     functions: Vec<Option<FunctionId>>,
     steps: Vec<(usize, Run)>,
     arena: DeviceBuffer,
+    /// Columns for convolutions (`None`: no step needs any).
+    scratch: Option<DeviceBuffer>,
     feeds: Vec<(Operand, DeviceBuffer)>,
     consts: Vec<DeviceBuffer>,
     shared: Vec<(NodeId, Operand)>,
@@ -170,22 +163,6 @@ fn arena_contents(program: &Program, memory: &MemoryPlan) -> String {
             )
         }
         None => format!("{n} intermediate buffers"),
-    }
-}
-
-/// A kernel writing `c` (rank 0 to 2) broadcast over an `m x n` output.
-fn broadcast_kernel(dtype: DType, c_shape: &[usize], m: usize, n: usize) -> Kernel {
-    let axes = match c_shape.len() {
-        0 => vec![None, None],
-        1 => vec![None, Some(0)],
-        _ => vec![Some(0), Some(1)],
-    };
-    Kernel {
-        domain: rhea_graph::Shape::known(&[m, n]),
-        inputs: vec![KernelInput { dtype, shape: rhea_graph::Shape::known(c_shape), axes }],
-        body: vec![(rhea_kernel::Inst::Load { input: 0 }, dtype)],
-        outputs: vec![KernelOutput { value: 0, reduced: false }],
-        reduce: None,
     }
 }
 
@@ -271,6 +248,11 @@ impl Prepared {
         };
         // Lower every kernel at these sizes; what cannot be lowered runs on the host.
         let mut lowered: Vec<Lowered> = Vec::new();
+        let mut scratch = 0usize;
+        let budget = crate::library::Budget {
+            blas: gpu.driver.has_blas(),
+            scratch: gpu.driver.mem_info().map_or(SCRATCH_BUDGET, |(_, total)| (total / 16).min(SCRATCH_BUDGET)),
+        };
         let mut plan: Vec<(usize, Run)> = Vec::with_capacity(program.steps.len());
         for (s, step) in program.steps.iter().enumerate() {
             let ins = step.inputs.iter().map(|&i| resolve_node(i)).collect::<Result<Vec<_>, _>>()?;
@@ -294,26 +276,17 @@ impl Prepared {
                     let op = &g.node(*id).op;
                     let out =
                         outs.into_iter().next().ok_or_else(|| fail(Some((program, s)), "an op without output"))?;
-                    let product = if gpu.driver.has_blas() { gemm_of(op, &ins, &out) } else { None };
-                    match product {
-                        Some(product) => {
-                            let c = match ins.get(2) {
-                                Some(c) if product.beta != 0.0 => {
-                                    let k = broadcast_kernel(c.dtype, &c.shape, product.m, product.n);
-                                    let l = lower_kernel(
-                                        &k,
-                                        &format!("c{s}"),
-                                        &[product.m, product.n],
-                                        std::slice::from_ref(&c.shape),
-                                    )
-                                    .map_err(|m| fail(Some((program, s)), m))?;
-                                    let grid = l.grid;
-                                    lowered.push(l);
-                                    Some((lowered.len() - 1, grid, c.clone()))
-                                }
-                                _ => None,
-                            };
-                            Run::Gemm { product, a: ins[0].clone(), b: ins[1].clone(), c, out }
+                    let shapes: Vec<&[usize]> = ins.iter().map(|o| o.shape.as_slice()).collect();
+                    let same_dtype = ins.iter().all(|o| o.dtype == out.dtype);
+                    let sequence = same_dtype
+                        .then(|| crate::library::plan(op, out.dtype, &shapes, &out.shape, &format!("s{s}"), budget))
+                        .flatten();
+                    match sequence {
+                        Some(seq) => {
+                            let base = lowered.len();
+                            lowered.extend(seq.kernels);
+                            scratch = scratch.max(seq.scratch);
+                            Run::Calls { node: *id, inputs: ins, output: out, base, calls: seq.calls }
                         }
                         None if matches!(op, Op::Reshape { .. }) && ins[0].bytes() == out.bytes() => {
                             Run::Copy { src: ins[0].clone(), dst: out }
@@ -336,10 +309,12 @@ impl Prepared {
                     let outputs = inputs.split_off(program.fusion.groups[k].kernel.inputs.len());
                     *run = Run::HostKernel { kernel: k, inputs, outputs };
                 }
-                Run::Gemm { a, b, c: Some((entry, _, c)), out, .. } if functions[*entry].is_none() => {
-                    let StepKind::Op(node) = program.steps[*s].kind else { unreachable!("gemm steps are ops") };
-                    let inputs = vec![a.clone(), b.clone(), c.clone()];
-                    *run = Run::HostOp { node, inputs, output: out.clone() };
+                Run::Calls { node, inputs, output, base, calls }
+                    if calls
+                        .iter()
+                        .any(|c| matches!(c, Call::Launch { kernel, .. } if functions[*base + kernel].is_none())) =>
+                {
+                    *run = Run::HostOp { node: *node, inputs: std::mem::take(inputs), output: output.clone() };
                 }
                 _ => {}
             }
@@ -353,12 +328,17 @@ impl Prepared {
             };
             update_list.push((i, resolve_node(value)?));
         }
+        let scratch = match scratch {
+            0 => None,
+            bytes => Some(DeviceBuffer::alloc(gpu, bytes, "convolution columns").map_err(cuda)?),
+        };
         Ok(Prepared {
             driver: gpu.driver.clone(),
             modules,
             functions,
             steps: plan,
             arena,
+            scratch,
             feeds,
             consts,
             shared,
@@ -381,6 +361,16 @@ impl Prepared {
             Source::Arena(off) => self.arena.ptr + off as u64,
             Source::Shared(i) => store.buffers.get(&self.shared[i].0).map_or(0, |(b, _)| b.ptr),
         }
+    }
+
+    /// The address of `at` in a library op's buffers.
+    fn place(&self, at: &At, inputs: &[Operand], output: &Operand, store: &SharedStore) -> Ptr {
+        let base = match at.place {
+            Place::Input(i) => self.address(&inputs[i], store),
+            Place::Output => self.address(output, store),
+            Place::Scratch => self.scratch.as_ref().map_or(0, |b| b.ptr),
+        };
+        base + at.offset as u64
     }
 
     /// Runs the plan on `feeds` (checked against the plan's input types),
@@ -440,18 +430,20 @@ impl Prepared {
                     let ptrs: Vec<Ptr> = args.iter().map(|a| self.address(a, store)).collect();
                     self.launch(*entry, *grid, *block, &ptrs).map_err(|e| fail(at, e))?;
                 }
-                Run::Gemm { product, a, b, c, out } => {
-                    let out_ptr = self.address(out, store);
-                    if let Some((entry, grid, c)) = c {
-                        let ptrs = [self.address(c, store), out_ptr];
-                        self.launch(*entry, *grid, crate::ptx::BLOCK, &ptrs).map_err(|e| fail(at, e))?;
-                    }
-                    let beta = if c.is_some() { product.beta } else { 0.0 };
-                    if product.m > 0 && product.n > 0 {
-                        // Row-major operands are column-major transposes: out^T = op(b)^T op(a)^T.
-                        let call = blas_call(*product, beta);
-                        let (a, b) = (self.address(a, store), self.address(b, store));
-                        self.driver.gemm(&call, out.dtype, b, a, out_ptr).map_err(|e| fail(at, e))?;
+                Run::Calls { inputs, output, base, calls, .. } => {
+                    for call in calls {
+                        let addr = |a: &At| self.place(a, inputs, output, store);
+                        match call {
+                            Call::Launch { kernel, grid, block, args } => {
+                                let ptrs: Vec<Ptr> = args.iter().map(addr).collect();
+                                self.launch(base + kernel, *grid, *block, &ptrs).map_err(|e| fail(at, e))?;
+                            }
+                            Call::Gemm { product, dtype, a, b, c } => {
+                                // BLAS's A is our b (see Product::blas).
+                                let (a, b, c) = (addr(a), addr(b), addr(c));
+                                self.driver.gemm(&product.blas(), *dtype, b, a, c).map_err(|e| fail(at, e))?;
+                            }
+                        }
                     }
                 }
                 Run::Copy { src, dst } => {
@@ -558,44 +550,4 @@ fn load_kernels(gpu: &Gpu, ptx: &str, lowered: &[Lowered]) -> (Vec<ModuleId>, Ve
         })
         .collect();
     (modules, functions)
-}
-
-/// The product a `gemm` or 2-d `dot` computes at these sizes, if cuBLAS runs it.
-fn gemm_of(op: &Op, ins: &[Operand], out: &Operand) -> Option<Product> {
-    let (alpha, beta, trans_a, trans_b) = match op {
-        Op::Gemm { alpha, beta, trans_a, trans_b } => (alpha.0, beta.0, *trans_a, *trans_b),
-        Op::Dot => (1.0, 0.0, false, false),
-        _ => return None,
-    };
-    let (a, b) = (ins.first()?, ins.get(1)?);
-    if !out.dtype.is_float() || a.shape.len() != 2 || b.shape.len() != 2 || out.shape.len() != 2 {
-        return None;
-    }
-    if ins.get(2).is_some_and(|c| c.shape.len() > 2) {
-        return None;
-    }
-    let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-    let n = if trans_b { b.shape[0] } else { b.shape[1] };
-    let fits = |x: usize| x <= i32::MAX as usize;
-    (fits(m) && fits(n) && fits(k) && out.shape == [m, n]).then_some(Product { alpha, beta, trans_a, trans_b, m, n, k })
-}
-
-/// Row-major `out = alpha op(a) op(b) + beta out` as the column-major
-/// BLAS call `out^T = alpha op(b)^T op(a)^T + beta out^T`: a row-major
-/// matrix is its transpose in column-major, so BLAS's `A` is our `b` and
-/// its `B` our `a`, with the transpose flags as given.
-fn blas_call(p: Product, beta: f64) -> BlasGemm {
-    BlasGemm {
-        trans_a: p.trans_b,
-        trans_b: p.trans_a,
-        m: p.n,
-        n: p.m,
-        k: p.k,
-        alpha: p.alpha,
-        beta,
-        // BLAS wants every leading dimension >= 1, even for an empty k.
-        lda: if p.trans_b { p.k } else { p.n }.max(1),
-        ldb: if p.trans_a { p.m } else { p.k }.max(1),
-        ldc: p.n.max(1),
-    }
 }

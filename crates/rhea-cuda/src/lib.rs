@@ -14,6 +14,9 @@ mod driver;
 
 pub use device::{CudaError, DeviceInfo, EMULATED_MEMORY, Gpu, devices, driver_present, open_emulated, open_shared};
 mod exec;
+mod library;
+
+pub use library::op_kernels;
 mod memory;
 
 pub use exec::{Fallback, Prepared, SharedStore};

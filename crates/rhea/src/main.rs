@@ -601,9 +601,8 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
     write_or_print(args.output.as_deref(), &text)
 }
 
-/// Splits the tensors of an inputs file into the graph's input feeds and
-/// shared variable values (set on `graph`), rejecting any other name.
-/// Every kernel of `p` as PTX, at the sizes `--dim` gives (8 for others).
+/// Every kernel of `p` as PTX, at the sizes `--dim` gives (8 for others):
+/// the fused kernels, then those of library ops (convolutions, pooling).
 fn ptx_listing(p: &rhea::opt::Program, dims: &[String], sm: u32) -> Result<String> {
     let mut bindings = rhea::kernel::Bindings::new();
     let mut given = HashMap::new();
@@ -618,9 +617,7 @@ fn ptx_listing(p: &rhea::opt::Program, dims: &[String], sm: u32) -> Result<Strin
     }
     let mut used = Vec::new();
     let mut out = String::new();
-    for (k, group) in p.fusion.groups.iter().enumerate() {
-        let kernel = &group.kernel;
-        let shapes = std::iter::once(&kernel.domain).chain(kernel.inputs.iter().map(|i| &i.shape));
+    let mut bind = |shapes: &mut dyn Iterator<Item = &rhea::Shape>, bindings: &mut rhea::kernel::Bindings| {
         for dim in shapes.flat_map(|s| s.dims().to_vec()) {
             if let rhea::Dim::Sym(sym) = dim
                 && !bindings.contains_key(&sym)
@@ -630,6 +627,10 @@ fn ptx_listing(p: &rhea::opt::Program, dims: &[String], sm: u32) -> Result<Strin
                 used.push(format!("{}={n}", sym.name()));
             }
         }
+    };
+    for (k, group) in p.fusion.groups.iter().enumerate() {
+        let kernel = &group.kernel;
+        bind(&mut std::iter::once(&kernel.domain).chain(kernel.inputs.iter().map(|i| &i.shape)), &mut bindings);
         let size = |s: &rhea::Shape| rhea::kernel::resolve(s, &bindings).map_err(anyhow::Error::msg);
         let dims = size(&kernel.domain)?;
         let inputs = kernel.inputs.iter().map(|i| size(&i.shape)).collect::<Result<Vec<_>>>()?;
@@ -644,12 +645,38 @@ fn ptx_listing(p: &rhea::opt::Program, dims: &[String], sm: u32) -> Result<Strin
             Err(e) => out.push_str(&format!("# kernel k{k}: runs on the host ({e})\n\n")),
         }
     }
+    for (s, step) in p.steps.iter().enumerate() {
+        let rhea::opt::StepKind::Op(id) = step.kind else { continue };
+        let nodes: Vec<rhea::NodeId> = step.inputs.iter().copied().chain([id]).collect();
+        bind(&mut nodes.iter().map(|&n| &p.graph.ty(n).shape), &mut bindings);
+        let size = |n: rhea::NodeId| rhea::kernel::resolve(&p.graph.ty(n).shape, &bindings).map_err(anyhow::Error::msg);
+        let inputs = step.inputs.iter().map(|&n| size(n)).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[usize]> = inputs.iter().map(|v| v.as_slice()).collect();
+        let op = &p.graph.node(id).op;
+        let Some(kernels) = rhea_cuda::op_kernels(op, p.graph.ty(id).dtype, &refs, &size(id)?, &format!("s{s}")) else {
+            continue;
+        };
+        let blas =
+            matches!(op, Op::Gemm { .. } | Op::Dot | Op::Conv2d(_) | Op::Conv2dInputGrad(_) | Op::Conv2dWeightGrad(_));
+        let how = match (blas, kernels.is_empty()) {
+            (true, true) => "cuBLAS",
+            (true, false) => "cuBLAS products and the kernels below",
+            (false, _) => "the kernel below",
+        };
+        out.push_str(&format!("# step s{s}, {} ({id}): {how}\n", op.name()));
+        for l in kernels {
+            let ptx = rhea_cuda::module(target, &[&l]);
+            out.push_str(&format!("# kernel {} ({}, grid {} x block {})\n{ptx}\n", l.name, l.shape, l.grid, l.block));
+        }
+    }
     if !used.is_empty() {
         out = format!("# PTX specialized to {} (set with --dim)\n{out}", used.join(", "));
     }
     Ok(out)
 }
 
+/// Splits the tensors of an inputs file into the graph's input feeds and
+/// shared variable values (set on `graph`), rejecting any other name.
 fn feed(graph: &mut Graph, tensors: Vec<(String, Value)>, file: Option<&Path>) -> Result<HashMap<String, Value>> {
     let shown = file.map_or_else(String::new, |f| f.display().to_string());
     let mut feeds = HashMap::new();

@@ -129,6 +129,22 @@ impl Driver for EmulatedDriver {
         if !matches!(dtype, DType::F32 | DType::F64) {
             return Err(format!("BLAS has no {dtype} product"));
         }
+        let size = dtype.size_bytes() as u64;
+        for i in 0..g.batch as u64 {
+            let at = |base: Ptr, stride: usize| base + i * stride as u64 * size;
+            self.product(g, dtype, at(a, g.stride_a), at(b, g.stride_b), at(c, g.stride_c))?;
+        }
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl EmulatedDriver {
+    /// One product of a (batched) BLAS call.
+    fn product(&self, g: &BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr) -> Result<(), String> {
         let mut s = self.state();
         // Column j of a column-major matrix starts at j * ld; `cols` columns of `rows`.
         let extent =
@@ -158,9 +174,5 @@ impl Driver for EmulatedDriver {
             _ => cv.iter().flat_map(|&x| x.to_le_bytes()).collect(),
         };
         s.mem.write(c, &bytes)
-    }
-
-    fn synchronize(&self) -> Result<(), String> {
-        Ok(())
     }
 }

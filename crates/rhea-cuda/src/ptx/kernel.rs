@@ -40,13 +40,13 @@ pub struct Lowered {
 
 /// The index arithmetic's width: `u32` unless some index can pass 2^31.
 #[derive(Clone, Copy)]
-struct Ix {
-    kind: Kind,
-    t: &'static str,
+pub(super) struct Ix {
+    pub kind: Kind,
+    pub t: &'static str,
 }
 
 impl Ix {
-    fn for_size(n: usize) -> Ix {
+    pub fn for_size(n: usize) -> Ix {
         if n < (1 << 31) { Ix { kind: Kind::B32, t: "u32" } } else { Ix { kind: Kind::B64, t: "u64" } }
     }
 }
@@ -102,7 +102,7 @@ fn offset(e: &mut Emitter, ix: Ix, idx: R, axes: &[Axis]) -> R {
 }
 
 /// The address of element `off` of a buffer at `base`.
-fn address(e: &mut Emitter, ix: Ix, base: R, off: R, dtype: DType) -> R {
+pub(super) fn address(e: &mut Emitter, ix: Ix, base: R, off: R, dtype: DType) -> R {
     let size = dtype.size_bytes();
     let bytes = if ix.kind == Kind::B32 {
         e.op2("mul.wide.u32", Kind::B64, off, size)
@@ -112,7 +112,7 @@ fn address(e: &mut Emitter, ix: Ix, base: R, off: R, dtype: DType) -> R {
     e.op2("add.s64", Kind::B64, base, bytes)
 }
 
-fn load(e: &mut Emitter, addr: R, dtype: DType) -> R {
+pub(super) fn load(e: &mut Emitter, addr: R, dtype: DType) -> R {
     match dtype {
         DType::Bool => {
             let byte = e.reg(Kind::B32);
@@ -127,7 +127,7 @@ fn load(e: &mut Emitter, addr: R, dtype: DType) -> R {
     }
 }
 
-fn store(e: &mut Emitter, addr: R, value: R, dtype: DType) {
+pub(super) fn store(e: &mut Emitter, addr: R, value: R, dtype: DType) {
     match dtype {
         DType::Bool => {
             let byte = e.reg(Kind::B32);
@@ -166,7 +166,7 @@ fn body(e: &mut Emitter, k: &Kernel, loaded: &[R]) -> Result<Vec<R>, String> {
 }
 
 /// The parameters and base pointers of a kernel: inputs, then outputs.
-fn prologue(e: &mut Emitter, name: &str, count: usize) -> (String, Vec<R>) {
+pub(super) fn prologue(e: &mut Emitter, name: &str, count: usize) -> (String, Vec<R>) {
     let params: Vec<String> = (0..count).map(|i| format!("\t.param .u64 {name}_p{i}")).collect();
     let bases = (0..count)
         .map(|i| {
@@ -190,7 +190,44 @@ fn widen(e: &mut Emitter, ix: Ix, r: R) -> R {
     if ix.kind == Kind::B32 { r } else { e.op1("cvt.u64.u32", Kind::B64, r) }
 }
 
-fn blocks(items: usize, per_block: usize) -> u32 {
+/// A grid-stride loop over `items`: each thread starts at its global
+/// index and steps by the grid's thread count.
+pub(super) struct GridLoop {
+    /// The item this iteration handles.
+    pub idx: R,
+    step: R,
+    top: String,
+    done: String,
+    ix: Ix,
+}
+
+impl GridLoop {
+    /// Opens the loop: code written next runs once per item.
+    pub fn open(e: &mut Emitter, ix: Ix, items: usize) -> GridLoop {
+        let (ctaid, ntid, tid, nctaid) =
+            (special(e, "ctaid.x"), special(e, "ntid.x"), special(e, "tid.x"), special(e, "nctaid.x"));
+        let start = e.reg(Kind::B32);
+        e.ins(format!("mad.lo.u32 {start}, {ctaid}, {ntid}, {tid}"));
+        let step = e.op2("mul.lo.u32", Kind::B32, nctaid, ntid);
+        let (idx, step) = (widen(e, ix, start), widen(e, ix, step));
+        let (top, done) = (e.label("loop"), e.label("done"));
+        e.place(&top);
+        let out_of_range = e.setp("ge", ix.t, idx, items);
+        e.ins(format!("@{out_of_range} bra {done}"));
+        GridLoop { idx, step, top, done, ix }
+    }
+
+    /// Closes the loop and returns from the kernel.
+    pub fn close(self, e: &mut Emitter) {
+        let (idx, step) = (self.idx, self.step);
+        e.ins(format!("add.{} {idx}, {idx}, {step}", self.ix.t));
+        e.ins(format!("bra {}", self.top));
+        e.place(&self.done);
+        e.ins("ret");
+    }
+}
+
+pub(super) fn blocks(items: usize, per_block: usize) -> u32 {
     items.div_ceil(per_block).clamp(1, MAX_GRID) as u32
 }
 
@@ -212,7 +249,7 @@ pub fn lower_kernel(k: &Kernel, name: &str, dims: &[usize], shapes: &[Vec<usize>
     }
 }
 
-fn entry(name: &str, params: &str, body: String) -> String {
+pub(super) fn entry(name: &str, params: &str, body: String) -> String {
     format!(".visible .entry {name}(\n{params}\n)\n{{\n{body}}}\n")
 }
 
@@ -241,16 +278,8 @@ fn elementwise(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -
             hoisted[i] = Some(load(&mut e, bases[i], k.inputs[i].dtype));
         }
     }
-    let (ctaid, ntid, tid, nctaid) =
-        (special(&mut e, "ctaid.x"), special(&mut e, "ntid.x"), special(&mut e, "tid.x"), special(&mut e, "nctaid.x"));
-    let start = e.reg(Kind::B32);
-    e.ins(format!("mad.lo.u32 {start}, {ctaid}, {ntid}, {tid}"));
-    let step = e.op2("mul.lo.u32", Kind::B32, nctaid, ntid);
-    let (idx, step) = (widen(&mut e, ix, start), widen(&mut e, ix, step));
-    let (top, done) = (e.label("loop"), e.label("done"));
-    e.place(&top);
-    let out_of_range = e.setp("ge", t, idx, items);
-    e.ins(format!("@{out_of_range} bra {done}"));
+    let lp = GridLoop::open(&mut e, ix, items);
+    let idx = lp.idx;
     let mut per_lane: Vec<Vec<R>> = vec![Vec::new(); lanes];
     for (i, (spec, s)) in k.inputs.iter().zip(strides).enumerate() {
         if let Some(r) = hoisted[i] {
@@ -295,10 +324,7 @@ fn elementwise(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -
             store(&mut e, addr, results[0][out.value as usize], dtype);
         }
     }
-    e.ins(format!("add.{t} {idx}, {idx}, {step}"));
-    e.ins(format!("bra {top}"));
-    e.place(&done);
-    e.ins("ret");
+    lp.close(&mut e);
     Ok(Lowered {
         name: name.to_string(),
         text: entry(name, &params, e.finish()),
@@ -377,7 +403,7 @@ fn int(e: &mut Emitter, d: DType, v: i64) -> R {
 }
 
 /// `mov` into an existing register (loop-carried values).
-fn assign(e: &mut Emitter, dst: R, src: R, dtype: DType) {
+pub(super) fn assign(e: &mut Emitter, dst: R, src: R, dtype: DType) {
     e.ins(format!("mov.{} {dst}, {src}", mov_ty(dtype)));
 }
 
