@@ -34,6 +34,11 @@ use crate::ptx::{Lowered, lower_kernel, module};
 /// Runs an op on the host (the interpreter's implementation).
 pub type Fallback<'f> = &'f dyn Fn(&Op, &[&Value], &Bindings) -> Result<Value, String>;
 
+/// The NaN guard's check of one step's output given its inputs: `None`
+/// when the output is finite, else what is wrong and the inputs'
+/// statistics (`rhea_cpu::nan_report`).
+pub type NanCheck = fn(&Value, &[&Value]) -> Option<String>;
+
 /// Where a step finds a value.
 #[derive(Clone, Copy, Debug)]
 enum Source {
@@ -95,6 +100,8 @@ pub struct Prepared {
     /// (shared variable index, its new value)
     updates: Vec<(usize, Operand)>,
     bindings: Bindings,
+    /// The NaN guard: check every step's float outputs.
+    nan_guard: Option<NanCheck>,
 }
 
 /// Shared variables' device copies, kept across calls and plans, and who
@@ -345,7 +352,65 @@ impl Prepared {
             outputs,
             updates: update_list,
             bindings: bindings.clone(),
+            nan_guard: None,
         })
+    }
+
+    /// Checks every step's float outputs with `check` as the call goes,
+    /// stopping at the first that holds a NaN or an infinity: the GPU is
+    /// synchronized and the step's inputs and outputs downloaded after each
+    /// step (slow, for debugging). Updates land after the last step, so a
+    /// stopped call changes nothing.
+    pub fn with_nan_guard(mut self, check: NanCheck) -> Prepared {
+        self.nan_guard = Some(check);
+        self
+    }
+
+    /// A step's operands: what it reads and what it writes.
+    fn operands<'r>(run: &'r Run, reads: usize) -> (Vec<&'r Operand>, Vec<&'r Operand>) {
+        match run {
+            Run::Kernel { args, .. } => (args[..reads].iter().collect(), args[reads..].iter().collect()),
+            Run::HostKernel { inputs, outputs, .. } => (inputs.iter().collect(), outputs.iter().collect()),
+            Run::Calls { inputs, output, .. } | Run::HostOp { inputs, output, .. } => {
+                (inputs.iter().collect(), vec![output])
+            }
+            Run::Copy { src, dst } => (vec![src], vec![dst]),
+        }
+    }
+
+    /// The NaN guard after step `s`: its first output holding a NaN or an
+    /// infinity, as an error naming the node.
+    fn guard(
+        &self,
+        check: NanCheck,
+        program: &Program,
+        s: usize,
+        run: &Run,
+        store: &SharedStore,
+    ) -> Result<(), String> {
+        let step = &program.steps[s];
+        let (reads, writes) = Self::operands(run, step.inputs.len());
+        let mut inputs: Option<Vec<Value>> = None;
+        for (o, out) in writes.iter().enumerate() {
+            if !out.dtype.is_float() {
+                continue;
+            }
+            let v =
+                download(&*self.driver, self.address(out, store), out.dtype, &out.shape).map_err(|e| e.to_string())?;
+            if v.to_f64_vec().iter().all(|x| x.is_finite()) {
+                continue;
+            }
+            if inputs.is_none() {
+                let owned: Vec<Operand> = reads.iter().map(|&r| r.clone()).collect();
+                inputs = Some(self.fetch(&owned, store).map_err(|e| e.to_string())?);
+            }
+            let refs: Vec<&Value> = inputs.iter().flatten().collect();
+            if let Some(report) = check(&v, &refs) {
+                let node = step.outputs.get(o).map_or_else(|| format!("output {o}"), |id| id.to_string());
+                return Err(format!("NaN guard: {node} has {report}"));
+            }
+        }
+        Ok(())
     }
 
     /// The shared variables the plan reads or updates, in the order
@@ -471,6 +536,10 @@ impl Prepared {
                 if let Some(slot) = t.get_mut(*s) {
                     *slot += started.elapsed();
                 }
+            }
+            if let Some(check) = self.nan_guard {
+                self.driver.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e}")))?;
+                self.guard(check, program, *s, run, store).map_err(|e| fail(at, e))?;
             }
         }
         self.driver.synchronize().map_err(|e| fail(None, format!("a GPU step failed: {e}")))?;

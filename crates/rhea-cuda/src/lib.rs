@@ -19,4 +19,4 @@ mod library;
 pub use library::op_kernels;
 mod memory;
 
-pub use exec::{Fallback, Prepared, SharedStore};
+pub use exec::{Fallback, NanCheck, Prepared, SharedStore};

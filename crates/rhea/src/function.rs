@@ -278,11 +278,6 @@ impl FunctionBuilder {
                 (Some(rhea_cpu::CpuKernels::compile(&kernels)?), None)
             }
             Backend::Cuda | Backend::CudaEmulated => {
-                if self.nan_guard {
-                    return Err(FunctionError::Invalid(
-                        "the NaN guard runs on the interp and cpu backends, not yet on cuda".into(),
-                    ));
-                }
                 let gpu = match self.backend {
                     Backend::Cuda => rhea_cuda::open_shared(0)?,
                     _ => rhea_cuda::open_emulated(),
@@ -508,10 +503,9 @@ impl Function {
             Some(gpu) => {
                 let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
                 let updates = p.graph.updates().to_vec();
-                Some(
-                    rhea_cuda::Prepared::new(gpu, p, &memory, bindings, &inputs, &self.outputs, &updates)
-                        .map_err(run_error)?,
-                )
+                let prepared = rhea_cuda::Prepared::new(gpu, p, &memory, bindings, &inputs, &self.outputs, &updates)
+                    .map_err(run_error)?;
+                Some(if self.nan_guard { prepared.with_nan_guard(rhea_cpu::nan_report) } else { prepared })
             }
             None => None,
         };
@@ -864,7 +858,7 @@ mod tests {
 
     #[test]
     fn the_nan_guard_stops_at_the_step_that_made_a_nan_and_changes_nothing() {
-        for backend in [Backend::Cpu, Backend::Interp] {
+        for backend in [Backend::Cpu, Backend::Interp, Backend::CudaEmulated] {
             let g = Builder::new();
             let x = g.input("x", DType::F32, [4]).unwrap();
             let w = g.shared("w", array![1.0f32, 1.0, 1.0, 1.0]).unwrap();
