@@ -367,7 +367,7 @@ impl Prepared {
     }
 
     /// A step's operands: what it reads and what it writes.
-    fn operands<'r>(run: &'r Run, reads: usize) -> (Vec<&'r Operand>, Vec<&'r Operand>) {
+    fn operands(run: &Run, reads: usize) -> (Vec<&Operand>, Vec<&Operand>) {
         match run {
             Run::Kernel { args, .. } => (args[..reads].iter().collect(), args[reads..].iter().collect()),
             Run::HostKernel { inputs, outputs, .. } => (inputs.iter().collect(), outputs.iter().collect()),
