@@ -1,4 +1,5 @@
-//! `rhea check`: the interpreter and the CPU backend node by node.
+//! `rhea check`: the interpreter and a compiled backend (the CPU, or the
+//! CUDA backend on the emulated GPU), node by node or step by step.
 
 use ndarray::array;
 use rhea::{Builder, DType, Value};
@@ -54,6 +55,9 @@ fn the_fused_program_is_checked_step_by_step_naming_the_kernel() {
     let (graph, inputs) = mlp_with_inputs(dir.path());
     let out = rhea(&["check", &graph, "--inputs", &inputs, "--fused"]).ok().to_string();
     assert!(out.contains("step outputs of the fused program: interp and cpu agree within 0.0001"), "{out}");
+    let out =
+        rhea(&["check", &graph, "--inputs", &inputs, "--fused", "--backends", "interp,cuda-emu"]).ok().to_string();
+    assert!(out.contains("step outputs of the fused program: interp and cuda-emu agree within 0.0001"), "{out}");
     // With no tolerance, the inline tanh differs from the exact one inside
     // a fused kernel, which is named with the nodes it fuses.
     let g = Builder::new();
@@ -63,10 +67,15 @@ fn the_fused_program_is_checked_step_by_step_naming_the_kernel() {
     let graph = write_graph(dir.path(), "tanh.json", &g.to_graph());
     let xs: Vec<f32> = (0..64).map(|i| i as f32 * 0.0731 - 2.3).collect();
     let inputs = write_tensors(dir.path(), "in.safetensors", &[("x", Value::from(ndarray::Array1::from(xs)))]);
-    let out = rhea(&["check", &graph, "--inputs", &inputs, "--fused", "--tolerance", "0"]);
-    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("computed by kernel k0 (fuses "), "{}", out.stdout);
-    assert!(out.stdout.contains("built at tests/cli/check.rs:"), "{}", out.stdout);
-    rhea(&["check", &graph, "--inputs", &inputs, "--fused", "--backends", "interp,cuda"])
-        .fails_with(&["--fused checks the CPU backend's kernels"]);
+    // The GPU's tanh is the CPU's algorithm: the same kernel differs there.
+    for backend in ["interp,cpu", "interp,cuda-emu"] {
+        let out = rhea(&["check", &graph, "--inputs", &inputs, "--fused", "--tolerance", "0", "--backends", backend]);
+        assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("computed by kernel k0 (fuses "), "{}", out.stdout);
+        assert!(out.stdout.contains("built at tests/cli/check.rs:"), "{}", out.stdout);
+    }
+    if !rhea_cuda::driver_present() {
+        rhea(&["check", &graph, "--inputs", &inputs, "--fused", "--backends", "interp,cuda"])
+            .fails_with(&["no CUDA driver found"]);
+    }
 }

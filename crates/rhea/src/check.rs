@@ -101,14 +101,15 @@ fn diverges(a: &Value, b: &Value, tol: f64) -> Option<(usize, (f64, f64), f64)> 
     first.map(|(i, v)| (i, v, worst))
 }
 
-/// Runs `graph` optimized and fused (mode fast) on the CPU backend, one
-/// step at a time with every step's outputs kept, and compares each with
-/// the interpreter evaluating the same optimized graph node by node. The
-/// first output that differs names its step: the fused kernel with the
-/// nodes it computes (or the library op) and the line that built it. This
-/// checks the code generation of fused kernels; the rewrites themselves
-/// are checked by [`check`] (and by the optimizer's own verification).
-pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64) -> Result<Report> {
+/// Runs `graph` optimized and fused (mode fast) on `backend` (the CPU or
+/// CUDA backend), one step at a time with every step's outputs kept, and
+/// compares each with the interpreter evaluating the same optimized graph
+/// node by node. The first output that differs names its step: the fused
+/// kernel with the nodes it computes (or the library op) and the line that
+/// built it. This checks the code generation of fused kernels; the
+/// rewrites themselves are checked by [`check`] (and by the optimizer's
+/// own verification).
+pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64, backend: Backend) -> Result<Report> {
     use rhea::opt::{MemoryPlan, StepKind};
     if graph.outputs().is_empty() {
         bail!("the graph declares no outputs: there is nothing to check");
@@ -118,17 +119,26 @@ pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64
     let outputs: Vec<NodeId> = p.steps.iter().flat_map(|s| s.outputs.iter().copied()).collect();
     let reference = rhea::interp::run_all(&p.graph, feeds, &outputs)?;
     // Every step output in a buffer of its own, so that all are kept.
+    let bindings = rhea::interp::bind_inputs(&p.graph, feeds)?;
     let mut memory = MemoryPlan::default();
     for (b, &id) in outputs.iter().enumerate() {
+        let ty = p.graph.ty(id);
+        let shape = rhea::kernel::resolve(&ty.shape, &bindings).map_err(anyhow::Error::msg)?;
         memory.buffer_of.insert(id, b);
-        memory.buffer_bytes.push(0);
+        memory.buffer_bytes.push(shape.iter().product::<usize>() * ty.dtype.size_bytes());
     }
-    let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-    let cpu = rhea_cpu::CpuKernels::compile(&kernels)?;
-    let run_kernel = |k: usize, ins: &[&Value], b: &rhea::interp::Bindings| cpu.run(k, ins, b);
-    let run_op = |op: &rhea::Op, ins: &[&Value]| rhea_cpu::library_op(op, ins);
-    let shared = |id: NodeId, _: &str| p.graph.shared_value(id);
-    let got = rhea::interp::run_program_with(p, &memory, feeds, &shared, &outputs, &run_kernel, &run_op)?;
+    let got = match backend {
+        Backend::Cuda | Backend::CudaEmulated => run_fused_on_gpu(p, &memory, &bindings, feeds, &outputs, backend)?,
+        Backend::Cpu => {
+            let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
+            let cpu = rhea_cpu::CpuKernels::compile(&kernels)?;
+            let run_kernel = |k: usize, ins: &[&Value], b: &rhea::interp::Bindings| cpu.run(k, ins, b);
+            let run_op = |op: &rhea::Op, ins: &[&Value]| rhea_cpu::library_op(op, ins);
+            let shared = |id: NodeId, _: &str| p.graph.shared_value(id);
+            rhea::interp::run_program_with(p, &memory, feeds, &shared, &outputs, &run_kernel, &run_op)?
+        }
+        Backend::Interp => bail!("--fused compares the interpreter with a compiled backend, not with itself"),
+    };
     let g = &p.graph;
     let mut compared = 0;
     let mut values = got.iter();
@@ -155,4 +165,38 @@ pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64
         }
     }
     Ok(Report { compared, first: None })
+}
+
+/// The optimized program's step outputs `outputs` on the CUDA backend (a
+/// GPU, or the emulator), each in its own buffer of `memory`.
+fn run_fused_on_gpu(
+    p: &rhea::opt::Program,
+    memory: &rhea::opt::MemoryPlan,
+    bindings: &rhea::interp::Bindings,
+    feeds: &HashMap<String, Value>,
+    outputs: &[NodeId],
+    backend: Backend,
+) -> Result<Vec<Value>> {
+    let gpu = if backend == Backend::Cuda { rhea_cuda::open_shared(0)? } else { rhea_cuda::open_emulated() };
+    let inputs = p.graph.inputs();
+    let values = inputs
+        .iter()
+        .map(|&id| {
+            let name = p.graph.leaf_name(id).unwrap_or_default();
+            feeds.get(name).cloned().ok_or_else(|| anyhow::anyhow!("input {name:?} was not given"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let run = |e: rhea::opt::ExecError| anyhow::anyhow!("{e}");
+    let mut prepared = rhea_cuda::Prepared::new(&gpu, p, memory, bindings, &inputs, outputs, &[]).map_err(run)?;
+    let shared = prepared
+        .shared_nodes()
+        .map(|id| match p.graph.shared_value(id) {
+            Some(v) => Ok((v, 0)),
+            None => bail!("shared variable {:?} has no value", p.graph.leaf_name(id).unwrap_or_default()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
+    let mut store = rhea_cuda::SharedStore::default();
+    let (got, _) = prepared.run(&gpu, p, &values, &shared, &mut store, &fallback, None).map_err(run)?;
+    Ok(got)
 }

@@ -81,14 +81,16 @@ matches NaN). The first node that differs is printed with the line that
 built it, the element and both values, and the exit status is 1.
 
 With --fused, the graph is optimized and fused as `function` compiles it, run
-on the CPU backend step by step with every step's outputs kept, and compared
-with the interpreter evaluating the optimized graph; a divergence names the
-fused kernel (and the nodes it fuses) or library op that computed it.
+on the backend (cpu, cuda or cuda-emu) step by step with every step's
+outputs kept, and compared with the interpreter evaluating the optimized
+graph; a divergence names the fused kernel (and the nodes it fuses) or
+library op that computed it.
 
 Examples:
   rhea check model.json --inputs inputs.safetensors
   rhea check model.json --inputs inputs.safetensors --tolerance 0
   rhea check model.json --inputs inputs.safetensors --fused
+  rhea check model.json --inputs inputs.safetensors --fused --backends interp,cuda
   rhea check model.json --inputs inputs.safetensors --backends interp,cuda";
 
 #[derive(clap::Args)]
@@ -104,8 +106,8 @@ struct CheckArgs {
     /// Largest difference allowed, relative to 1 + |reference|.
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f64,
-    /// Check the optimized, fused program step by step (cpu) instead of op
-    /// by op: a divergence names the fused kernel that computed it.
+    /// Check the optimized, fused program step by step instead of op by op:
+    /// a divergence names the fused kernel that computed it.
     #[arg(long)]
     fused: bool,
 }
@@ -316,11 +318,8 @@ fn check_command(args: &CheckArgs) -> Result<()> {
         None => Vec::new(),
     };
     let feeds = feed(&mut graph, tensors, args.inputs.as_deref())?;
-    if args.fused && backend != rhea::Backend::Cpu {
-        bail!("--fused checks the CPU backend's kernels (--backends interp,cpu)");
-    }
     let report = if args.fused {
-        check::check_fused(&graph, &feeds, args.tolerance)
+        check::check_fused(&graph, &feeds, args.tolerance, backend)
     } else {
         check::check(&graph, &feeds, args.tolerance, backend)
     }
