@@ -196,3 +196,41 @@ fn an_allocation_larger_than_the_gpu_is_a_clear_error_naming_the_buffer() {
     assert_eq!(got[0].shape(), &[64, 256]);
     assert_eq!(gpu.memory(), (1 << 20, 1 << 20));
 }
+
+#[test]
+#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
+fn few_large_reductions_on_the_gpu_match_the_interpreter() {
+    few_large_reductions_match_the_interpreter(On::Gpu);
+}
+
+#[test]
+fn few_large_reductions_on_the_emulated_gpu_match_the_interpreter() {
+    few_large_reductions_match_the_interpreter(On::Emulator);
+}
+
+/// Sums, means and maxima with few outputs of many elements run in two
+/// stages (several blocks per output, then a kernel combining the parts
+/// through the plan's scratch buffer), beside an elementwise output.
+fn few_large_reductions_match_the_interpreter(on: On) {
+    use std::collections::HashMap;
+    for dtype in [rhea::DType::F32, rhea::DType::F64] {
+        let g = rhea::Builder::new();
+        let x = g.input("x", dtype, [5, 30000]).unwrap();
+        let e = x.mul(0.5).unwrap().exp().unwrap();
+        g.output("exp", &e).unwrap();
+        g.output("rows", &e.sum(&[1], false).unwrap()).unwrap();
+        g.output("mean", &x.mean(&[0, 1], false).unwrap()).unwrap();
+        g.output("max", &x.max(&[1], true).unwrap()).unwrap();
+        let graph = g.to_graph();
+        let p = program(&graph, &options(Mode::Fast, &[]));
+        let shape = [5, 30000];
+        let data: Vec<f64> = (0..150_000u64).map(|i| rhea::rng::uniform01(5, i) * 6.0 - 3.0).collect();
+        let feeds = HashMap::from([("x".to_string(), Value::from_f64(dtype, &shape, &data).unwrap())]);
+        let want = run_program(&p, &feeds).unwrap();
+        let got = run_cuda(&p, &feeds, on == On::Emulator).unwrap();
+        for (k, (w, o)) in want.iter().zip(&got).enumerate() {
+            close(w, o, 1e-6).unwrap_or_else(|e| panic!("{dtype} output {k} on {}: {e}", on.name()));
+        }
+    }
+    println!("two-stage reductions on {} match the interpreter", on.name());
+}

@@ -138,8 +138,16 @@ fn reduction_kernels(suite: &mut Suite) {
     type Reduce = fn(&Var, &[isize], bool) -> Result<Var, rhea::GraphError>;
     let combines: [(&str, Reduce); 5] =
         [("sum", Var::sum), ("mean", Var::mean), ("max", Var::max), ("min", Var::min), ("prod", Var::prod)];
-    let layouts: [(&[usize], &[isize]); 4] =
-        [(&[6, 1000], &[1]), (&[500, 16], &[0]), (&[3, 5, 70], &[0, 2]), (&[100, 1100], &[0])];
+    // The last two have few outputs of many elements: several blocks each,
+    // then a second kernel combining their parts.
+    let layouts: [(&[usize], &[isize]); 6] = [
+        (&[6, 1000], &[1]),
+        (&[500, 16], &[0]),
+        (&[3, 5, 70], &[0, 2]),
+        (&[100, 1100], &[0]),
+        (&[6, 20000], &[1]),
+        (&[70000], &[0]),
+    ];
     for dtype in [DType::F32, DType::F64, DType::I32] {
         for (shape, axes) in layouts {
             let g = Builder::new();

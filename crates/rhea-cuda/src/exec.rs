@@ -50,6 +50,8 @@ enum Source {
     Const(usize),
     /// This many bytes into the arena.
     Arena(usize),
+    /// The plan's scratch buffer (a two-stage reduction's partials).
+    Scratch,
 }
 
 /// A value as a step sees it: where, and its type at this plan's sizes.
@@ -82,13 +84,21 @@ enum Run {
     HostOp { node: NodeId, inputs: Vec<Operand>, output: Operand },
 }
 
+/// A kernel as loaded: its entry, and the entry launched after it (a
+/// two-stage reduction's second stage) with its grid and block.
+#[derive(Clone, Copy, Debug)]
+struct Loaded {
+    main: FunctionId,
+    finish: Option<(FunctionId, u32, u32)>,
+}
+
 /// A program ready to run at one set of input sizes.
 pub struct Prepared {
     driver: Arc<dyn Driver>,
     modules: Vec<ModuleId>,
     /// The entries of the modules, by index (`None` where the driver
     /// rejected one: no step launches those).
-    functions: Vec<Option<FunctionId>>,
+    functions: Vec<Option<Loaded>>,
     steps: Vec<(usize, Run)>,
     arena: DeviceBuffer,
     /// Columns for convolutions (`None`: no step needs any).
@@ -272,8 +282,12 @@ impl Prepared {
                     match lower_kernel(kernel, &format!("k{k}"), &dims, &shapes) {
                         Ok(l) => {
                             let (grid, block) = (l.grid, l.block);
+                            let partials = (l.scratch > 0).then(|| {
+                                scratch = scratch.max(l.scratch);
+                                Operand { source: Source::Scratch, dtype: DType::F64, shape: vec![l.scratch / 8] }
+                            });
                             lowered.push(l);
-                            let args = ins.into_iter().chain(outs).collect();
+                            let args = ins.into_iter().chain(outs).chain(partials).collect();
                             Run::Kernel { entry: lowered.len() - 1, grid, block, args }
                         }
                         Err(_) => Run::HostKernel { kernel: *k, inputs: ins, outputs: outs },
@@ -313,7 +327,8 @@ impl Prepared {
                 Run::Kernel { entry, args, .. } if functions[*entry].is_none() => {
                     let StepKind::Kernel(k) = program.steps[*s].kind else { unreachable!("kernel steps") };
                     let mut inputs = std::mem::take(args);
-                    let outputs = inputs.split_off(program.fusion.groups[k].kernel.inputs.len());
+                    let mut outputs = inputs.split_off(program.fusion.groups[k].kernel.inputs.len());
+                    outputs.truncate(program.steps[*s].outputs.len());
                     *run = Run::HostKernel { kernel: k, inputs, outputs };
                 }
                 Run::Calls { node, inputs, output, base, calls }
@@ -369,7 +384,11 @@ impl Prepared {
     /// A step's operands: what it reads and what it writes.
     fn operands(run: &Run, reads: usize) -> (Vec<&Operand>, Vec<&Operand>) {
         match run {
-            Run::Kernel { args, .. } => (args[..reads].iter().collect(), args[reads..].iter().collect()),
+            // A two-stage reduction's partials (after the outputs) are not checked.
+            Run::Kernel { args, .. } => (
+                args[..reads].iter().collect(),
+                args[reads..].iter().filter(|a| !matches!(a.source, Source::Scratch)).collect(),
+            ),
             Run::HostKernel { inputs, outputs, .. } => (inputs.iter().collect(), outputs.iter().collect()),
             Run::Calls { inputs, output, .. } | Run::HostOp { inputs, output, .. } => {
                 (inputs.iter().collect(), vec![output])
@@ -425,6 +444,7 @@ impl Prepared {
             Source::Const(i) => self.consts[i].ptr,
             Source::Arena(off) => self.arena.ptr + off as u64,
             Source::Shared(i) => store.buffers.get(&self.shared[i].0).map_or(0, |(b, _)| b.ptr),
+            Source::Scratch => self.scratch.as_ref().map_or(0, |b| b.ptr),
         }
     }
 
@@ -576,7 +596,11 @@ impl Prepared {
 
     fn launch(&self, entry: usize, grid: u32, block: u32, ptrs: &[Ptr]) -> Result<(), String> {
         let f = self.functions[entry].ok_or("a kernel the driver rejected was launched")?;
-        self.driver.launch(f, grid, block, ptrs)
+        self.driver.launch(f.main, grid, block, ptrs)?;
+        match f.finish {
+            Some((g, grid, block)) => self.driver.launch(g, grid, block, ptrs),
+            None => Ok(()),
+        }
     }
 
     fn store_value(&self, o: &Operand, v: &Value, store: &SharedStore) -> Result<(), CudaError> {
@@ -601,22 +625,41 @@ impl Drop for Prepared {
 /// Loads the plan's kernels: as one module, or, if the driver rejects it,
 /// one module per kernel, so that only the rejected kernels (`None`) run on
 /// the host.
-fn load_kernels(gpu: &Gpu, ptx: &str, lowered: &[Lowered]) -> (Vec<ModuleId>, Vec<Option<FunctionId>>) {
+fn load_kernels(gpu: &Gpu, ptx: &str, lowered: &[Lowered]) -> (Vec<ModuleId>, Vec<Option<Loaded>>) {
     if lowered.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let names: Vec<&str> = lowered.iter().map(|l| l.name.as_str()).collect();
+    // Every kernel's entry, then each second stage's.
+    let mut names: Vec<&str> = lowered.iter().map(|l| l.name.as_str()).collect();
+    names.extend(lowered.iter().filter_map(|l| l.finish.as_ref().map(|f| f.name.as_str())));
+    let pair = |l: &Lowered, main: Option<FunctionId>, finish: Option<FunctionId>| -> Option<Loaded> {
+        match &l.finish {
+            None => Some(Loaded { main: main?, finish: None }),
+            Some(stage) => Some(Loaded { main: main?, finish: Some((finish?, stage.grid, stage.block)) }),
+        }
+    };
     if let Ok((m, functions)) = gpu.driver.load(ptx, &names) {
-        return (vec![m], functions);
+        let mut finishes = functions[lowered.len()..].iter();
+        let loaded = lowered
+            .iter()
+            .zip(&functions)
+            .map(|(l, &f)| {
+                let finish = if l.finish.is_some() { finishes.next().copied().flatten() } else { None };
+                pair(l, f, finish)
+            })
+            .collect();
+        return (vec![m], loaded);
     }
     let mut modules = Vec::new();
-    let functions = lowered
+    let loaded = lowered
         .iter()
         .map(|l| {
-            let (m, f) = gpu.driver.load(&module(gpu.target, &[l]), &[l.name.as_str()]).ok()?;
+            let mut names = vec![l.name.as_str()];
+            names.extend(l.finish.as_ref().map(|f| f.name.as_str()));
+            let (m, f) = gpu.driver.load(&module(gpu.target, &[l]), &names).ok()?;
             modules.push(m);
-            f[0]
+            pair(l, f[0], f.get(1).copied().flatten())
         })
         .collect();
-    (modules, functions)
+    (modules, loaded)
 }

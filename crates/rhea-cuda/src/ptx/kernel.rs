@@ -22,6 +22,14 @@ const MAX_GRID: usize = 8192;
 const SERIAL_LIMIT: usize = 64;
 /// ...unless they keep the innermost axis and have this many outputs.
 const COALESCED_OUTPUTS: usize = 1024;
+/// A block-per-output reduction with fewer outputs than this would leave
+/// most of a GPU idle: each output is split into parts, a block each, and
+/// a second kernel combines the parts...
+const TWO_STAGE_OUTPUTS: usize = 256;
+/// ...aiming at this many blocks in all...
+const TWO_STAGE_BLOCKS: usize = 1024;
+/// ...with at least this many elements in a part.
+const MIN_PART: usize = 8192;
 
 /// A lowered kernel: its PTX entry and how to launch it.
 #[derive(Clone, Debug)]
@@ -36,6 +44,23 @@ pub struct Lowered {
     pub block: u32,
     /// How the kernel is organized (for dumps and tests).
     pub shape: &'static str,
+    /// A second entry in `text` to launch after this one, with the same
+    /// parameters (a two-stage reduction's combining stage).
+    pub finish: Option<Stage>,
+    /// Bytes of scratch the kernel needs, passed as one more parameter
+    /// after its outputs (0: no such parameter).
+    pub scratch: usize,
+}
+
+/// A further entry of a lowered kernel.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// The entry's name.
+    pub name: String,
+    /// Blocks to launch.
+    pub grid: u32,
+    /// Threads per block.
+    pub block: u32,
 }
 
 /// The index arithmetic's width: `u32` unless some index can pass 2^31.
@@ -331,6 +356,8 @@ fn elementwise(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -
         grid: blocks(items, BLOCK as usize),
         block: BLOCK,
         shape: if vector { "elementwise, 16-byte vectors" } else { "elementwise" },
+        finish: None,
+        scratch: 0,
     })
 }
 
@@ -464,8 +491,17 @@ fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> 
     // and there are outputs enough to fill the GPU.
     let innermost_kept = kept.last() == Some(&(rank - 1)) && rank > 0;
     let per_block = count > SERIAL_LIMIT && !(innermost_kept && outs >= COALESCED_OUTPUTS);
+    // Few outputs of many elements each: several blocks per output.
+    let parts = if per_block && outs < TWO_STAGE_OUTPUTS {
+        TWO_STAGE_BLOCKS.div_ceil(outs.max(1)).min(count / MIN_PART).max(1)
+    } else {
+        1
+    };
+    let chunk = count.div_ceil(parts);
+    let items = outs * parts;
+    let params_count = k.inputs.len() + k.outputs.len() + usize::from(parts > 1);
     let mut e = Emitter::default();
-    let (params, bases) = prologue(&mut e, name, k.inputs.len() + k.outputs.len());
+    let (params, bases) = prologue(&mut e, name, params_count);
     let smem = format!("{name}_smem");
     if per_block {
         let bytes = (BLOCK as usize / 32) * accs.len().max(1) * 8;
@@ -488,8 +524,14 @@ fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> 
     let domain_strides = row_major(dims);
     let (top, done) = (e.label("outputs"), e.label("done"));
     e.place(&top);
-    let finished = e.setp("ge", t, o, outs);
+    let finished = e.setp("ge", t, o, items);
     e.ins(format!("@{finished} bra {done}"));
+    // Work item o_reg is part `part` of output `o`.
+    let (o, part) = if parts > 1 {
+        (e.op2(&format!("div.{t}"), ix.kind, o_reg, parts), Some(e.op2(&format!("rem.{t}"), ix.kind, o_reg, parts)))
+    } else {
+        (o_reg, None)
+    };
     let kept_off: Vec<R> = strides.iter().map(|s| offset(&mut e, ix, o, &space(dims, &kept, s))).collect();
     let kept_dom = offset(&mut e, ix, o, &space(dims, &kept, &domain_strides));
     let acc_regs: Vec<R> = accs
@@ -502,16 +544,28 @@ fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> 
         })
         .collect();
     let i = e.reg(ix.kind);
+    let mut end = None;
     if per_block {
         let first = widen(&mut e, ix, tid);
-        e.ins(format!("mov.{t} {i}, {first}"));
+        match part {
+            Some(part) => {
+                e.ins(format!("mad.lo.{t} {i}, {part}, {chunk}, {first}"));
+                let stop = e.reg(ix.kind);
+                e.ins(format!("mad.lo.{t} {stop}, {part}, {chunk}, {chunk}"));
+                end = Some(e.op2(&format!("min.{t}"), ix.kind, stop, count));
+            }
+            None => e.ins(format!("mov.{t} {i}, {first}")),
+        }
     } else {
         e.ins(format!("mov.{t} {i}, 0"));
     }
     let i_step = if per_block { widen(&mut e, ix, ntid) } else { int_reg(&mut e, ix, 1) };
     let (inner, inner_done) = (e.label("combine"), e.label("combined"));
     e.place(&inner);
-    let end = e.setp("ge", t, i, count);
+    let end = match end {
+        Some(stop) => e.setp("ge", t, i, stop),
+        None => e.setp("ge", t, i, count),
+    };
     e.ins(format!("@{end} bra {inner_done}"));
     let mut loaded = Vec::with_capacity(k.inputs.len());
     for (n, (spec, s)) in k.inputs.iter().zip(strides).enumerate() {
@@ -578,24 +632,87 @@ fn reduction(k: &Kernel, name: &str, dims: &[usize], strides: &[Vec<usize>]) -> 
         warp_reduce(&mut e, &accs, &acc_regs);
         let not_lane0 = e.setp("ne", "u32", lane, 0);
         e.ins(format!("@{not_lane0} bra {after}"));
-        write(&mut e, &acc_regs);
+        if parts > 1 {
+            // The part's accumulators, raw, into 8-byte slots of the scratch.
+            for (j, (a, &acc)) in accs.iter().zip(&acc_regs).enumerate() {
+                let slot = e.op2(&format!("add.{t}"), ix.kind, o_reg, j * items);
+                let addr = address(&mut e, ix, bases[params_count - 1], slot, DType::F64);
+                e.ins(format!("st.global.{} [{addr}], {acc}", mov_ty(a.acc)));
+            }
+        } else {
+            write(&mut e, &acc_regs);
+        }
         e.place(&after);
         e.ins("bar.sync 0");
     } else {
         write(&mut e, &acc_regs);
     }
-    e.ins(format!("add.{t} {o}, {o}, {o_step}"));
+    e.ins(format!("add.{t} {o_reg}, {o_reg}, {o_step}"));
     e.ins(format!("bra {top}"));
     e.place(&done);
     e.ins("ret");
-    let grid = if per_block { outs.clamp(1, MAX_GRID) as u32 } else { blocks(outs, BLOCK as usize) };
-    Ok(Lowered {
-        name: name.to_string(),
-        text: entry(name, &params, e.finish()),
-        grid,
-        block: BLOCK,
-        shape: if per_block { "reduction, a block per output" } else { "reduction, a thread per output" },
-    })
+    let grid = if per_block { items.clamp(1, MAX_GRID) as u32 } else { blocks(outs, BLOCK as usize) };
+    let mut text = entry(name, &params, e.finish());
+    let (shape, finish, scratch) = if parts > 1 {
+        let stage = format!("{name}_parts");
+        text.push('\n');
+        text.push_str(&combine_parts(&stage, params_count, k.inputs.len(), &reduced, outs, parts, count));
+        let finish = Stage { name: stage, grid: blocks(outs, BLOCK as usize), block: BLOCK };
+        ("reduction, several blocks per output", Some(finish), accs.len() * items * 8)
+    } else if per_block {
+        ("reduction, a block per output", None, 0)
+    } else {
+        ("reduction, a thread per output", None, 0)
+    };
+    Ok(Lowered { name: name.to_string(), text, grid, block: BLOCK, shape, finish, scratch })
+}
+
+/// The second stage of a two-stage reduction: a thread per output combines
+/// its `parts` partial accumulators (in the last parameter, 8-byte slots,
+/// accumulator by accumulator) in order and writes the output.
+fn combine_parts(
+    name: &str,
+    params_count: usize,
+    inputs: usize,
+    reduced: &[(usize, Acc)],
+    outs: usize,
+    parts: usize,
+    count: usize,
+) -> String {
+    let items = outs * parts;
+    let ix = Ix::for_size(items * reduced.len().max(1));
+    let t = ix.t;
+    let mut e = Emitter::default();
+    let (params, bases) = prologue(&mut e, name, params_count);
+    let lp = GridLoop::open(&mut e, ix, outs);
+    let o = lp.idx;
+    let first = e.op2(&format!("mul.lo.{t}"), ix.kind, o, parts);
+    for (j, (n, a)) in reduced.iter().enumerate() {
+        let id = a.identity(&mut e);
+        let acc = e.reg(Kind::of(a.acc));
+        assign(&mut e, acc, id, a.acc);
+        let p = e.reg(ix.kind);
+        e.ins(format!("mov.{t} {p}, 0"));
+        let (top, done) = (e.label("parts"), e.label("parts_done"));
+        e.place(&top);
+        let end = e.setp("ge", t, p, parts);
+        e.ins(format!("@{end} bra {done}"));
+        let slot = e.op2(&format!("add.{t}"), ix.kind, first, p);
+        let slot = e.op2(&format!("add.{t}"), ix.kind, slot, j * items);
+        let addr = address(&mut e, ix, bases[params_count - 1], slot, DType::F64);
+        let v = e.reg(Kind::of(a.acc));
+        e.ins(format!("ld.global.{} {v}, [{addr}]", mov_ty(a.acc)));
+        let c = a.combine(&mut e, acc, v);
+        assign(&mut e, acc, c, a.acc);
+        e.ins(format!("add.{t} {p}, {p}, 1"));
+        e.ins(format!("bra {top}"));
+        e.place(&done);
+        let v = a.finish(&mut e, acc, count);
+        let addr = address(&mut e, ix, bases[inputs + n], o, a.dtype);
+        store(&mut e, addr, v, a.dtype);
+    }
+    lp.close(&mut e);
+    entry(name, &params, e.finish())
 }
 
 /// The shared-memory address of accumulator `j` of warp `warp` (8 bytes
@@ -647,6 +764,14 @@ mod tests {
         assert_eq!(shape_of(&sum(&[500, 2048], vec![0]), &[500, 2048]), "reduction, a thread per output");
         // ...but few columns would leave the GPU idle: a block each.
         assert_eq!(shape_of(&sum(&[500, 16], vec![0]), &[500, 16]), "reduction, a block per output");
+        // Few outputs of many elements: several blocks each, then a
+        // second stage, with scratch for the parts.
+        let k = sum(&[6, 20000], vec![1]);
+        let l = lower_kernel(&k, "k", &[6, 20000], &[vec![6, 20000]]).unwrap();
+        assert_eq!(l.shape, "reduction, several blocks per output");
+        assert_eq!((l.grid, l.scratch), (12, 12 * 8));
+        assert_eq!(l.finish.as_ref().map(|f| f.name.as_str()), Some("k_parts"));
+        assert!(l.text.contains(".entry k_parts("));
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod emit;
 mod kernel;
 mod window;
 
-pub use kernel::{BLOCK, Lowered, lower_kernel};
+pub use kernel::{BLOCK, Lowered, Stage, lower_kernel};
 pub use window::{MAX_TAPS, Pooling, Window, col2im, im2col, pool, pool_grad};
 
 /// A GPU architecture PTX is written for.

@@ -182,6 +182,8 @@ fn finish(name: &str, params: String, e: Emitter, items: usize, shape: &'static 
         grid: blocks(items, BLOCK as usize),
         block: BLOCK,
         shape,
+        finish: None,
+        scratch: 0,
     }
 }
 
