@@ -67,8 +67,8 @@ fn lower_program(p: &Program, feeds: &HashMap<String, Value>, tag: &str, suite: 
         let refs: Vec<&[usize]> = inputs.iter().map(|v| v.as_slice()).collect();
         let name = format!("{}_s{s}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
         let op = &p.graph.node(id).op;
-        if let Some(kernels) = rhea_cuda::op_kernels(op, p.graph.ty(id).dtype, &refs, &shape(id), &name) {
-            suite.library.extend(kernels);
+        if let Some(plan) = rhea_cuda::op_kernels(op, p.graph.ty(id).dtype, &refs, &shape(id), &name) {
+            suite.library.extend(plan.kernels);
         }
     }
 }
@@ -87,7 +87,7 @@ fn vgg16_window_kernels(suite: &mut Suite) {
         let x = [batch, channels, size, size];
         let mut add = |op: rhea::Op, inputs: &[&[usize]], output: &[usize], what: &str| {
             let kernels = rhea_cuda::op_kernels(&op, rhea::DType::F32, inputs, output, &format!("{name}_{what}"));
-            suite.library.extend(kernels.unwrap_or_else(|| panic!("{name} {what} runs on the host")));
+            suite.library.extend(kernels.unwrap_or_else(|| panic!("{name} {what} runs on the host")).kernels);
         };
         if out == 0 {
             let y = [batch, channels, size / 2, size / 2];

@@ -110,15 +110,7 @@ fn convolution_and_pooling_with_gradients_match_the_interpreter() {
         check(on, dtype, [1, 16, 4, 4], [16, 16, 3, 3], conv([1, 1], [3, 3], [1, 1], 1), pool(2, 2, 0, true), true);
     }
     // Many tile rows: Winograd blocks run in parallel.
-    check(
-        on,
-        DType::F32,
-        [2, 16, 130, 130],
-        [16, 16, 3, 3],
-        conv([1, 1], [1, 1], [1, 1], 1),
-        pool(2, 2, 0, true),
-        true,
-    );
+    large_image(on);
     // An im2col matrix over 32 MiB: built and multiplied in blocks of
     // output pixels, in parallel.
     check(on, DType::F32, [1, 64, 128, 130], [8, 64, 3, 3], conv([1, 1], [1, 1], [1, 1], 1), pool(2, 2, 0, true), true);
@@ -141,13 +133,11 @@ fn convolution_and_pooling_with_gradients_on_the_emulated_gpu_match_the_interpre
 #[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
 fn convolution_and_pooling_with_gradients_on_the_gpu_match_the_interpreter() {
     common_cases(On::Gpu);
-    check(
-        On::Gpu,
-        DType::F32,
-        [2, 16, 130, 130],
-        [16, 16, 3, 3],
-        conv([1, 1], [1, 1], [1, 1], 1),
-        pool(2, 2, 0, true),
-        true,
-    );
+    large_image(On::Gpu);
+}
+
+/// A 3x3 convolution of 16 channels over two 130x130 images, and a 2x2 pool.
+fn large_image(on: On) {
+    let (x, w) = ([2, 16, 130, 130], [16, 16, 3, 3]);
+    check(on, DType::F32, x, w, conv([1, 1], [1, 1], [1, 1], 1), pool(2, 2, 0, true), true);
 }

@@ -420,8 +420,7 @@ impl Prepared {
                 continue;
             }
             if inputs.is_none() {
-                let owned: Vec<Operand> = reads.iter().map(|&r| r.clone()).collect();
-                inputs = Some(self.fetch(&owned, store).map_err(|e| e.to_string())?);
+                inputs = Some(self.fetch(reads.iter().copied(), store).map_err(|e| e.to_string())?);
             }
             let refs: Vec<&Value> = inputs.iter().flatten().collect();
             if let Some(report) = check(&v, &refs) {
@@ -444,8 +443,12 @@ impl Prepared {
             Source::Const(i) => self.consts[i].ptr,
             Source::Arena(off) => self.arena.ptr + off as u64,
             Source::Shared(i) => store.buffers.get(&self.shared[i].0).map_or(0, |(b, _)| b.ptr),
-            Source::Scratch => self.scratch.as_ref().map_or(0, |b| b.ptr),
+            Source::Scratch => self.scratch_ptr(),
         }
+    }
+
+    fn scratch_ptr(&self) -> Ptr {
+        self.scratch.as_ref().map_or(0, |b| b.ptr)
     }
 
     /// The address of `at` in a library op's buffers.
@@ -453,7 +456,7 @@ impl Prepared {
         let base = match at.place {
             Place::Input(i) => self.address(&inputs[i], store),
             Place::Output => self.address(output, store),
-            Place::Scratch => self.scratch.as_ref().map_or(0, |b| b.ptr),
+            Place::Scratch => self.scratch_ptr(),
         };
         base + at.offset as u64
     }
@@ -590,8 +593,12 @@ impl Prepared {
         Ok((outputs, fetches))
     }
 
-    fn fetch(&self, ops: &[Operand], store: &SharedStore) -> Result<Vec<Value>, CudaError> {
-        ops.iter().map(|o| download(&*self.driver, self.address(o, store), o.dtype, &o.shape)).collect()
+    fn fetch<'o>(
+        &self,
+        ops: impl IntoIterator<Item = &'o Operand>,
+        store: &SharedStore,
+    ) -> Result<Vec<Value>, CudaError> {
+        ops.into_iter().map(|o| download(&*self.driver, self.address(o, store), o.dtype, &o.shape)).collect()
     }
 
     fn launch(&self, entry: usize, grid: u32, block: u32, ptrs: &[Ptr]) -> Result<(), String> {

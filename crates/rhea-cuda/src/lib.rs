@@ -16,7 +16,7 @@ pub use device::{CudaError, DeviceInfo, EMULATED_MEMORY, Gpu, devices, driver_pr
 mod exec;
 mod library;
 
-pub use library::op_kernels;
+pub use library::{OpKernels, op_kernels};
 mod memory;
 
 pub use exec::{Fallback, NanCheck, Prepared, SharedStore};

@@ -361,11 +361,21 @@ fn pooling(op: &Op, dtype: DType, inputs: &[&[usize]], output: &[usize], name: &
     Some(seq)
 }
 
-/// The kernels the GPU launches for library op `op` (inputs of shapes
-/// `inputs`, output of shape `output`, all of `dtype`), named after
-/// `name`: none for a plain product (cuBLAS alone), and `None` where the op
-/// runs on the host. For dumps and for checking the PTX.
-pub fn op_kernels(op: &Op, dtype: DType, inputs: &[&[usize]], output: &[usize], name: &str) -> Option<Vec<Lowered>> {
+/// How the GPU runs a library op, for dumps and for checking the PTX.
+#[derive(Debug)]
+pub struct OpKernels {
+    /// The kernels it launches (none for a plain product).
+    pub kernels: Vec<Lowered>,
+    /// Whether it calls cuBLAS too.
+    pub blas: bool,
+}
+
+/// How the GPU runs library op `op` (inputs of shapes `inputs`, output of
+/// shape `output`, all of `dtype`), its kernels named after `name`; `None`
+/// where the op runs on the host.
+pub fn op_kernels(op: &Op, dtype: DType, inputs: &[&[usize]], output: &[usize], name: &str) -> Option<OpKernels> {
     let budget = Budget { blas: true, scratch: SCRATCH_BUDGET };
-    plan(op, dtype, inputs, output, name, budget).map(|s| s.kernels)
+    let seq = plan(op, dtype, inputs, output, name, budget)?;
+    let blas = seq.calls.iter().any(|c| matches!(c, Call::Gemm { .. }));
+    Some(OpKernels { kernels: seq.kernels, blas })
 }

@@ -652,18 +652,16 @@ fn ptx_listing(p: &rhea::opt::Program, dims: &[String], sm: u32) -> Result<Strin
         let inputs = step.inputs.iter().map(|&n| size(n)).collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[usize]> = inputs.iter().map(|v| v.as_slice()).collect();
         let op = &p.graph.node(id).op;
-        let Some(kernels) = rhea_cuda::op_kernels(op, p.graph.ty(id).dtype, &refs, &size(id)?, &format!("s{s}")) else {
+        let Some(plan) = rhea_cuda::op_kernels(op, p.graph.ty(id).dtype, &refs, &size(id)?, &format!("s{s}")) else {
             continue;
         };
-        let blas =
-            matches!(op, Op::Gemm { .. } | Op::Dot | Op::Conv2d(_) | Op::Conv2dInputGrad(_) | Op::Conv2dWeightGrad(_));
-        let how = match (blas, kernels.is_empty()) {
+        let how = match (plan.blas, plan.kernels.is_empty()) {
             (true, true) => "cuBLAS",
             (true, false) => "cuBLAS products and the kernels below",
             (false, _) => "the kernel below",
         };
         out.push_str(&format!("# step s{s}, {} ({id}): {how}\n", op.name()));
-        for l in kernels {
+        for l in plan.kernels {
             let ptx = rhea_cuda::module(target, &[&l]);
             out.push_str(&format!("# kernel {} ({}, grid {} x block {})\n{ptx}\n", l.name, l.shape, l.grid, l.block));
         }

@@ -71,8 +71,11 @@ pub(super) struct Ix {
 }
 
 impl Ix {
+    /// 32-bit indices.
+    pub const U32: Ix = Ix { kind: Kind::B32, t: "u32" };
+
     pub fn for_size(n: usize) -> Ix {
-        if n < (1 << 31) { Ix { kind: Kind::B32, t: "u32" } } else { Ix { kind: Kind::B64, t: "u64" } }
+        if n < (1 << 31) { Ix::U32 } else { Ix { kind: Kind::B64, t: "u64" } }
     }
 }
 

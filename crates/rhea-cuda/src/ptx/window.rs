@@ -64,6 +64,8 @@ pub enum Pooling {
     },
 }
 
+/// Whether a window kernel can be written: a float dtype, few enough taps,
+/// and every index space below 2^31 (so the kernels index in `u32`).
 fn check(dtype: DType, taps: usize, sizes: &[usize]) -> Result<(), String> {
     if !dtype.is_float() {
         return Err(format!("window kernels on {dtype} have no PTX lowering"));
@@ -139,7 +141,7 @@ fn window_of(e: &mut Emitter, w: &Window, axis: usize, i: R, k: usize) -> (R, Op
 /// Element `off` of `base` where `valid`, else `default` (the address is
 /// not formed from an offset outside the tensor).
 fn load_where(e: &mut Emitter, valid: Option<R>, base: R, off: R, dtype: DType, default: f64) -> R {
-    let ix = Ix::for_size(0);
+    let ix = Ix::U32;
     let Some(p) = valid else {
         let addr = address(e, ix, base, off, dtype);
         return load(e, addr, dtype);
@@ -203,7 +205,7 @@ pub fn im2col(
     check(dtype, w.taps(), &[items, images * image_stride])?;
     let mut e = Emitter::default();
     let (params, bases) = prologue(&mut e, name, 2);
-    let lp = GridLoop::open(&mut e, Ix::for_size(items), items);
+    let lp = GridLoop::open(&mut e, Ix::U32, items);
     let c = coords(&mut e, lp.idx, &dims);
     let (img, ci, ki, kj, oy, ox) = (c[0], c[1], c[2], c[3], c[4], c[5]);
     let mut pos = [oy; 2];
@@ -221,7 +223,7 @@ pub fn im2col(
     let pixel = mad(&mut e, pos[0], w.input[1], pos[1]);
     let off = e.op2("add.s32", Kind::B32, channel, pixel);
     let v = load_where(&mut e, valid, bases[0], off, dtype, 0.0);
-    let addr = address(&mut e, Ix::for_size(items), bases[1], lp.idx, dtype);
+    let addr = address(&mut e, Ix::U32, bases[1], lp.idx, dtype);
     store(&mut e, addr, v, dtype);
     lp.close(&mut e);
     Ok(finish(name, params, e, items, "im2col"))
@@ -243,7 +245,7 @@ pub fn col2im(
     check(dtype, w.taps(), &[items, images * image_stride, items / w.input_len().max(1) * w.taps() * w.output_len()])?;
     let mut e = Emitter::default();
     let (params, bases) = prologue(&mut e, name, 2);
-    let lp = GridLoop::open(&mut e, Ix::for_size(items), items);
+    let lp = GridLoop::open(&mut e, Ix::U32, items);
     let c = coords(&mut e, lp.idx, &dims);
     let (plane, iy, ix) = (c[0], c[1], c[2]);
     let rows: Vec<_> = (0..w.kernel[0]).map(|k| window_of(&mut e, w, 0, iy, k)).collect();
@@ -272,7 +274,7 @@ pub fn col2im(
         let ch = mad(&mut e, ci, w.input_len(), pixel);
         e.op2("add.s32", Kind::B32, at, ch)
     };
-    let addr = address(&mut e, Ix::for_size(items), bases[1], dst, dtype);
+    let addr = address(&mut e, Ix::U32, bases[1], dst, dtype);
     store(&mut e, addr, out, dtype);
     lp.close(&mut e);
     Ok(finish(name, params, e, items, "col2im"))
@@ -286,7 +288,7 @@ pub fn pool(name: &str, dtype: DType, w: &Window, planes: usize, how: Pooling) -
     let t = ty(dtype);
     let mut e = Emitter::default();
     let (params, bases) = prologue(&mut e, name, 2);
-    let lp = GridLoop::open(&mut e, Ix::for_size(items), items);
+    let lp = GridLoop::open(&mut e, Ix::U32, items);
     let c = coords(&mut e, lp.idx, &dims);
     let (plane, oy, ox) = (c[0], c[1], c[2]);
     let rows: Vec<_> = (0..w.kernel[0]).map(|k| tap(&mut e, w, 0, oy, k)).collect();
@@ -348,7 +350,7 @@ pub fn pool(name: &str, dtype: DType, w: &Window, planes: usize, how: Pooling) -
             narrow(&mut e, mean, dtype)
         }
     };
-    let addr = address(&mut e, Ix::for_size(items), bases[1], lp.idx, dtype);
+    let addr = address(&mut e, Ix::U32, bases[1], lp.idx, dtype);
     store(&mut e, addr, out, dtype);
     lp.close(&mut e);
     let shape = if how == Pooling::Max { "max pool" } else { "average pool" };
@@ -370,7 +372,7 @@ pub fn pool_grad(name: &str, dtype: DType, w: &Window, planes: usize, how: Pooli
     let count = if how == Pooling::Max { 3 } else { 2 };
     let (params, bases) = prologue(&mut e, name, count);
     let (x, gy, gx) = if how == Pooling::Max { (bases[0], bases[1], bases[2]) } else { (bases[0], bases[0], bases[1]) };
-    let lp = GridLoop::open(&mut e, Ix::for_size(items), items);
+    let lp = GridLoop::open(&mut e, Ix::U32, items);
     let c = coords(&mut e, lp.idx, &dims);
     let (plane, iy, ix) = (c[0], c[1], c[2]);
     // Windows in row-major order (the reference's summation order): the
@@ -451,7 +453,7 @@ pub fn pool_grad(name: &str, dtype: DType, w: &Window, planes: usize, how: Pooli
         }
     }
     let out = narrow(&mut e, acc, dtype);
-    let addr = address(&mut e, Ix::for_size(items), gx, lp.idx, dtype);
+    let addr = address(&mut e, Ix::U32, gx, lp.idx, dtype);
     store(&mut e, addr, out, dtype);
     lp.close(&mut e);
     let shape = if how == Pooling::Max { "max pool gradient" } else { "average pool gradient" };
