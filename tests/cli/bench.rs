@@ -34,3 +34,18 @@ fn bench_rejects_unknown_models_and_backends() {
     rhea(&["bench", "--backend", "tpu"]).fails_with(&["unknown backend \"tpu\""]);
     rhea(&["bench", "--batch", "0"]).fails_with(&["--batch"]);
 }
+
+/// `--cuda-graph` times the step both ways on the (emulated) GPU and says
+/// how the captured graph compares; the JSON rows are named apart.
+#[test]
+fn bench_times_the_step_as_a_cuda_graph_beside_step_by_step() {
+    let dir = tempdir();
+    let json = path_in(dir.path(), "bench.json");
+    let args = ["bench", "--model", "sonar-mlp", "--backend", "cuda-emu", "--cuda-graph", "--rounds", "1"];
+    let out = rhea(&[&args[..], &["--json", &json]].concat()).ok().to_string();
+    assert!(out.contains("sonar-mlp   cuda-emu ") && out.contains("sonar-mlp   cuda-emu+graph "), "{out}");
+    assert!(out.contains("sonar-mlp: as a CUDA graph the cuda-emu step takes "), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let names: Vec<&str> = report["rows"].as_array().unwrap().iter().map(|r| r["backend"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cuda-emu", "cuda-emu+graph"]);
+}

@@ -109,16 +109,85 @@ fn random_graphs_agree(on: On, default_count: u64) {
 /// losses and the final first-layer weights.
 fn sonar_training(backend: rhea::Backend, steps: usize) -> (Vec<f64>, Value) {
     let m = rhea::nn::models::sonar_mlp(7).unwrap();
-    let mut f =
-        rhea::function(&[&m.x, &m.y], &[&m.loss]).updates(m.updates.clone()).backend(backend).compile().unwrap();
-    let mut losses = Vec::new();
-    for s in 0..steps {
-        let x = Array2::from_shape_fn((10, 60), |(i, j)| (((i * 60 + j + s * 7) % 13) as f32) / 13.0);
-        let y = Array2::from_shape_fn((10, 1), |(i, _)| ((i + s) % 2) as f32);
-        let out = f.call(&[Value::from(x), Value::from(y)]).unwrap();
-        losses.push(out[0].to_f64_vec()[0]);
-    }
+    let mut f = rhea::function(&[&m.x, &m.y], &[&m.loss])
+        .updates(m.updates.clone())
+        .backend(backend)
+        .cuda_graph(false)
+        .compile()
+        .unwrap();
+    let losses = sonar_steps(&mut f, 0..steps);
     (losses, f.shared("dense_1.weight").unwrap())
+}
+
+/// Sonar training steps `range` (each step's batch depends on its index): the losses.
+fn sonar_steps(f: &mut rhea::Function, range: std::ops::Range<usize>) -> Vec<f64> {
+    range
+        .map(|s| {
+            let x = Array2::from_shape_fn((10, 60), |(i, j)| (((i * 60 + j + s * 7) % 13) as f32) / 13.0);
+            let y = Array2::from_shape_fn((10, 1), |(i, _)| ((i + s) % 2) as f32);
+            f.call(&[Value::from(x), Value::from(y)]).unwrap()[0].to_f64_vec()[0]
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
+fn sonar_steps_as_a_cuda_graph_on_the_gpu_match_step_by_step() {
+    sonar_steps_as_a_cuda_graph_match_step_by_step(On::Gpu);
+}
+
+#[test]
+fn sonar_steps_as_a_cuda_graph_on_the_emulated_gpu_match_step_by_step() {
+    sonar_steps_as_a_cuda_graph_match_step_by_step(On::Emulator);
+}
+
+/// The Sonar step captured once as a CUDA graph and replayed: new inputs
+/// each call, Adam's state and the weights updated on the device, a weight
+/// replaced from the host halfway (uploaded into the same device copy the
+/// graph reads) all give what running step by step gives. The emulator,
+/// like CUDA, runs nothing while capturing and refuses copies and waits
+/// then, so a graph that is not replayed, or a capture that waits, fails.
+fn sonar_steps_as_a_cuda_graph_match_step_by_step(on: On) {
+    let run = |graph: bool| {
+        let m = rhea::nn::models::sonar_mlp(7).unwrap();
+        let mut f = rhea::function(&[&m.x, &m.y], &[&m.loss])
+            .updates(m.updates.clone())
+            .backend(on.backend())
+            .cuda_graph(graph)
+            .compile()
+            .unwrap();
+        let mut losses = sonar_steps(&mut f, 0..6);
+        let w = f.shared("dense_2.weight").unwrap();
+        let halved: Vec<f64> = w.to_f64_vec().iter().map(|x| x * 0.5).collect();
+        f.set_shared("dense_2.weight", Value::from_f64(w.dtype(), w.shape(), &halved).unwrap()).unwrap();
+        losses.extend(sonar_steps(&mut f, 6..12));
+        (losses, f.shared("dense_1.weight").unwrap(), f.cuda_graph())
+    };
+    let (plain, plain_w, none) = run(false);
+    let (graph, graph_w, captured) = run(true);
+    assert_eq!(none, None);
+    assert_eq!(captured, Some(Ok(true)), "the Sonar step should run as a CUDA graph");
+    for (s, (a, b)) in plain.iter().zip(&graph).enumerate() {
+        assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "step {s}: step by step {a}, as a graph {b}");
+    }
+    close(&plain_w, &graph_w, 1e-6).unwrap();
+    println!("sonar on {}: 12 steps as a CUDA graph match step by step (last loss {:.6})", on.name(), graph[11]);
+}
+
+/// A function with a step the GPU does not run (a kernel using `sin`) is
+/// not captured, says why, and still computes the right values.
+#[test]
+fn a_function_with_a_host_step_is_not_captured_and_says_why() {
+    let g = rhea::Builder::new();
+    let x = g.input("x", rhea::DType::F32, [64]).unwrap();
+    let y = x.sin().unwrap().mul(&x).unwrap();
+    let mut f = rhea::function(&[&x], &[&y]).backend(rhea::Backend::CudaEmulated).cuda_graph(true).compile().unwrap();
+    let xs: Vec<f32> = (0..64).map(|i| i as f32 / 8.0).collect();
+    let out = f.call(&[Value::from(ndarray::Array1::from(xs.clone()))]).unwrap();
+    let want: Vec<f32> = xs.iter().map(|&v| v.sin() * v).collect();
+    close(&out[0], &Value::from(ndarray::Array1::from(want)), 1e-5).unwrap();
+    let why = f.cuda_graph().unwrap().unwrap_err();
+    assert!(why.contains("runs on the host"), "{why}");
 }
 
 #[test]

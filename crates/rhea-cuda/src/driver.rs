@@ -7,11 +7,11 @@
 //! keep it thin.
 
 use std::ffi::{CString, c_void};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::CudaContext;
 use cudarc::driver::result;
-use cudarc::driver::sys::{CUfunction, CUmodule};
+use cudarc::driver::sys::{CUfunction, CUgraph, CUgraphExec, CUmodule, CUstream};
 use rhea_graph::DType;
 
 use crate::device::{CudaError, call};
@@ -49,6 +49,11 @@ pub(crate) struct BlasGemm {
     pub stride_c: usize,
 }
 
+/// A captured sequence of launches, products and device copies (a CUDA
+/// graph), replayed as one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GraphId(pub usize);
+
 /// The GPU operations the executor uses.
 pub(crate) trait Driver: Send + Sync + std::panic::RefUnwindSafe {
     /// Makes the device current on the calling thread.
@@ -72,17 +77,64 @@ pub(crate) trait Driver: Send + Sync + std::panic::RefUnwindSafe {
     fn gemm(&self, g: &BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr) -> Result<(), String>;
     /// Waits for all launched work; its first error.
     fn synchronize(&self) -> Result<(), String>;
+    /// Starts recording: until [`Driver::end_capture`], launches, products
+    /// and copies are recorded into a graph, not run, and anything that
+    /// waits for the device (uploads, downloads, allocations,
+    /// synchronizing) is an error, as in CUDA's stream capture.
+    fn begin_capture(&self) -> Result<(), String>;
+    /// Stops recording; the recorded work as a graph ready to replay. Ends
+    /// the recording even when it fails.
+    fn end_capture(&self) -> Result<GraphId, String>;
+    /// Runs a captured graph, ordered with every other launch and copy.
+    fn replay(&self, graph: GraphId) -> Result<(), String>;
+    fn drop_graph(&self, graph: GraphId);
 }
 
 /// A GPU through the CUDA driver, with cuBLAS loaded at the first product.
 pub(crate) struct CudaDriver {
     pub ctx: Arc<CudaContext>,
     blas: OnceLock<Option<cudarc::cublas::CudaBlas>>,
+    capture: Mutex<Capture>,
+}
+
+/// CUDA graphs: the stream they are captured on and replayed on (created at
+/// the first capture, blocking, so the null stream's copies and launches
+/// order with it), whether a capture is under way, and the instantiated
+/// graphs (`CUgraph`, `CUgraphExec` as addresses) by id.
+#[derive(Default)]
+struct Capture {
+    stream: Option<usize>,
+    active: bool,
+    graphs: Vec<Option<(usize, usize)>>,
 }
 
 impl CudaDriver {
     pub fn new(ctx: Arc<CudaContext>) -> CudaDriver {
-        CudaDriver { ctx, blas: OnceLock::new() }
+        CudaDriver { ctx, blas: OnceLock::new(), capture: Mutex::new(Capture::default()) }
+    }
+
+    fn capture(&self) -> std::sync::MutexGuard<'_, Capture> {
+        self.capture.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The stream launches go to: the capture stream while capturing, else
+    /// the null stream.
+    fn stream(&self) -> CUstream {
+        let c = self.capture();
+        match (c.active, c.stream) {
+            (true, Some(s)) => s as CUstream,
+            _ => std::ptr::null_mut(),
+        }
+    }
+
+    /// Points cuBLAS at `stream` (products follow the capture).
+    fn blas_stream(&self, stream: CUstream) -> Result<(), String> {
+        match self.blas() {
+            // Safety: a live handle; the stream outlives the driver's use of it.
+            Some(b) => unsafe { cudarc::cublas::result::set_stream(*b.handle(), stream as _) }
+                .map_err(|e| format!("cublasSetStream: {e:?}")),
+            None => Ok(()),
+        }
     }
 
     /// cuBLAS on this GPU's default stream, created on first use; `None` if
@@ -113,6 +165,21 @@ impl CudaDriver {
                 .ok()
             })
             .as_ref()
+    }
+}
+
+impl Drop for CudaDriver {
+    fn drop(&mut self) {
+        let ids: Vec<GraphId> = (0..self.capture().graphs.len()).map(GraphId).collect();
+        for id in ids {
+            self.drop_graph(id);
+        }
+        if let Some(s) = self.capture().stream.take()
+            && self.bind().is_ok()
+        {
+            // Safety: created by begin_capture; no graph uses it any more.
+            let _ = unsafe { result::stream::destroy(s as CUstream) };
+        }
     }
 }
 
@@ -149,8 +216,17 @@ impl Driver for CudaDriver {
     }
 
     fn copy(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError> {
-        // Safety: both addresses hold at least `bytes` (planned sizes).
-        unsafe { result::memcpy_dtod_sync(dst, src, bytes) }.map_err(call("copying on the GPU"))
+        let stream = self.stream();
+        // Safety: both addresses hold at least `bytes` (planned sizes); a
+        // copy on the null stream returns once it is ordered, like a launch.
+        unsafe {
+            if stream.is_null() {
+                result::memcpy_dtod_sync(dst, src, bytes)
+            } else {
+                result::memcpy_dtod_async(dst, src, bytes, stream)
+            }
+        }
+        .map_err(call("copying on the GPU"))
     }
 
     fn load(&self, ptx: &str, names: &[&str]) -> Result<(ModuleId, Vec<Option<FunctionId>>), String> {
@@ -183,10 +259,8 @@ impl Driver for CudaDriver {
         // Safety: `f` came from `load`; every parameter is a device address
         // of the size the kernel was lowered for; the null stream orders
         // launches and copies.
-        unsafe {
-            result::launch_kernel(f.0 as CUfunction, (grid, 1, 1), (block, 1, 1), 0, std::ptr::null_mut(), &mut args)
-        }
-        .map_err(|e| format!("kernel launch failed: {e:?}"))
+        unsafe { result::launch_kernel(f.0 as CUfunction, (grid, 1, 1), (block, 1, 1), 0, self.stream(), &mut args) }
+            .map_err(|e| format!("kernel launch failed: {e:?}"))
     }
 
     fn has_blas(&self) -> bool {
@@ -232,5 +306,90 @@ impl Driver for CudaDriver {
 
     fn synchronize(&self) -> Result<(), String> {
         self.ctx.synchronize().map_err(|e| format!("{e:?}"))
+    }
+
+    fn begin_capture(&self) -> Result<(), String> {
+        use cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL as LOCAL;
+        self.bind().map_err(|e| e.to_string())?;
+        let stream = {
+            let mut c = self.capture();
+            if c.active {
+                return Err("a capture is already under way".into());
+            }
+            match c.stream {
+                Some(s) => s as CUstream,
+                None => {
+                    let s = result::stream::create(result::stream::StreamKind::Default)
+                        .map_err(|e| format!("cuStreamCreate: {e:?}"))?;
+                    c.stream = Some(s as usize);
+                    s
+                }
+            }
+        };
+        // cuBLAS resets its workspace when its stream changes: before the capture.
+        self.blas_stream(stream)?;
+        // Safety: a live stream of this context, not capturing.
+        if let Err(e) = unsafe { result::stream::begin_capture(stream, LOCAL) } {
+            self.blas_stream(std::ptr::null_mut())?;
+            return Err(format!("cuStreamBeginCapture: {e:?}"));
+        }
+        self.capture().active = true;
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<GraphId, String> {
+        let stream = {
+            let mut c = self.capture();
+            if !c.active {
+                return Err("no capture is under way".into());
+            }
+            c.active = false;
+            c.stream.expect("a capture has a stream") as CUstream
+        };
+        // Safety: the stream is capturing (begun above).
+        let graph = unsafe { result::stream::end_capture(stream) };
+        self.blas_stream(std::ptr::null_mut())?;
+        let graph: CUgraph = graph.map_err(|e| format!("cuStreamEndCapture: {e:?}"))?;
+        if graph.is_null() {
+            return Err("the capture made no graph".into());
+        }
+        // Safety: a graph just captured, destroyed below if it cannot be instantiated.
+        let exec: CUgraphExec =
+            match unsafe { result::graph::instantiate(graph, cudarc::driver::sys::CUgraphInstantiate_flags(0)) } {
+                Ok(exec) => exec,
+                Err(e) => {
+                    // Safety: the graph is ours and nothing else refers to it.
+                    let _ = unsafe { result::graph::destroy(graph) };
+                    return Err(format!("cuGraphInstantiate: {e:?}"));
+                }
+            };
+        let mut c = self.capture();
+        c.graphs.push(Some((graph as usize, exec as usize)));
+        Ok(GraphId(c.graphs.len() - 1))
+    }
+
+    fn replay(&self, graph: GraphId) -> Result<(), String> {
+        let (exec, stream) = {
+            let c = self.capture();
+            let Some(Some((_, exec))) = c.graphs.get(graph.0) else { return Err("no such graph".into()) };
+            (*exec as CUgraphExec, c.stream.expect("a graph has a stream") as CUstream)
+        };
+        self.bind().map_err(|e| e.to_string())?;
+        // Safety: an instantiated graph of this context; its addresses were
+        // checked by the executor to be the ones it was captured with.
+        unsafe { result::graph::launch(exec, stream) }.map_err(|e| format!("cuGraphLaunch: {e:?}"))
+    }
+
+    fn drop_graph(&self, graph: GraphId) {
+        let taken = self.capture().graphs.get_mut(graph.0).and_then(Option::take);
+        if let Some((g, exec)) = taken
+            && self.bind().is_ok()
+        {
+            // Safety: created by end_capture and destroyed once, here.
+            unsafe {
+                let _ = result::graph::exec_destroy(exec as CUgraphExec);
+                let _ = result::graph::destroy(g as CUgraph);
+            }
+        }
     }
 }

@@ -26,7 +26,7 @@ use rhea_kernel::{Bindings, resolve};
 use rhea_opt::{ExecError, MemoryPlan, Program, StepKind};
 
 use crate::device::{CudaError, Gpu};
-use crate::driver::{Driver, FunctionId, ModuleId, Ptr};
+use crate::driver::{Driver, FunctionId, GraphId, ModuleId, Ptr};
 use crate::library::{At, Call, Place, SCRATCH_BUDGET};
 use crate::memory::{ALIGN, DeviceBuffer, copy, download, upload, value_bytes};
 use crate::ptx::{Lowered, lower_kernel, module};
@@ -112,6 +112,21 @@ pub struct Prepared {
     bindings: Bindings,
     /// The NaN guard: check every step's float outputs.
     nan_guard: Option<NanCheck>,
+    /// Whether the steps run as one captured CUDA graph.
+    capture: Capture,
+}
+
+/// A plan's steps as a CUDA graph ([`Prepared::with_cuda_graph`]).
+enum Capture {
+    /// Step by step.
+    Off,
+    /// To be captured at the next call.
+    Wanted,
+    /// Captured, with the shared variables' device addresses it was
+    /// captured with (a graph holds addresses: new ones need a new graph).
+    Ready { graph: GraphId, shared: Vec<Ptr> },
+    /// Not possible, and why.
+    Refused(String),
 }
 
 /// Shared variables' device copies, kept across calls and plans, and who
@@ -368,7 +383,41 @@ impl Prepared {
             updates: update_list,
             bindings: bindings.clone(),
             nan_guard: None,
+            capture: Capture::Off,
         })
+    }
+
+    /// Runs the steps as one CUDA graph: captured at the next call, then
+    /// replayed by every call with one launch instead of one per kernel
+    /// (and captured again if a shared variable's device copy moved).
+    /// Inputs, shared variables and outputs still cross the bus outside the
+    /// graph. Plans with a step on the host cannot be captured; they run
+    /// step by step, as do calls with the NaN guard or a profile.
+    /// [`Prepared::cuda_graph`] says what happened.
+    pub fn with_cuda_graph(mut self, program: &Program) -> Prepared {
+        self.capture = Capture::Wanted;
+        for (s, run) in &self.steps {
+            let what = match run {
+                Run::HostKernel { kernel, .. } => format!("kernel k{kernel}"),
+                Run::HostOp { node, .. } => format!("{node}: {}", program.graph.node(*node).op.name()),
+                _ => continue,
+            };
+            self.capture = Capture::Refused(format!("step {s} ({what}) runs on the host"));
+            break;
+        }
+        self
+    }
+
+    /// With [`Prepared::with_cuda_graph`]: `Ok(true)` once the steps run as
+    /// a captured graph, `Ok(false)` before the first call, `Err` with why
+    /// they cannot. `None` without it.
+    pub fn cuda_graph(&self) -> Option<Result<bool, String>> {
+        match &self.capture {
+            Capture::Off => None,
+            Capture::Wanted => Some(Ok(false)),
+            Capture::Ready { .. } => Some(Ok(true)),
+            Capture::Refused(why) => Some(Err(why.clone())),
+        }
     }
 
     /// Checks every step's float outputs with `check` as the call goes,
@@ -510,59 +559,22 @@ impl Prepared {
                 store.buffers.insert(*id, (buffer, *version));
             }
         }
-        for (s, run) in &self.steps {
-            let at = Some((program, *s));
-            let started = times.as_ref().map(|_| std::time::Instant::now());
-            match run {
-                Run::Kernel { entry, grid, block, args } => {
-                    let ptrs: Vec<Ptr> = args.iter().map(|a| self.address(a, store)).collect();
-                    self.launch(*entry, *grid, *block, &ptrs).map_err(|e| fail(at, e))?;
-                }
-                Run::Calls { inputs, output, base, calls, .. } => {
-                    for call in calls {
-                        let addr = |a: &At| self.place(a, inputs, output, store);
-                        match call {
-                            Call::Launch { kernel, grid, block, args } => {
-                                let ptrs: Vec<Ptr> = args.iter().map(addr).collect();
-                                self.launch(base + kernel, *grid, *block, &ptrs).map_err(|e| fail(at, e))?;
-                            }
-                            Call::Gemm { product, dtype, a, b, c } => {
-                                // BLAS's A is our b (see Product::blas).
-                                let (a, b, c) = (addr(a), addr(b), addr(c));
-                                self.driver.gemm(&product.blas(), *dtype, b, a, c).map_err(|e| fail(at, e))?;
-                            }
-                        }
+        let step_by_step = times.is_some() || self.nan_guard.is_some() || !self.replay(program, store, fallback)?;
+        if step_by_step {
+            for (s, run) in &self.steps {
+                let at = Some((program, *s));
+                let started = times.as_ref().map(|_| std::time::Instant::now());
+                self.step(program, *s, run, store, fallback)?;
+                if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
+                    self.driver.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e}")))?;
+                    if let Some(slot) = t.get_mut(*s) {
+                        *slot += started.elapsed();
                     }
                 }
-                Run::Copy { src, dst } => {
-                    copy(&*self.driver, self.address(dst, store), self.address(src, store), dst.bytes())
-                        .map_err(|e| fail(at, e))?;
+                if let Some(check) = self.nan_guard {
+                    self.driver.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e}")))?;
+                    self.guard(check, program, *s, run, store).map_err(|e| fail(at, e))?;
                 }
-                Run::HostKernel { kernel, inputs, outputs } => {
-                    let values = self.fetch(inputs, store).map_err(|e| fail(at, e))?;
-                    let refs: Vec<&Value> = values.iter().collect();
-                    let k = &program.fusion.groups[*kernel].kernel;
-                    let results = rhea_kernel::eval_kernel(k, &refs, &self.bindings).map_err(|m| fail(at, m))?;
-                    for (o, v) in outputs.iter().zip(&results) {
-                        self.store_value(o, v, store).map_err(|e| fail(at, e))?;
-                    }
-                }
-                Run::HostOp { node, inputs, output } => {
-                    let values = self.fetch(inputs, store).map_err(|e| fail(at, e))?;
-                    let refs: Vec<&Value> = values.iter().collect();
-                    let v = fallback(&program.graph.node(*node).op, &refs, &self.bindings).map_err(|m| fail(at, m))?;
-                    self.store_value(output, &v, store).map_err(|e| fail(at, e))?;
-                }
-            }
-            if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
-                self.driver.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e}")))?;
-                if let Some(slot) = t.get_mut(*s) {
-                    *slot += started.elapsed();
-                }
-            }
-            if let Some(check) = self.nan_guard {
-                self.driver.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e}")))?;
-                self.guard(check, program, *s, run, store).map_err(|e| fail(at, e))?;
             }
         }
         self.driver.synchronize().map_err(|e| fail(None, format!("a GPU step failed: {e}")))?;
@@ -591,6 +603,99 @@ impl Prepared {
             fetches.push(Arc::new(move || buffer.read(dtype, &shape).map_err(|e| e.to_string())));
         }
         Ok((outputs, fetches))
+    }
+
+    /// Runs step `s` (launches are not waited for).
+    fn step(
+        &self,
+        program: &Program,
+        s: usize,
+        run: &Run,
+        store: &SharedStore,
+        fallback: Fallback,
+    ) -> Result<(), ExecError> {
+        let at = Some((program, s));
+        match run {
+            Run::Kernel { entry, grid, block, args } => {
+                let ptrs: Vec<Ptr> = args.iter().map(|a| self.address(a, store)).collect();
+                self.launch(*entry, *grid, *block, &ptrs).map_err(|e| fail(at, e))?;
+            }
+            Run::Calls { inputs, output, base, calls, .. } => {
+                for call in calls {
+                    let addr = |a: &At| self.place(a, inputs, output, store);
+                    match call {
+                        Call::Launch { kernel, grid, block, args } => {
+                            let ptrs: Vec<Ptr> = args.iter().map(addr).collect();
+                            self.launch(base + kernel, *grid, *block, &ptrs).map_err(|e| fail(at, e))?;
+                        }
+                        Call::Gemm { product, dtype, a, b, c } => {
+                            // BLAS's A is our b (see Product::blas).
+                            let (a, b, c) = (addr(a), addr(b), addr(c));
+                            self.driver.gemm(&product.blas(), *dtype, b, a, c).map_err(|e| fail(at, e))?;
+                        }
+                    }
+                }
+            }
+            Run::Copy { src, dst } => {
+                copy(&*self.driver, self.address(dst, store), self.address(src, store), dst.bytes())
+                    .map_err(|e| fail(at, e))?;
+            }
+            Run::HostKernel { kernel, inputs, outputs } => {
+                let values = self.fetch(inputs, store).map_err(|e| fail(at, e))?;
+                let refs: Vec<&Value> = values.iter().collect();
+                let k = &program.fusion.groups[*kernel].kernel;
+                let results = rhea_kernel::eval_kernel(k, &refs, &self.bindings).map_err(|m| fail(at, m))?;
+                for (o, v) in outputs.iter().zip(&results) {
+                    self.store_value(o, v, store).map_err(|e| fail(at, e))?;
+                }
+            }
+            Run::HostOp { node, inputs, output } => {
+                let values = self.fetch(inputs, store).map_err(|e| fail(at, e))?;
+                let refs: Vec<&Value> = values.iter().collect();
+                let v = fallback(&program.graph.node(*node).op, &refs, &self.bindings).map_err(|m| fail(at, m))?;
+                self.store_value(output, &v, store).map_err(|e| fail(at, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With a CUDA graph wanted: replays it, capturing it first if there is
+    /// none for the shared variables' current addresses. `Ok(false)`: the
+    /// steps are still to run one by one (no graph wanted, or the capture
+    /// failed, which ran nothing and is remembered).
+    fn replay(&mut self, program: &Program, store: &SharedStore, fallback: Fallback) -> Result<bool, ExecError> {
+        let shared: Vec<Ptr> = self.shared.iter().map(|o| self.address(&o.1, store)).collect();
+        match &self.capture {
+            Capture::Ready { shared: captured, .. } if *captured == shared => {}
+            Capture::Ready { .. } | Capture::Wanted => {
+                if let Capture::Ready { graph, .. } = self.capture {
+                    self.driver.drop_graph(graph);
+                }
+                self.capture = match self.record(program, store, fallback) {
+                    Ok(graph) => Capture::Ready { graph, shared },
+                    Err(why) => Capture::Refused(format!("capturing failed: {why}")),
+                };
+            }
+            Capture::Off | Capture::Refused(_) => return Ok(false),
+        }
+        let Capture::Ready { graph, .. } = self.capture else { return Ok(false) };
+        self.driver.replay(graph).map_err(|e| fail(None, format!("replaying the CUDA graph: {e}")))?;
+        Ok(true)
+    }
+
+    /// Captures every step into a graph; the capture always ends.
+    fn record(&self, program: &Program, store: &SharedStore, fallback: Fallback) -> Result<GraphId, String> {
+        self.driver.begin_capture()?;
+        let steps = self.steps.iter().try_for_each(|(s, run)| self.step(program, *s, run, store, fallback));
+        let graph = self.driver.end_capture();
+        match (steps, graph) {
+            (Ok(()), graph) => graph,
+            (Err(e), Ok(graph)) => {
+                self.driver.drop_graph(graph);
+                Err(e.to_string())
+            }
+            (Err(e), Err(_)) => Err(e.to_string()),
+        }
     }
 
     fn fetch<'o>(
@@ -623,6 +728,9 @@ impl Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
+        if let Capture::Ready { graph, .. } = self.capture {
+            self.driver.drop_graph(graph);
+        }
         for m in self.modules.drain(..) {
             self.driver.unload(m);
         }

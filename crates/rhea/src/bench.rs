@@ -42,12 +42,32 @@ struct Workload {
     epoch: Option<usize>,
 }
 
-fn workload(model: &str, backend: Backend, batch: Option<usize>) -> Result<(Workload, Duration)> {
+/// How a workload is compiled: the backend, and whether CUDA plans run as
+/// captured graphs.
+#[derive(Clone, Copy)]
+pub struct Target {
+    pub backend: Backend,
+    pub cuda_graph: bool,
+}
+
+impl Target {
+    /// The backend's name, `+graph` when CUDA graphs are on.
+    fn label(self) -> String {
+        if self.cuda_graph { format!("{}+graph", self.backend) } else { self.backend.to_string() }
+    }
+}
+
+fn workload(model: &str, target: Target, batch: Option<usize>) -> Result<(Workload, Duration)> {
+    let Target { backend, cuda_graph } = target;
     match model {
         "sonar-mlp" => {
             let m = rhea::nn::models::sonar_mlp(1)?;
             let started = Instant::now();
-            let step = function(&[&m.x, &m.y], &[&m.loss]).updates(m.updates.clone()).backend(backend).compile()?;
+            let step = function(&[&m.x, &m.y], &[&m.loss])
+                .updates(m.updates.clone())
+                .backend(backend)
+                .cuda_graph(cuda_graph)
+                .compile()?;
             let compiled = started.elapsed();
             let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sonar/sonar.all-data");
             let table = rhea::nn::data::read_csv(std::path::Path::new(path))
@@ -69,7 +89,11 @@ fn workload(model: &str, backend: Backend, batch: Option<usize>) -> Result<(Work
         "theano-mlp" => {
             let m = rhea::nn::models::theano_mlp(1)?;
             let started = Instant::now();
-            let step = function(&[&m.x, &m.y], &[&m.loss]).updates(m.updates.clone()).backend(backend).compile()?;
+            let step = function(&[&m.x, &m.y], &[&m.loss])
+                .updates(m.updates.clone())
+                .backend(backend)
+                .cuda_graph(cuda_graph)
+                .compile()?;
             let compiled = started.elapsed();
             // Synthetic MNIST-sized data: the step's cost does not depend on the values.
             let b = batch.unwrap_or(60);
@@ -88,7 +112,7 @@ fn workload(model: &str, backend: Backend, batch: Option<usize>) -> Result<(Work
             // Inference at 224x224 with torchvision's 1000 classes.
             let m = rhea::nn::models::vgg16(&rhea::nn::models::VggOptions::default())?;
             let started = Instant::now();
-            let step = function(&[&m.x], &[&m.logits]).backend(backend).compile()?;
+            let step = function(&[&m.x], &[&m.logits]).backend(backend).cuda_graph(cuda_graph).compile()?;
             let compiled = started.elapsed();
             let b = batch.unwrap_or(8);
             let n = b * 3 * 224 * 224;
@@ -126,11 +150,14 @@ fn matmul_flops(f: &Function, batch: &[Value]) -> Result<f64> {
 }
 
 /// Times the training step: warm-up, then `rounds` rounds of `steps` calls.
-pub fn measure(model: &str, backend: Backend, batch: Option<usize>, rounds: usize) -> Result<Row> {
-    let (mut w, compiled) = workload(model, backend, batch)?;
+pub fn measure(model: &str, target: Target, batch: Option<usize>, rounds: usize) -> Result<Row> {
+    let (mut w, compiled) = workload(model, target, batch)?;
     let started = Instant::now();
     w.step.call(&w.batches[0])?;
     let first_call = started.elapsed();
+    if let Some(Err(why)) = w.step.cuda_graph() {
+        bail!("{model} on {}: the step cannot run as a CUDA graph: {why}", target.label());
+    }
     // Slow steps (VGG16) warm up once and are timed over at most 5 rounds.
     let one = first_call.as_secs_f64().max(1e-7);
     let (warm, rounds) = if one > 0.5 { (1, rounds.min(5)) } else { (3, rounds) };
@@ -171,7 +198,7 @@ pub fn measure(model: &str, backend: Backend, batch: Option<usize>, rounds: usiz
     };
     Ok(Row {
         model: model.to_string(),
-        backend: backend.to_string(),
+        backend: target.label(),
         batch: batch_rows,
         compile_ms: compiled.as_secs_f64() * 1e3,
         first_call_ms: first_call.as_secs_f64() * 1e3,
@@ -211,7 +238,7 @@ pub fn table(rows: &[Row], peak: f64) -> String {
         rayon_threads()
     );
     out.push_str(&format!(
-        "{:<11} {:<8} {:>5} {:>10} {:>10} {:>11} {:>17} {:>12} {:>8} {:>6} {:>9}\n",
+        "{:<11} {:<14} {:>5} {:>10} {:>10} {:>11} {:>17} {:>12} {:>8} {:>6} {:>9}\n",
         "model",
         "backend",
         "batch",
@@ -226,7 +253,7 @@ pub fn table(rows: &[Row], peak: f64) -> String {
     ));
     for r in rows {
         out.push_str(&format!(
-            "{:<11} {:<8} {:>5} {:>8.2}ms {:>8.2}ms {:>9.1}us {:>17} {:>12} {:>8.1} {:>6} {:>9}\n",
+            "{:<11} {:<14} {:>5} {:>8.2}ms {:>8.2}ms {:>9.1}us {:>17} {:>12} {:>8.1} {:>6} {:>9}\n",
             r.model,
             r.backend,
             r.batch,
@@ -241,7 +268,7 @@ pub fn table(rows: &[Row], peak: f64) -> String {
             },
             r.gflops,
             // The peak is the CPU's: a GPU's share of it means nothing.
-            if r.backend == "cuda" { "-".to_string() } else { format!("{:.1}%", r.gflops / peak * 100.0) },
+            if r.backend.starts_with("cuda") { "-".to_string() } else { format!("{:.1}%", r.gflops / peak * 100.0) },
             r.epoch_ms.map_or_else(String::new, |e| format!("{e:.3}ms")),
         ));
     }
@@ -252,6 +279,14 @@ pub fn table(rows: &[Row], peak: f64) -> String {
         }
         if let (Some(c), Some(g)) = (by(model, "cpu"), by(model, "cuda")) {
             out.push_str(&format!("{model}: GPU/CPU ratio {:.2}x (examples/s, same batch)\n", c.step_us / g.step_us));
+        }
+        for gpu in ["cuda", "cuda-emu"] {
+            if let (Some(plain), Some(graph)) = (by(model, gpu), by(model, &format!("{gpu}+graph"))) {
+                out.push_str(&format!(
+                    "{model}: as a CUDA graph the {gpu} step takes {:.2}x the time step by step\n",
+                    graph.step_us / plain.step_us
+                ));
+            }
         }
     }
     out

@@ -128,6 +128,7 @@ pub fn function(inputs: &[&Var], outputs: &[&Var]) -> FunctionBuilder {
         backend: Backend::default(),
         options: default_options(),
         nan_guard: env_flag("RHEA_NAN_GUARD"),
+        cuda_graph: env_flag("RHEA_CUDA_GRAPH"),
     }
 }
 
@@ -146,6 +147,7 @@ pub struct FunctionBuilder {
     backend: Backend,
     options: Options,
     nan_guard: bool,
+    cuda_graph: bool,
 }
 
 impl FunctionBuilder {
@@ -182,6 +184,17 @@ impl FunctionBuilder {
     /// function. Updates then always land after the last step.
     pub fn nan_guard(mut self, on: bool) -> Self {
         self.nan_guard = on;
+        self
+    }
+
+    /// On the CUDA backend, runs each call's kernels and products as one
+    /// captured CUDA graph: one launch per call instead of one per kernel,
+    /// for steps small enough that launching costs more than computing.
+    /// Functions with a step the GPU cannot run are not captured
+    /// ([`Function::cuda_graph`] says why). `RHEA_CUDA_GRAPH=1` turns it
+    /// on for every function; other backends ignore it.
+    pub fn cuda_graph(mut self, on: bool) -> Self {
+        self.cuda_graph = on;
         self
     }
 
@@ -297,6 +310,7 @@ impl FunctionBuilder {
             shared_origin,
             backend: self.backend,
             nan_guard: self.nan_guard,
+            cuda_graph: self.cuda_graph,
             plans: Vec::new(),
             last_plan: 0,
             profile: profiling_requested().then(Profile::default),
@@ -388,6 +402,8 @@ pub struct Function {
     backend: Backend,
     /// stop at the first step that makes a NaN or an infinity
     nan_guard: bool,
+    /// run CUDA plans as captured graphs
+    cuda_graph: bool,
     /// memory plan (and prepared executor) per distinct set of input shapes
     plans: Vec<Plan>,
     /// the plan the last call used (most calls have the same shapes)
@@ -505,6 +521,7 @@ impl Function {
                 let updates = p.graph.updates().to_vec();
                 let prepared = rhea_cuda::Prepared::new(gpu, p, &memory, bindings, &inputs, &self.outputs, &updates)
                     .map_err(run_error)?;
+                let prepared = if self.cuda_graph { prepared.with_cuda_graph(p) } else { prepared };
                 Some(if self.nan_guard { prepared.with_nan_guard(rhea_cpu::nan_report) } else { prepared })
             }
             None => None,
@@ -611,6 +628,14 @@ impl Function {
             source.set_shared_value(shared, value.clone()).expect("update types were checked at compile time");
         }
         Ok(outputs.to_vec())
+    }
+
+    /// With [`FunctionBuilder::cuda_graph`] on the CUDA backend, for the
+    /// last call's input sizes: `Ok(true)` when its steps ran as a captured
+    /// graph, `Ok(false)` before the first call, `Err` with why they could
+    /// not be captured. `None` when no graph was asked for.
+    pub fn cuda_graph(&self) -> Option<std::result::Result<bool, String>> {
+        self.plans.get(self.last_plan)?.cuda.as_ref()?.cuda_graph()
     }
 
     /// Starts (or restarts) measuring calls, as `RHEA_PROFILE=1` does from

@@ -124,7 +124,8 @@ GFLOP per image), at batch 1 and 8 unless --batch says otherwise.
 Examples:
   rhea bench
   rhea bench --model theano-mlp --backend cpu --json bench.json
-  rhea bench --model sonar-mlp,theano-mlp --backend cpu,cuda --plot bench.svg";
+  rhea bench --model sonar-mlp,theano-mlp --backend cpu,cuda --plot bench.svg
+  rhea bench --model sonar-mlp --backend cuda --cuda-graph";
 
 #[derive(clap::Args)]
 struct BenchArgs {
@@ -146,6 +147,10 @@ struct BenchArgs {
     /// Also draw the table as an SVG bar chart.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// On cuda and cuda-emu, also time each step captured as one CUDA graph
+    /// (rows named cuda+graph), and print how it compares.
+    #[arg(long)]
+    cuda_graph: bool,
 }
 
 /// Built-in models that GRAPH may name instead of a file.
@@ -372,8 +377,13 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
                 (None, "vgg16") => vec![Some(1), Some(8)],
                 (b, _) => vec![b],
             };
+            let gpu = matches!(backend, rhea::Backend::Cuda | rhea::Backend::CudaEmulated);
+            let graphs: &[bool] = if args.cuda_graph && gpu { &[false, true] } else { &[false] };
             for batch in batches {
-                rows.push(bench::measure(model, backend, batch, args.rounds)?);
+                for &cuda_graph in graphs {
+                    let target = bench::Target { backend, cuda_graph };
+                    rows.push(bench::measure(model, target, batch, args.rounds)?);
+                }
             }
         }
     }

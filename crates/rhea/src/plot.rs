@@ -18,6 +18,7 @@ fn colour(backend: &str) -> &'static str {
         "interp" => "#9a9a9a",
         "cpu" => "#3b6fb6",
         "cuda" => "#4a9a4a",
+        "cuda+graph" => "#8cc68c",
         _ => "#b6793b",
     }
 }

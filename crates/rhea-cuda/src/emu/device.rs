@@ -10,7 +10,7 @@ use rhea_graph::DType;
 
 use super::{Memory, Module};
 use crate::device::CudaError;
-use crate::driver::{BlasGemm, Driver, FunctionId, ModuleId, Ptr};
+use crate::driver::{BlasGemm, Driver, FunctionId, GraphId, ModuleId, Ptr};
 
 /// An emulated GPU.
 pub(crate) struct EmulatedDriver {
@@ -25,6 +25,18 @@ struct State {
     modules: Vec<Option<Module>>,
     /// (module, entry name) by function id.
     functions: Vec<(usize, String)>,
+    /// The work recorded since `begin_capture`, while capturing.
+    recording: Option<Vec<Work>>,
+    /// Captured graphs by id (`None` once dropped).
+    graphs: Vec<Option<Vec<Work>>>,
+}
+
+/// What a graph replays: the calls it recorded, with their arguments.
+#[derive(Clone)]
+enum Work {
+    Launch { f: FunctionId, grid: u32, block: u32, params: Vec<Ptr> },
+    Gemm { g: BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr },
+    Copy { dst: Ptr, src: Ptr, bytes: usize },
 }
 
 impl EmulatedDriver {
@@ -35,6 +47,34 @@ impl EmulatedDriver {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records `work` if a capture is under way (`true`), as CUDA's stream
+    /// capture does instead of running it.
+    fn record(&self, work: impl FnOnce() -> Work) -> bool {
+        match self.state().recording.as_mut() {
+            Some(r) => {
+                r.push(work());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An error if a capture is under way: `what` would wait for the device.
+    fn not_capturing(&self, what: &str) -> Result<(), String> {
+        match self.state().recording {
+            Some(_) => Err(format!("{what} during a graph capture (CUDA refuses it and ends the capture)")),
+            None => Ok(()),
+        }
+    }
+
+    fn run(&self, work: &Work) -> Result<(), String> {
+        match work {
+            Work::Launch { f, grid, block, params } => self.launch(*f, *grid, *block, params),
+            Work::Gemm { g, dtype, a, b, c } => self.gemm(g, *dtype, *a, *b, *c),
+            Work::Copy { dst, src, bytes } => self.copy(*dst, *src, *bytes).map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -58,6 +98,7 @@ impl Driver for EmulatedDriver {
     }
 
     fn malloc(&self, bytes: usize) -> Option<Ptr> {
+        self.not_capturing("an allocation").ok()?;
         let mut s = self.state();
         if s.used.checked_add(bytes)? > self.capacity {
             return None;
@@ -77,16 +118,21 @@ impl Driver for EmulatedDriver {
     }
 
     fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError> {
+        self.not_capturing("a copy to the device").map_err(emu("copying to the emulated GPU"))?;
         self.state().mem.write(dst, bytes).map_err(emu("copying to the emulated GPU"))
     }
 
     fn download(&self, src: Ptr, out: &mut [u8]) -> Result<(), CudaError> {
+        self.not_capturing("a copy from the device").map_err(emu("copying from the emulated GPU"))?;
         let s = self.state();
         out.copy_from_slice(s.mem.read(src, out.len()).map_err(emu("copying from the emulated GPU"))?);
         Ok(())
     }
 
     fn copy(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError> {
+        if self.record(|| Work::Copy { dst, src, bytes }) {
+            return Ok(());
+        }
         let mut s = self.state();
         let data = s.mem.read(src, bytes).map_err(emu("copying on the emulated GPU"))?.to_vec();
         s.mem.write(dst, &data).map_err(emu("copying on the emulated GPU"))
@@ -114,6 +160,9 @@ impl Driver for EmulatedDriver {
     }
 
     fn launch(&self, f: FunctionId, grid: u32, block: u32, params: &[Ptr]) -> Result<(), String> {
+        if self.record(|| Work::Launch { f, grid, block, params: params.to_vec() }) {
+            return Ok(());
+        }
         let mut s = self.state();
         let State { mem, modules, functions, .. } = &mut *s;
         let (m, name) = functions.get(f.0).ok_or("no such function")?;
@@ -129,6 +178,9 @@ impl Driver for EmulatedDriver {
         if !matches!(dtype, DType::F32 | DType::F64) {
             return Err(format!("BLAS has no {dtype} product"));
         }
+        if self.record(|| Work::Gemm { g: *g, dtype, a, b, c }) {
+            return Ok(());
+        }
         let size = dtype.size_bytes() as u64;
         for i in 0..g.batch as u64 {
             let at = |base: Ptr, stride: usize| base + i * stride as u64 * size;
@@ -138,7 +190,38 @@ impl Driver for EmulatedDriver {
     }
 
     fn synchronize(&self) -> Result<(), String> {
+        self.not_capturing("synchronizing")
+    }
+
+    fn begin_capture(&self) -> Result<(), String> {
+        let mut s = self.state();
+        if s.recording.is_some() {
+            return Err("a capture is already under way".into());
+        }
+        s.recording = Some(Vec::new());
         Ok(())
+    }
+
+    fn end_capture(&self) -> Result<GraphId, String> {
+        let mut s = self.state();
+        let work = s.recording.take().ok_or("no capture is under way")?;
+        s.graphs.push(Some(work));
+        Ok(GraphId(s.graphs.len() - 1))
+    }
+
+    fn replay(&self, graph: GraphId) -> Result<(), String> {
+        self.not_capturing("replaying a graph")?;
+        let work = match self.state().graphs.get(graph.0) {
+            Some(Some(w)) => w.clone(),
+            _ => return Err("no such graph".into()),
+        };
+        work.iter().try_for_each(|w| self.run(w))
+    }
+
+    fn drop_graph(&self, graph: GraphId) {
+        if let Some(g) = self.state().graphs.get_mut(graph.0) {
+            *g = None;
+        }
     }
 }
 
