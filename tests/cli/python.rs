@@ -156,3 +156,30 @@ fn files_numpy_writes_load_with_every_dtype() {
     assert_eq!(t[3], ("d".to_string(), Value::from(array![-7i32])));
     assert_eq!((t[4].0.as_str(), t[4].1.dtype(), t[4].1.shape()), ("e", DType::F64, &[0usize, 2][..]));
 }
+
+/// `benches/torch_side.py --join` sets a `rhea bench --json` report beside
+/// PyTorch's (saved by the same script where PyTorch is installed): only
+/// rows of the same model, batch and device meet, with rhea's rate over
+/// PyTorch's. Needs no PyTorch.
+#[test]
+fn torch_side_joins_rheas_report_with_pytorchs() {
+    if !need_python("torch_side_joins_rheas_report_with_pytorchs") {
+        return;
+    }
+    let dir = tempdir();
+    let ours = path_in(dir.path(), "rhea.json");
+    rhea(&["bench", "--model", "sonar-mlp", "--backend", "cpu", "--rounds", "1", "--json", &ours]).ok();
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ours).unwrap()).unwrap();
+    let rate = report["rows"][0]["examples_per_s"].as_f64().unwrap();
+    let theirs = path_in(dir.path(), "torch.json");
+    let row = |backend: &str, batch: u32| serde_json::json!({"model": "sonar-mlp", "backend": backend, "batch": batch, "examples_per_s": 1000.0});
+    let torch = serde_json::json!({"torch": "2.x", "device": "cpu, 2 threads", "rows": [row("cpu", 10), row("cuda", 10), row("cpu", 20)]});
+    std::fs::write(&theirs, torch.to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_side.py");
+    let out = Command::new(PYTHON).args([script, "--join", &ours, &theirs]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("sonar-mlp")).collect();
+    assert_eq!(lines.len(), 1, "one row meets (cpu, batch 10):\n{text}");
+    assert!(lines[0].ends_with(&format!("{:.2}x", rate / 1000.0)), "{text}");
+}
