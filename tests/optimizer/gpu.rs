@@ -174,6 +174,41 @@ fn sonar_steps_as_a_cuda_graph_match_step_by_step(on: On) {
     println!("sonar on {}: 12 steps as a CUDA graph match step by step (last loss {:.6})", on.name(), graph[11]);
 }
 
+/// As a CUDA graph a call still computes outputs and updates from the old
+/// values: an output that is a shared variable updated by the same call,
+/// and two shared variables swapping, keep their meaning (the graph then
+/// leaves the updates to the executor).
+#[test]
+fn a_graph_computes_outputs_and_updates_from_the_old_values() {
+    let run = |graph: bool| {
+        let g = rhea::Builder::new();
+        let x = g.input("x", rhea::DType::F32, [4]).unwrap();
+        let w = g.shared("w", ndarray::Array1::<f32>::zeros(4)).unwrap();
+        let a = g.shared("a", ndarray::Array1::<f32>::from(vec![1.0; 4])).unwrap();
+        let b = g.shared("b", ndarray::Array1::<f32>::from(vec![2.0; 4])).unwrap();
+        let next = w.add(&x).unwrap().mul(&a).unwrap();
+        let mut f = rhea::function(&[&x], &[&w, &next])
+            .updates([(w.clone(), next.clone()), (a.clone(), b.clone()), (b.clone(), a.clone())])
+            .backend(rhea::Backend::CudaEmulated)
+            .cuda_graph(graph)
+            .compile()
+            .unwrap();
+        let mut seen = Vec::new();
+        for k in 0..4 {
+            let xs = ndarray::Array1::from_shape_fn(4, |i| (i + k) as f32);
+            seen.extend(f.call(&[Value::from(xs)]).unwrap().iter().flat_map(|v| v.to_f64_vec()));
+        }
+        seen.extend(["w", "a", "b"].iter().flat_map(|n| f.shared(n).unwrap().to_f64_vec()));
+        (seen, f.cuda_graph())
+    };
+    let (plain, _) = run(false);
+    let (graph, captured) = run(true);
+    assert_eq!(captured, Some(Ok(true)));
+    assert_eq!(plain, graph);
+    // Step by step: w = (w + x) * a with a alternating 1, 2, 1, 2.
+    assert_eq!(&plain[..8], &[0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0]);
+}
+
 /// A function with a step the GPU does not run (a kernel using `sin`) is
 /// not captured, says why, and still computes the right values.
 #[test]

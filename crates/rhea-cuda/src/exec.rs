@@ -123,8 +123,9 @@ enum Capture {
     /// To be captured at the next call.
     Wanted,
     /// Captured, with the shared variables' device addresses it was
-    /// captured with (a graph holds addresses: new ones need a new graph).
-    Ready { graph: GraphId, shared: Vec<Ptr> },
+    /// captured with (a graph holds addresses: new ones need a new graph),
+    /// and whether it also copies the updates into them.
+    Ready { graph: GraphId, shared: Vec<Ptr>, updates: bool },
     /// Not possible, and why.
     Refused(String),
 }
@@ -559,8 +560,11 @@ impl Prepared {
                 store.buffers.insert(*id, (buffer, *version));
             }
         }
-        let step_by_step = times.is_some() || self.nan_guard.is_some() || !self.replay(program, store, fallback)?;
-        if step_by_step {
+        let replayed = match times.is_some() || self.nan_guard.is_some() {
+            true => None,
+            false => self.replay(program, store, fallback)?,
+        };
+        if replayed.is_none() {
             for (s, run) in &self.steps {
                 let at = Some((program, *s));
                 let started = times.as_ref().map(|_| std::time::Instant::now());
@@ -580,12 +584,16 @@ impl Prepared {
         self.driver.synchronize().map_err(|e| fail(None, format!("a GPU step failed: {e}")))?;
         let outputs = self.fetch(&self.outputs, store).map_err(cuda)?;
         // An update whose value is another shared variable's old value (a
-        // swap) reads it before any shared copy changes.
+        // swap) reads it before any shared copy changes. A graph may have
+        // made the updates already.
+        let updated = replayed == Some(true);
         let staged: Vec<Option<Value>> = self
             .updates
             .iter()
             .map(|(_, v)| match v.source {
-                Source::Shared(_) => download(&*self.driver, self.address(v, store), v.dtype, &v.shape).map(Some),
+                Source::Shared(_) if !updated => {
+                    download(&*self.driver, self.address(v, store), v.dtype, &v.shape).map(Some)
+                }
                 _ => Ok(None),
             })
             .collect::<Result<_, _>>()
@@ -595,6 +603,7 @@ impl Prepared {
             let (id, target) = &self.shared[*i];
             let dst = self.address(target, store);
             match staged {
+                _ if updated => {}
                 Some(value) => upload(&*self.driver, dst, &value_bytes(value)).map_err(cuda)?,
                 None => copy(&*self.driver, dst, self.address(op, store), op.bytes()).map_err(cuda)?,
             }
@@ -660,10 +669,16 @@ impl Prepared {
     }
 
     /// With a CUDA graph wanted: replays it, capturing it first if there is
-    /// none for the shared variables' current addresses. `Ok(false)`: the
-    /// steps are still to run one by one (no graph wanted, or the capture
-    /// failed, which ran nothing and is remembered).
-    fn replay(&mut self, program: &Program, store: &SharedStore, fallback: Fallback) -> Result<bool, ExecError> {
+    /// none for the shared variables' current addresses. `None`: the steps
+    /// are still to run one by one (no graph wanted, or the capture failed,
+    /// which ran nothing and is remembered); `Some(true)` when the graph
+    /// also made the updates.
+    fn replay(
+        &mut self,
+        program: &Program,
+        store: &SharedStore,
+        fallback: Fallback,
+    ) -> Result<Option<bool>, ExecError> {
         let shared: Vec<Ptr> = self.shared.iter().map(|o| self.address(&o.1, store)).collect();
         match &self.capture {
             Capture::Ready { shared: captured, .. } if *captured == shared => {}
@@ -671,30 +686,54 @@ impl Prepared {
                 if let Capture::Ready { graph, .. } = self.capture {
                     self.driver.drop_graph(graph);
                 }
-                self.capture = match self.record(program, store, fallback) {
-                    Ok(graph) => Capture::Ready { graph, shared },
+                let updates = self.updates_capturable();
+                self.capture = match self.record(program, store, fallback, updates) {
+                    Ok(graph) => Capture::Ready { graph, shared, updates },
                     Err(why) => Capture::Refused(format!("capturing failed: {why}")),
                 };
             }
-            Capture::Off | Capture::Refused(_) => return Ok(false),
+            Capture::Off | Capture::Refused(_) => return Ok(None),
         }
-        let Capture::Ready { graph, .. } = self.capture else { return Ok(false) };
+        let Capture::Ready { graph, updates, .. } = self.capture else { return Ok(None) };
         self.driver.replay(graph).map_err(|e| fail(None, format!("replaying the CUDA graph: {e}")))?;
-        Ok(true)
+        Ok(Some(updates))
     }
 
-    /// Captures every step into a graph; the capture always ends.
-    fn record(&self, program: &Program, store: &SharedStore, fallback: Fallback) -> Result<GraphId, String> {
+    /// Whether the updates can be the graph's last copies: no update value
+    /// is a shared variable (a swap must read the old values first) and no
+    /// output is one (outputs are read after the graph, and must be the old
+    /// values).
+    fn updates_capturable(&self) -> bool {
+        let shared = |o: &Operand| matches!(o.source, Source::Shared(_));
+        !self.updates.iter().any(|(_, v)| shared(v)) && !self.outputs.iter().any(shared)
+    }
+
+    /// Captures every step, then (with `updates`) the copies of the updates
+    /// into the shared variables, into a graph; the capture always ends.
+    fn record(
+        &self,
+        program: &Program,
+        store: &SharedStore,
+        fallback: Fallback,
+        updates: bool,
+    ) -> Result<GraphId, String> {
         self.driver.begin_capture()?;
         let steps = self.steps.iter().try_for_each(|(s, run)| self.step(program, *s, run, store, fallback));
+        let steps = steps.map_err(|e| e.to_string()).and_then(|()| match updates {
+            true => self.updates.iter().try_for_each(|(i, value)| {
+                let dst = self.address(&self.shared[*i].1, store);
+                copy(&*self.driver, dst, self.address(value, store), value.bytes()).map_err(|e| e.to_string())
+            }),
+            false => Ok(()),
+        });
         let graph = self.driver.end_capture();
         match (steps, graph) {
             (Ok(()), graph) => graph,
             (Err(e), Ok(graph)) => {
                 self.driver.drop_graph(graph);
-                Err(e.to_string())
+                Err(e)
             }
-            (Err(e), Err(_)) => Err(e.to_string()),
+            (Err(e), Err(_)) => Err(e),
         }
     }
 
