@@ -209,6 +209,57 @@ fn a_graph_computes_outputs_and_updates_from_the_old_values() {
     assert_eq!(&plain[..8], &[0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0]);
 }
 
+#[test]
+#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
+fn dropout_on_the_gpu_drops_what_the_interpreter_drops() {
+    dropout_drops_what_the_interpreter_drops(On::Gpu);
+}
+
+#[test]
+fn dropout_on_the_emulated_gpu_drops_what_the_interpreter_drops() {
+    dropout_drops_what_the_interpreter_drops(On::Emulator);
+}
+
+/// Dropout's mask is the interpreter's to the bit (the same counter-based
+/// random numbers), keyed by a step number or not, in `f32` and `f64`,
+/// with NaN and infinities dropped or scaled alike; and its gradient too.
+fn dropout_drops_what_the_interpreter_drops(on: On) {
+    for dtype in [rhea::DType::F32, rhea::DType::F64] {
+        let n = 3000;
+        let data: Vec<f64> = (0..n)
+            .map(|i| match i % 500 {
+                7 => f64::NAN,
+                8 => f64::INFINITY,
+                _ => (i as f64 * 0.37).sin() * 3.0,
+            })
+            .collect();
+        let xv = Value::from_f64(dtype, &[3, 1000], &data).unwrap();
+        let mut results = Vec::new();
+        for backend in [rhea::Backend::Interp, on.backend()] {
+            let g = rhea::Builder::new();
+            let x = g.input("x", dtype, [3, 1000]).unwrap();
+            let step = g.input("step", rhea::DType::I64, rhea::Shape::scalar()).unwrap();
+            let keyed = x.dropout_keyed(0.3, 11, true, &step).unwrap();
+            let plain = x.dropout(0.6, 5, true).unwrap();
+            let cost = keyed.mul(&x).unwrap().sum_all().unwrap();
+            let dx = rhea::grad(&cost, &[&x]).unwrap().remove(0);
+            let mut f = rhea::function(&[&x, &step], &[&keyed, &plain, &dx]).backend(backend).compile().unwrap();
+            for k in [0i64, 41] {
+                results.push(f.call(&[xv.clone(), Value::from(ndarray::arr0(k))]).unwrap());
+            }
+        }
+        let (want, got) = results.split_at(2);
+        for (w, g) in want.iter().flatten().zip(got.iter().flatten()) {
+            let same = w.to_f64_vec().iter().zip(g.to_f64_vec()).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{dtype} dropout on {} differs from the interpreter", on.name());
+        }
+        let kept = want[0][0].to_f64_vec().iter().filter(|v| **v != 0.0).count();
+        assert!((1900..2300).contains(&kept), "{kept} of 3000 kept at rate 0.3");
+        assert_ne!(want[0][0].to_f64_vec(), want[1][0].to_f64_vec(), "the key changes the mask");
+    }
+    println!("dropout on {}: masks and gradients equal the interpreter's bit for bit", on.name());
+}
+
 /// A function with a step the GPU does not run (a kernel using `sin`) is
 /// not captured, says why, and still computes the right values.
 #[test]

@@ -208,6 +208,15 @@ fn model_kernels(suite: &mut Suite) {
     let f = rhea::function(&[&vgg.x], &[&vgg.logits]).compile().unwrap();
     let feeds = HashMap::from([("x".to_string(), Value::from(Array4::<f32>::zeros((2, 3, 32, 32))))]);
     lower_program(f.program(), &feeds, "vgg16", suite);
+    // Dropout as VGG16's classifier trains it (keyed by the step), and unkeyed in f64.
+    for (dtype, key) in [(rhea::DType::F32, Some(&[][..])), (rhea::DType::F64, None)] {
+        let op = rhea::Op::Dropout { rate: rhea::F64(0.5), seed: 7, training: true };
+        let x: &[usize] = &[8, 4096];
+        let inputs: Vec<&[usize]> = std::iter::once(x).chain(key).collect();
+        let name = format!("dropout_{dtype}");
+        let plan = rhea_cuda::op_kernels(&op, dtype, &inputs, x, &name).expect("dropout runs on the GPU");
+        suite.library.extend(plan.kernels);
+    }
 }
 
 /// Every kernel of the numpy golden cases (modes none and fast), of

@@ -122,3 +122,43 @@ fn vgg16_gradients_match_finite_differences() {
         f.set_shared(name, base).unwrap();
     }
 }
+
+/// VGG16's whole training step (dropout keyed by the step number,
+/// convolutions, pooling, their gradients, SGD updates) runs on the device:
+/// it can be captured as one CUDA graph, which a step on the host would
+/// prevent (`cuda_graph()` would name it), and the captured step matches
+/// the step run kernel by kernel.
+#[test]
+fn vgg16_training_runs_wholly_on_the_emulated_gpu() {
+    let opts =
+        VggOptions { num_classes: 3, width_div: 16, image_size: 32, seed: 3, training: true, ..Default::default() };
+    let x = images(DType::F32, 2, 32);
+    let mut losses = Vec::new();
+    for graph in [false, true] {
+        let m = vgg16(&opts).unwrap();
+        let r = Value::from_f64(DType::F32, &[3], &[0.3, -1.2, 0.7]).unwrap();
+        let cost = (&m.logits * &m.graph.constant(r)).sum_all().unwrap();
+        let params = m.params();
+        let grads = grad(&cost, &params.iter().collect::<Vec<_>>()).unwrap();
+        let updates: Vec<(rhea::Var, rhea::Var)> =
+            params.iter().zip(&grads).map(|(p, g)| (p.clone(), p - &(g * 0.01f32))).collect();
+        let step = m.step.clone().expect("a training graph takes the step number");
+        let mut f = function(&[&m.x, &step], &[&cost])
+            .updates(updates)
+            .backend(Backend::CudaEmulated)
+            .cuda_graph(graph)
+            .compile()
+            .unwrap();
+        let mut seen = Vec::new();
+        for k in 0..2i64 {
+            seen.push(f.call(&[x.clone(), Value::from(ndarray::arr0(k))]).unwrap()[0].to_f64_vec()[0]);
+        }
+        if graph {
+            assert_eq!(f.cuda_graph(), Some(Ok(true)), "the training step should run wholly on the device");
+        }
+        losses.push(seen);
+    }
+    for (a, b) in losses[0].iter().zip(&losses[1]) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "step by step {a}, as a graph {b}");
+    }
+}

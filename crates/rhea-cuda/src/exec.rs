@@ -314,7 +314,8 @@ impl Prepared {
                     let out =
                         outs.into_iter().next().ok_or_else(|| fail(Some((program, s)), "an op without output"))?;
                     let shapes: Vec<&[usize]> = ins.iter().map(|o| o.shape.as_slice()).collect();
-                    let same_dtype = ins.iter().all(|o| o.dtype == out.dtype);
+                    let dtypes: Vec<DType> = ins.iter().map(|o| o.dtype).collect();
+                    let same_dtype = crate::library::accepts(op, &dtypes, out.dtype);
                     let sequence = same_dtype
                         .then(|| crate::library::plan(op, out.dtype, &shapes, &out.shape, &format!("s{s}"), budget))
                         .flatten();

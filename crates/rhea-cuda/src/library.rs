@@ -1,6 +1,7 @@
 //! Library ops on the GPU as sequences of kernel launches and BLAS calls:
 //! matrix products through cuBLAS, convolutions as im2col (or col2im) and
-//! batched cuBLAS products, pooling and its gradients as window kernels.
+//! batched cuBLAS products, pooling and its gradients as window kernels,
+//! dropout as a kernel drawing the interpreter's random numbers.
 //! Planned once per input shape; the executor resolves each [`Place`] to a
 //! device address. An op this module does not plan (`None`) runs on the
 //! host.
@@ -9,7 +10,7 @@ use rhea_graph::{Conv2d, DType, Op, Pool2d, Shape};
 use rhea_kernel::{Kernel, KernelInput, KernelOutput};
 
 use crate::driver::BlasGemm;
-use crate::ptx::{Lowered, Pooling, Window, col2im, im2col, lower_kernel, pool, pool_grad};
+use crate::ptx::{Lowered, Pooling, Window, col2im, dropout, im2col, lower_kernel, pool, pool_grad};
 
 /// The most bytes of im2col columns held at once (and at most a sixteenth
 /// of the device's memory): a convolution over a batch whose columns need
@@ -159,8 +160,31 @@ pub(crate) fn plan(
             let (x, gy) = (dims4(inputs.first()?)?, dims4(inputs.get(1)?)?);
             conv(Direction::Weights, &g.conv, dtype, x, dims4(output)?, gy, name, budget.scratch)
         }
+        Op::Dropout { rate, seed, training } => {
+            let items: usize = output.iter().product();
+            if items == 0 || inputs.first()? != &output {
+                return None;
+            }
+            let keyed = inputs.len() > 1;
+            let mut seq = Sequence::default();
+            let kernel = seq.kernel(dropout(&format!("{name}_dropout"), dtype, items, rate.0, *seed, *training, keyed));
+            let mut args = vec![Place::Input(0).at(0, dtype)];
+            args.extend(keyed.then(|| Place::Input(1).at(0, DType::I64)));
+            args.push(Place::Output.at(0, dtype));
+            seq.launch(kernel, args);
+            Some(seq)
+        }
         _ => pooling(op, dtype, inputs, output, name),
     }
+}
+
+/// Whether [`plan`] takes inputs of `inputs` dtypes for an output of
+/// `output`: the output's dtype throughout, but for dropout's `i64` key.
+pub(crate) fn accepts(op: &Op, inputs: &[DType], output: DType) -> bool {
+    inputs
+        .iter()
+        .enumerate()
+        .all(|(i, &d)| d == output || (matches!(op, Op::Dropout { .. }) && i == 1 && d == DType::I64))
 }
 
 fn dims4(s: &[usize]) -> Option<[usize; 4]> {

@@ -4,9 +4,11 @@
 
 mod emit;
 mod kernel;
+mod random;
 mod window;
 
 pub use kernel::{BLOCK, Lowered, Stage, lower_kernel};
+pub use random::dropout;
 pub use window::{MAX_TAPS, Pooling, Window, col2im, im2col, pool, pool_grad};
 
 /// A GPU architecture PTX is written for.
