@@ -174,6 +174,38 @@ fn sonar_steps_as_a_cuda_graph_match_step_by_step(on: On) {
     println!("sonar on {}: 12 steps as a CUDA graph match step by step (last loss {:.6})", on.name(), graph[11]);
 }
 
+/// The (emulated) GPU is one per process: while one thread captures a
+/// graph, another thread's calls wait instead of being recorded into it or
+/// breaking it. Two threads train the Sonar step at once, one as a graph
+/// and one step by step, many times over; each gets what it gets alone.
+#[test]
+fn a_capture_on_one_thread_leaves_another_threads_calls_alone() {
+    let train = |graph: bool| {
+        let m = rhea::nn::models::sonar_mlp(3).unwrap();
+        let mut f = rhea::function(&[&m.x, &m.y], &[&m.loss])
+            .updates(m.updates.clone())
+            .backend(rhea::Backend::CudaEmulated)
+            .cuda_graph(graph)
+            .compile()
+            .unwrap();
+        let losses = sonar_steps(&mut f, 0..3);
+        assert_eq!(f.cuda_graph().map(|r| r.is_ok()), graph.then_some(true), "{:?}", f.cuda_graph());
+        losses
+    };
+    let alone = train(false);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> =
+            (0..4).map(|t| scope.spawn(move || (0..6).map(|_| train(t % 2 == 0)).collect::<Vec<_>>())).collect();
+        for t in threads {
+            for losses in t.join().unwrap() {
+                for (a, b) in alone.iter().zip(&losses) {
+                    assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "alone {a}, beside a capture {b}");
+                }
+            }
+        }
+    });
+}
+
 /// As a CUDA graph a call still computes outputs and updates from the old
 /// values: an output that is a shared variable updated by the same call,
 /// and two shared variables swapping, keep their meaning (the graph then

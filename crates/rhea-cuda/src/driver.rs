@@ -7,7 +7,8 @@
 //! keep it thin.
 
 use std::ffi::{CString, c_void};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::ThreadId;
 
 use cudarc::driver::CudaContext;
 use cudarc::driver::result;
@@ -54,6 +55,90 @@ pub(crate) struct BlasGemm {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct GraphId(pub usize);
 
+/// Who may use the device. While a thread captures a graph, every other
+/// thread's device calls wait (on a GPU they would be recorded into its
+/// graph, or break the capture), and a capture waits for the calls under
+/// way to finish. Each driver call holds a [`Pass`] while it runs.
+#[derive(Default)]
+pub(crate) struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    capturer: Option<ThreadId>,
+    busy: usize,
+}
+
+/// A call's turn on the device (see [`Gate`]).
+pub(crate) struct Pass<'g> {
+    gate: &'g Gate,
+    counted: bool,
+}
+
+impl Gate {
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn wait<'s>(&self, s: MutexGuard<'s, GateState>) -> MutexGuard<'s, GateState> {
+        self.changed.wait(s).unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until this thread may use the device.
+    pub fn enter(&self) -> Pass<'_> {
+        let me = std::thread::current().id();
+        let mut s = self.state();
+        while s.capturer.is_some_and(|t| t != me) {
+            s = self.wait(s);
+        }
+        let counted = s.capturer.is_none();
+        s.busy += usize::from(counted);
+        Pass { gate: self, counted }
+    }
+
+    /// Makes this thread the capturer once no other call is under way.
+    pub fn begin(&self) -> Result<(), String> {
+        let me = std::thread::current().id();
+        let mut s = self.state();
+        if s.capturer == Some(me) {
+            return Err("a capture is already under way".into());
+        }
+        while s.capturer.is_some() || s.busy > 0 {
+            s = self.wait(s);
+        }
+        s.capturer = Some(me);
+        Ok(())
+    }
+
+    /// Whether this thread is capturing.
+    pub fn capturing_here(&self) -> bool {
+        self.state().capturer == Some(std::thread::current().id())
+    }
+
+    /// Ends this thread's capture; the other threads go on.
+    pub fn end(&self) {
+        let mut s = self.state();
+        if s.capturer == Some(std::thread::current().id()) {
+            s.capturer = None;
+            self.changed.notify_all();
+        }
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            let mut s = self.gate.state();
+            s.busy -= 1;
+            if s.busy == 0 {
+                self.gate.changed.notify_all();
+            }
+        }
+    }
+}
+
 /// The GPU operations the executor uses.
 pub(crate) trait Driver: Send + Sync + std::panic::RefUnwindSafe {
     /// Makes the device current on the calling thread.
@@ -95,6 +180,7 @@ pub(crate) struct CudaDriver {
     pub ctx: Arc<CudaContext>,
     blas: OnceLock<Option<cudarc::cublas::CudaBlas>>,
     capture: Mutex<Capture>,
+    gate: Gate,
 }
 
 /// CUDA graphs: the stream they are captured on and replayed on (created at
@@ -110,7 +196,7 @@ struct Capture {
 
 impl CudaDriver {
     pub fn new(ctx: Arc<CudaContext>) -> CudaDriver {
-        CudaDriver { ctx, blas: OnceLock::new(), capture: Mutex::new(Capture::default()) }
+        CudaDriver { ctx, blas: OnceLock::new(), capture: Mutex::new(Capture::default()), gate: Gate::default() }
     }
 
     fn capture(&self) -> std::sync::MutexGuard<'_, Capture> {
@@ -189,12 +275,14 @@ impl Driver for CudaDriver {
     }
 
     fn malloc(&self, bytes: usize) -> Option<Ptr> {
+        let _pass = self.gate.enter();
         self.bind().ok()?;
         // Safety: a plain allocation, owned by the caller's buffer.
         unsafe { result::malloc_sync(bytes) }.ok()
     }
 
     fn free(&self, ptr: Ptr) {
+        let _pass = self.gate.enter();
         if self.bind().is_ok() {
             // Safety: allocated by malloc and freed once, by its owner.
             let _ = unsafe { result::free_sync(ptr) };
@@ -206,16 +294,19 @@ impl Driver for CudaDriver {
     }
 
     fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError> {
+        let _pass = self.gate.enter();
         // Safety: callers give an address with room for `bytes` (planned sizes).
         unsafe { result::memcpy_htod_sync(dst, bytes) }.map_err(call("copying to the GPU"))
     }
 
     fn download(&self, src: Ptr, out: &mut [u8]) -> Result<(), CudaError> {
+        let _pass = self.gate.enter();
         // Safety: callers give an address holding at least `out.len()` bytes.
         unsafe { result::memcpy_dtoh_sync(out, src) }.map_err(call("copying from the GPU"))
     }
 
     fn copy(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError> {
+        let _pass = self.gate.enter();
         let stream = self.stream();
         // Safety: both addresses hold at least `bytes` (planned sizes); a
         // copy on the null stream returns once it is ordered, like a launch.
@@ -230,6 +321,7 @@ impl Driver for CudaDriver {
     }
 
     fn load(&self, ptx: &str, names: &[&str]) -> Result<(ModuleId, Vec<Option<FunctionId>>), String> {
+        let _pass = self.gate.enter();
         let text = CString::new(ptx).map_err(|_| "generated PTX holds a NUL byte".to_string())?;
         // Safety: a NUL-terminated PTX image; the driver JIT-compiles it.
         let m: CUmodule =
@@ -247,6 +339,7 @@ impl Driver for CudaDriver {
     }
 
     fn unload(&self, module: ModuleId) {
+        let _pass = self.gate.enter();
         if self.bind().is_ok() {
             // Safety: loaded by `load` and unloaded once, by its plan.
             let _ = unsafe { result::module::unload(module.0 as CUmodule) };
@@ -254,6 +347,7 @@ impl Driver for CudaDriver {
     }
 
     fn launch(&self, f: FunctionId, grid: u32, block: u32, params: &[Ptr]) -> Result<(), String> {
+        let _pass = self.gate.enter();
         let mut ptrs = params.to_vec();
         let mut args: Vec<*mut c_void> = ptrs.iter_mut().map(|p| (p as *mut Ptr).cast::<c_void>()).collect();
         // Safety: `f` came from `load`; every parameter is a device address
@@ -269,6 +363,7 @@ impl Driver for CudaDriver {
 
     fn gemm(&self, g: &BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr) -> Result<(), String> {
         use cudarc::cublas::{result as blas, sys::cublasOperation_t as T};
+        let _pass = self.gate.enter();
         let h = *self.blas().ok_or("cuBLAS is not available")?.handle();
         let op = |t: bool| if t { T::CUBLAS_OP_T } else { T::CUBLAS_OP_N };
         let int = |x: usize| i32::try_from(x).map_err(|_| format!("a matrix dimension of {x} is past cuBLAS's range"));
@@ -305,10 +400,60 @@ impl Driver for CudaDriver {
     }
 
     fn synchronize(&self) -> Result<(), String> {
+        let _pass = self.gate.enter();
         self.ctx.synchronize().map_err(|e| format!("{e:?}"))
     }
 
     fn begin_capture(&self) -> Result<(), String> {
+        self.gate.begin()?;
+        let started = self.start_capture();
+        if started.is_err() {
+            self.gate.end();
+        }
+        started
+    }
+
+    fn end_capture(&self) -> Result<GraphId, String> {
+        if !self.gate.capturing_here() {
+            return Err("no capture is under way on this thread".into());
+        }
+        let graph = self.finish_capture();
+        self.gate.end();
+        graph
+    }
+
+    fn replay(&self, graph: GraphId) -> Result<(), String> {
+        let _pass = self.gate.enter();
+        let (exec, stream) = {
+            let c = self.capture();
+            let Some(Some((_, exec))) = c.graphs.get(graph.0) else { return Err("no such graph".into()) };
+            (*exec as CUgraphExec, c.stream.expect("a graph has a stream") as CUstream)
+        };
+        self.bind().map_err(|e| e.to_string())?;
+        // Safety: an instantiated graph of this context; its addresses were
+        // checked by the executor to be the ones it was captured with.
+        unsafe { result::graph::launch(exec, stream) }.map_err(|e| format!("cuGraphLaunch: {e:?}"))
+    }
+
+    fn drop_graph(&self, graph: GraphId) {
+        let _pass = self.gate.enter();
+        let taken = self.capture().graphs.get_mut(graph.0).and_then(Option::take);
+        if let Some((g, exec)) = taken
+            && self.bind().is_ok()
+        {
+            // Safety: created by end_capture and destroyed once, here.
+            unsafe {
+                let _ = result::graph::exec_destroy(exec as CUgraphExec);
+                let _ = result::graph::destroy(g as CUgraph);
+            }
+        }
+    }
+}
+
+impl CudaDriver {
+    /// Points the capture stream (created the first time) and cuBLAS at
+    /// each other and starts capturing; this thread holds the gate.
+    fn start_capture(&self) -> Result<(), String> {
         use cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL as LOCAL;
         self.bind().map_err(|e| e.to_string())?;
         let stream = {
@@ -330,14 +475,16 @@ impl Driver for CudaDriver {
         self.blas_stream(stream)?;
         // Safety: a live stream of this context, not capturing.
         if let Err(e) = unsafe { result::stream::begin_capture(stream, LOCAL) } {
-            self.blas_stream(std::ptr::null_mut())?;
+            let _ = self.blas_stream(std::ptr::null_mut());
             return Err(format!("cuStreamBeginCapture: {e:?}"));
         }
         self.capture().active = true;
         Ok(())
     }
 
-    fn end_capture(&self) -> Result<GraphId, String> {
+    /// Ends the capture and instantiates its graph; cuBLAS goes back to
+    /// the null stream whatever happens (the first error is the one told).
+    fn finish_capture(&self) -> Result<GraphId, String> {
         let stream = {
             let mut c = self.capture();
             if !c.active {
@@ -348,48 +495,32 @@ impl Driver for CudaDriver {
         };
         // Safety: the stream is capturing (begun above).
         let graph = unsafe { result::stream::end_capture(stream) };
-        self.blas_stream(std::ptr::null_mut())?;
+        let reset = self.blas_stream(std::ptr::null_mut());
         let graph: CUgraph = graph.map_err(|e| format!("cuStreamEndCapture: {e:?}"))?;
         if graph.is_null() {
             return Err("the capture made no graph".into());
         }
-        // Safety: a graph just captured, destroyed below if it cannot be instantiated.
-        let exec: CUgraphExec =
-            match unsafe { result::graph::instantiate(graph, cudarc::driver::sys::CUgraphInstantiate_flags(0)) } {
-                Ok(exec) => exec,
-                Err(e) => {
-                    // Safety: the graph is ours and nothing else refers to it.
-                    let _ = unsafe { result::graph::destroy(graph) };
-                    return Err(format!("cuGraphInstantiate: {e:?}"));
+        // Safety: a graph just captured, destroyed below if it cannot be used.
+        let exec = unsafe { result::graph::instantiate(graph, cudarc::driver::sys::CUgraphInstantiate_flags(0)) };
+        let exec: CUgraphExec = match (exec, reset) {
+            (Ok(exec), Ok(())) => exec,
+            (exec, reset) => {
+                // Safety: the graph (and its instance) are ours and nothing else refers to them.
+                unsafe {
+                    if let Ok(exec) = exec {
+                        let _ = result::graph::exec_destroy(exec);
+                    }
+                    let _ = result::graph::destroy(graph);
                 }
-            };
+                return Err(match (exec, reset) {
+                    (Err(e), _) => format!("cuGraphInstantiate: {e:?}"),
+                    (_, Err(e)) => e,
+                    _ => unreachable!("one of them failed"),
+                });
+            }
+        };
         let mut c = self.capture();
         c.graphs.push(Some((graph as usize, exec as usize)));
         Ok(GraphId(c.graphs.len() - 1))
-    }
-
-    fn replay(&self, graph: GraphId) -> Result<(), String> {
-        let (exec, stream) = {
-            let c = self.capture();
-            let Some(Some((_, exec))) = c.graphs.get(graph.0) else { return Err("no such graph".into()) };
-            (*exec as CUgraphExec, c.stream.expect("a graph has a stream") as CUstream)
-        };
-        self.bind().map_err(|e| e.to_string())?;
-        // Safety: an instantiated graph of this context; its addresses were
-        // checked by the executor to be the ones it was captured with.
-        unsafe { result::graph::launch(exec, stream) }.map_err(|e| format!("cuGraphLaunch: {e:?}"))
-    }
-
-    fn drop_graph(&self, graph: GraphId) {
-        let taken = self.capture().graphs.get_mut(graph.0).and_then(Option::take);
-        if let Some((g, exec)) = taken
-            && self.bind().is_ok()
-        {
-            // Safety: created by end_capture and destroyed once, here.
-            unsafe {
-                let _ = result::graph::exec_destroy(exec as CUgraphExec);
-                let _ = result::graph::destroy(g as CUgraph);
-            }
-        }
     }
 }

@@ -719,6 +719,19 @@ impl Prepared {
         updates: bool,
     ) -> Result<GraphId, String> {
         self.driver.begin_capture()?;
+        // Ends the capture if a step panics, so the device (and the other
+        // threads waiting on it) are not left capturing.
+        struct Open<'d>(Option<&'d dyn Driver>);
+        impl Drop for Open<'_> {
+            fn drop(&mut self) {
+                if let Some(driver) = self.0
+                    && let Ok(graph) = driver.end_capture()
+                {
+                    driver.drop_graph(graph);
+                }
+            }
+        }
+        let mut open = Open(Some(&*self.driver));
         let steps = self.steps.iter().try_for_each(|(s, run)| self.step(program, *s, run, store, fallback));
         let steps = steps.map_err(|e| e.to_string()).and_then(|()| match updates {
             true => self.updates.iter().try_for_each(|(i, value)| {
@@ -727,6 +740,7 @@ impl Prepared {
             }),
             false => Ok(()),
         });
+        open.0 = None;
         let graph = self.driver.end_capture();
         match (steps, graph) {
             (Ok(()), graph) => graph,

@@ -10,12 +10,13 @@ use rhea_graph::DType;
 
 use super::{Memory, Module};
 use crate::device::CudaError;
-use crate::driver::{BlasGemm, Driver, FunctionId, GraphId, ModuleId, Ptr};
+use crate::driver::{BlasGemm, Driver, FunctionId, Gate, GraphId, ModuleId, Ptr};
 
 /// An emulated GPU.
 pub(crate) struct EmulatedDriver {
     state: Mutex<State>,
     capacity: usize,
+    gate: Gate,
 }
 
 #[derive(Default)]
@@ -27,6 +28,8 @@ struct State {
     functions: Vec<(usize, String)>,
     /// The work recorded since `begin_capture`, while capturing.
     recording: Option<Vec<Work>>,
+    /// What broke the capture under way (CUDA then fails its end).
+    broken: Option<String>,
     /// Captured graphs by id (`None` once dropped).
     graphs: Vec<Option<Vec<Work>>>,
 }
@@ -42,7 +45,7 @@ enum Work {
 impl EmulatedDriver {
     /// A device with `capacity` bytes of memory.
     pub(crate) fn new(capacity: usize) -> EmulatedDriver {
-        EmulatedDriver { state: Mutex::new(State::default()), capacity }
+        EmulatedDriver { state: Mutex::new(State::default()), capacity, gate: Gate::default() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -63,8 +66,13 @@ impl EmulatedDriver {
 
     /// An error if a capture is under way: `what` would wait for the device.
     fn not_capturing(&self, what: &str) -> Result<(), String> {
-        match self.state().recording {
-            Some(_) => Err(format!("{what} during a graph capture (CUDA refuses it and ends the capture)")),
+        let mut s = self.state();
+        match s.recording {
+            Some(_) => {
+                let e = format!("{what} during a graph capture (CUDA refuses it and ends the capture)");
+                s.broken.get_or_insert(e.clone());
+                Err(e)
+            }
             None => Ok(()),
         }
     }
@@ -98,6 +106,7 @@ impl Driver for EmulatedDriver {
     }
 
     fn malloc(&self, bytes: usize) -> Option<Ptr> {
+        let _pass = self.gate.enter();
         self.not_capturing("an allocation").ok()?;
         let mut s = self.state();
         if s.used.checked_add(bytes)? > self.capacity {
@@ -108,6 +117,10 @@ impl Driver for EmulatedDriver {
     }
 
     fn free(&self, ptr: Ptr) {
+        let _pass = self.gate.enter();
+        if self.not_capturing("freeing memory").is_err() {
+            return;
+        }
         let mut s = self.state();
         let freed = s.mem.free(ptr);
         s.used -= freed;
@@ -118,11 +131,13 @@ impl Driver for EmulatedDriver {
     }
 
     fn upload(&self, dst: Ptr, bytes: &[u8]) -> Result<(), CudaError> {
+        let _pass = self.gate.enter();
         self.not_capturing("a copy to the device").map_err(emu("copying to the emulated GPU"))?;
         self.state().mem.write(dst, bytes).map_err(emu("copying to the emulated GPU"))
     }
 
     fn download(&self, src: Ptr, out: &mut [u8]) -> Result<(), CudaError> {
+        let _pass = self.gate.enter();
         self.not_capturing("a copy from the device").map_err(emu("copying from the emulated GPU"))?;
         let s = self.state();
         out.copy_from_slice(s.mem.read(src, out.len()).map_err(emu("copying from the emulated GPU"))?);
@@ -130,6 +145,7 @@ impl Driver for EmulatedDriver {
     }
 
     fn copy(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<(), CudaError> {
+        let _pass = self.gate.enter();
         if self.record(|| Work::Copy { dst, src, bytes }) {
             return Ok(());
         }
@@ -139,6 +155,7 @@ impl Driver for EmulatedDriver {
     }
 
     fn load(&self, ptx: &str, names: &[&str]) -> Result<(ModuleId, Vec<Option<FunctionId>>), String> {
+        let _pass = self.gate.enter();
         let module = Module::parse(ptx)?;
         let mut s = self.state();
         let m = s.modules.len();
@@ -154,12 +171,17 @@ impl Driver for EmulatedDriver {
     }
 
     fn unload(&self, module: ModuleId) {
+        let _pass = self.gate.enter();
         if let Some(m) = self.state().modules.get_mut(module.0) {
             *m = None;
         }
     }
 
     fn launch(&self, f: FunctionId, grid: u32, block: u32, params: &[Ptr]) -> Result<(), String> {
+        let _pass = self.gate.enter();
+        if self.gate.capturing_here() && self.state().functions.get(f.0).is_none() {
+            return Err("no such function".into());
+        }
         if self.record(|| Work::Launch { f, grid, block, params: params.to_vec() }) {
             return Ok(());
         }
@@ -175,6 +197,7 @@ impl Driver for EmulatedDriver {
     }
 
     fn gemm(&self, g: &BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr) -> Result<(), String> {
+        let _pass = self.gate.enter();
         if !matches!(dtype, DType::F32 | DType::F64) {
             return Err(format!("BLAS has no {dtype} product"));
         }
@@ -190,26 +213,40 @@ impl Driver for EmulatedDriver {
     }
 
     fn synchronize(&self) -> Result<(), String> {
+        let _pass = self.gate.enter();
         self.not_capturing("synchronizing")
     }
 
     fn begin_capture(&self) -> Result<(), String> {
+        self.gate.begin()?;
         let mut s = self.state();
-        if s.recording.is_some() {
-            return Err("a capture is already under way".into());
-        }
         s.recording = Some(Vec::new());
+        s.broken = None;
         Ok(())
     }
 
     fn end_capture(&self) -> Result<GraphId, String> {
-        let mut s = self.state();
-        let work = s.recording.take().ok_or("no capture is under way")?;
-        s.graphs.push(Some(work));
-        Ok(GraphId(s.graphs.len() - 1))
+        if !self.gate.capturing_here() {
+            return Err("no capture is under way on this thread".into());
+        }
+        let graph = {
+            let mut s = self.state();
+            let work = s.recording.take().ok_or("no capture is under way");
+            match (work, s.broken.take()) {
+                (Ok(work), None) => {
+                    s.graphs.push(Some(work));
+                    Ok(GraphId(s.graphs.len() - 1))
+                }
+                (_, Some(why)) => Err(format!("the capture was invalidated: {why}")),
+                (Err(e), None) => Err(e.to_string()),
+            }
+        };
+        self.gate.end();
+        graph
     }
 
     fn replay(&self, graph: GraphId) -> Result<(), String> {
+        let _pass = self.gate.enter();
         self.not_capturing("replaying a graph")?;
         let work = match self.state().graphs.get(graph.0) {
             Some(Some(w)) => w.clone(),
@@ -219,6 +256,7 @@ impl Driver for EmulatedDriver {
     }
 
     fn drop_graph(&self, graph: GraphId) {
+        let _pass = self.gate.enter();
         if let Some(g) = self.state().graphs.get_mut(graph.0) {
             *g = None;
         }
