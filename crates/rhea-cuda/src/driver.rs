@@ -185,12 +185,11 @@ pub(crate) struct CudaDriver {
 
 /// CUDA graphs: the stream they are captured on and replayed on (created at
 /// the first capture, blocking, so the null stream's copies and launches
-/// order with it), whether a capture is under way, and the instantiated
-/// graphs (`CUgraph`, `CUgraphExec` as addresses) by id.
+/// order with it) and the instantiated graphs (`CUgraph`, `CUgraphExec` as
+/// addresses) by id. Whether a capture is under way is the gate's.
 #[derive(Default)]
 struct Capture {
     stream: Option<usize>,
-    active: bool,
     graphs: Vec<Option<(usize, usize)>>,
 }
 
@@ -206,9 +205,8 @@ impl CudaDriver {
     /// The stream launches go to: the capture stream while capturing, else
     /// the null stream.
     fn stream(&self) -> CUstream {
-        let c = self.capture();
-        match (c.active, c.stream) {
-            (true, Some(s)) => s as CUstream,
+        match self.capture().stream {
+            Some(s) if self.gate.capturing_here() => s as CUstream,
             _ => std::ptr::null_mut(),
         }
     }
@@ -458,9 +456,6 @@ impl CudaDriver {
         self.bind().map_err(|e| e.to_string())?;
         let stream = {
             let mut c = self.capture();
-            if c.active {
-                return Err("a capture is already under way".into());
-            }
             match c.stream {
                 Some(s) => s as CUstream,
                 None => {
@@ -478,21 +473,13 @@ impl CudaDriver {
             let _ = self.blas_stream(std::ptr::null_mut());
             return Err(format!("cuStreamBeginCapture: {e:?}"));
         }
-        self.capture().active = true;
         Ok(())
     }
 
     /// Ends the capture and instantiates its graph; cuBLAS goes back to
     /// the null stream whatever happens (the first error is the one told).
     fn finish_capture(&self) -> Result<GraphId, String> {
-        let stream = {
-            let mut c = self.capture();
-            if !c.active {
-                return Err("no capture is under way".into());
-            }
-            c.active = false;
-            c.stream.expect("a capture has a stream") as CUstream
-        };
+        let stream = self.capture().stream.ok_or("no capture is under way")? as CUstream;
         // Safety: the stream is capturing (begun above).
         let graph = unsafe { result::stream::end_capture(stream) };
         let reset = self.blas_stream(std::ptr::null_mut());

@@ -606,7 +606,7 @@ impl Prepared {
             match staged {
                 _ if updated => {}
                 Some(value) => upload(&*self.driver, dst, &value_bytes(value)).map_err(cuda)?,
-                None => copy(&*self.driver, dst, self.address(op, store), op.bytes()).map_err(cuda)?,
+                None => self.copy_update(*i, op, store).map_err(cuda)?,
             }
             let buffer = store.buffers.get(id).expect("updated shared variables have device copies").0.clone();
             let (dtype, shape) = (target.dtype, target.shape.clone());
@@ -680,10 +680,10 @@ impl Prepared {
         store: &SharedStore,
         fallback: Fallback,
     ) -> Result<Option<bool>, ExecError> {
-        let shared: Vec<Ptr> = self.shared.iter().map(|o| self.address(&o.1, store)).collect();
         match &self.capture {
-            Capture::Ready { shared: captured, .. } if *captured == shared => {}
+            Capture::Ready { shared, .. } if shared.iter().copied().eq(self.shared_addresses(store)) => {}
             Capture::Ready { .. } | Capture::Wanted => {
+                let shared = self.shared_addresses(store).collect();
                 if let Capture::Ready { graph, .. } = self.capture {
                     self.driver.drop_graph(graph);
                 }
@@ -698,6 +698,17 @@ impl Prepared {
         let Capture::Ready { graph, updates, .. } = self.capture else { return Ok(None) };
         self.driver.replay(graph).map_err(|e| fail(None, format!("replaying the CUDA graph: {e}")))?;
         Ok(Some(updates))
+    }
+
+    /// The device addresses of the shared variables' copies, in order.
+    fn shared_addresses<'a>(&'a self, store: &'a SharedStore) -> impl Iterator<Item = Ptr> + 'a {
+        self.shared.iter().map(move |(_, o)| self.address(o, store))
+    }
+
+    /// Copies an update's new value into shared variable `i`'s device copy.
+    fn copy_update(&self, i: usize, value: &Operand, store: &SharedStore) -> Result<(), CudaError> {
+        let dst = self.address(&self.shared[i].1, store);
+        copy(&*self.driver, dst, self.address(value, store), value.bytes())
     }
 
     /// Whether the updates can be the graph's last copies: no update value
@@ -734,10 +745,10 @@ impl Prepared {
         let mut open = Open(Some(&*self.driver));
         let steps = self.steps.iter().try_for_each(|(s, run)| self.step(program, *s, run, store, fallback));
         let steps = steps.map_err(|e| e.to_string()).and_then(|()| match updates {
-            true => self.updates.iter().try_for_each(|(i, value)| {
-                let dst = self.address(&self.shared[*i].1, store);
-                copy(&*self.driver, dst, self.address(value, store), value.bytes()).map_err(|e| e.to_string())
-            }),
+            true => self
+                .updates
+                .iter()
+                .try_for_each(|(i, value)| self.copy_update(*i, value, store).map_err(|e| e.to_string())),
             false => Ok(()),
         });
         open.0 = None;

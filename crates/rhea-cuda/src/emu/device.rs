@@ -4,7 +4,7 @@
 //! matrix through its leading dimension, so a wrong one is an
 //! out-of-bounds error or a wrong result, as on a GPU).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rhea_graph::DType;
 
@@ -31,11 +31,10 @@ struct State {
     /// What broke the capture under way (CUDA then fails its end).
     broken: Option<String>,
     /// Captured graphs by id (`None` once dropped).
-    graphs: Vec<Option<Vec<Work>>>,
+    graphs: Vec<Option<Arc<[Work]>>>,
 }
 
 /// What a graph replays: the calls it recorded, with their arguments.
-#[derive(Clone)]
 enum Work {
     Launch { f: FunctionId, grid: u32, block: u32, params: Vec<Ptr> },
     Gemm { g: BlasGemm, dtype: DType, a: Ptr, b: Ptr, c: Ptr },
@@ -234,7 +233,7 @@ impl Driver for EmulatedDriver {
             let work = s.recording.take().ok_or("no capture is under way");
             match (work, s.broken.take()) {
                 (Ok(work), None) => {
-                    s.graphs.push(Some(work));
+                    s.graphs.push(Some(work.into()));
                     Ok(GraphId(s.graphs.len() - 1))
                 }
                 (_, Some(why)) => Err(format!("the capture was invalidated: {why}")),
@@ -249,7 +248,7 @@ impl Driver for EmulatedDriver {
         let _pass = self.gate.enter();
         self.not_capturing("replaying a graph")?;
         let work = match self.state().graphs.get(graph.0) {
-            Some(Some(w)) => w.clone(),
+            Some(Some(w)) => Arc::clone(w),
             _ => return Err("no such graph".into()),
         };
         work.iter().try_for_each(|w| self.run(w))

@@ -6,7 +6,7 @@
 
 use rhea_graph::{DType, rng};
 
-use super::emit::{Emitter, Kind, R};
+use super::emit::{Emitter, Kind, R, float_literal};
 use super::kernel::{BLOCK, GridLoop, Ix, Lowered, address, blocks, entry, load, prologue, store};
 
 /// A 64-bit integer constant as PTX writes it (two's complement decimal:
@@ -61,15 +61,15 @@ pub fn dropout(name: &str, dtype: DType, items: usize, rate: f64, seed: u64, tra
     // rng::uniform01: the top 53 bits over 2^53 (both steps exact).
     let top = e.op2("shr.u64", Kind::B64, bits, 11);
     let whole = e.op1("cvt.rn.f64.u64", Kind::F64, top);
-    let u = e.op2("mul.rn.f64", Kind::F64, whole, e_literal(1.0 / (1u64 << 53) as f64));
-    let dropped = e.setp("lt", "f64", u, e_literal(rate));
+    let u = e.op2("mul.rn.f64", Kind::F64, whole, float_literal(1.0 / (1u64 << 53) as f64, DType::F64));
+    let dropped = e.setp("lt", "f64", u, float_literal(rate, DType::F64));
     let in_addr = address(&mut e, ix, bases[0], lp.idx, dtype);
     let v = load(&mut e, in_addr, dtype);
-    let wide = if dtype == DType::F64 { v } else { e.op1("cvt.f64.f32", Kind::F64, v) };
-    let scaled = e.op2("mul.rn.f64", Kind::F64, wide, e_literal(scale));
+    let wide = e.cast(v, dtype, DType::F64);
+    let scaled = e.op2("mul.rn.f64", Kind::F64, wide, float_literal(scale, DType::F64));
     let zero = e.float(0.0, DType::F64);
     let kept = e.select(DType::F64, dropped, zero, scaled);
-    let out = if dtype == DType::F64 { kept } else { e.op1("cvt.rn.f32.f64", Kind::F32, kept) };
+    let out = e.cast(kept, DType::F64, dtype);
     let out_addr = address(&mut e, ix, bases[bases.len() - 1], lp.idx, dtype);
     store(&mut e, out_addr, out, dtype);
     lp.close(&mut e);
@@ -82,9 +82,4 @@ pub fn dropout(name: &str, dtype: DType, items: usize, rate: f64, seed: u64, tra
         finish: None,
         scratch: 0,
     }
-}
-
-/// An `f64` immediate.
-fn e_literal(x: f64) -> String {
-    super::emit::float_literal(x, DType::F64)
 }

@@ -155,14 +155,6 @@ fn load_where(e: &mut Emitter, valid: Option<R>, base: R, off: R, dtype: DType, 
     v
 }
 
-fn widen(e: &mut Emitter, v: R, dtype: DType) -> R {
-    if dtype == DType::F64 { v } else { e.op1("cvt.f64.f32", Kind::F64, v) }
-}
-
-fn narrow(e: &mut Emitter, v: R, dtype: DType) -> R {
-    if dtype == DType::F64 { v } else { e.op1("cvt.rn.f32.f64", Kind::F32, v) }
-}
-
 /// A 32-bit register holding `v`.
 fn int32(e: &mut Emitter, v: i64) -> R {
     let r = e.reg(Kind::B32);
@@ -259,11 +251,11 @@ pub fn col2im(
             let row = e.op2("add.s32", Kind::B32, plane_off, (ki * w.kernel[1] + kj) * w.output_len());
             let off = e.op2("add.s32", Kind::B32, row, pixel);
             let v = load_where(&mut e, valid, bases[0], off, dtype, 0.0);
-            let v = widen(&mut e, v, dtype);
+            let v = e.cast(v, dtype, DType::F64);
             acc = e.op2("add.rn.f64", Kind::F64, acc, v);
         }
     }
-    let out = narrow(&mut e, acc, dtype);
+    let out = e.cast(acc, DType::F64, dtype);
     let dst = if image_stride == channels * w.input_len() {
         lp.idx
     } else {
@@ -322,7 +314,7 @@ pub fn pool(name: &str, dtype: DType, w: &Window, planes: usize, how: Pooling) -
         Pooling::Average { count_include_pad } => {
             let mut acc = e.float(0.0, DType::F64);
             for v in values {
-                let v = widen(&mut e, v, dtype);
+                let v = e.cast(v, dtype, DType::F64);
                 acc = e.op2("add.rn.f64", Kind::F64, acc, v);
             }
             let count = if count_include_pad {
@@ -347,7 +339,7 @@ pub fn pool(name: &str, dtype: DType, w: &Window, planes: usize, how: Pooling) -
                 e.op1("cvt.rn.f64.u32", Kind::F64, n)
             };
             let mean = e.op2("div.rn.f64", Kind::F64, acc, count);
-            narrow(&mut e, mean, dtype)
+            e.cast(mean, DType::F64, dtype)
         }
     };
     let addr = address(&mut e, Ix::U32, bases[1], lp.idx, dtype);
@@ -393,7 +385,7 @@ pub fn pool_grad(name: &str, dtype: DType, w: &Window, planes: usize, how: Pooli
             let pixel = mad(&mut e, oy, w.output[1], ox);
             let off = e.op2("add.s32", Kind::B32, out_plane, pixel);
             let g = load_where(&mut e, None, gy, off, dtype, 0.0);
-            let g = widen(&mut e, g, dtype);
+            let g = e.cast(g, dtype, DType::F64);
             let share = match how {
                 Pooling::Max => {
                     // Is this element its window's first maximum?
@@ -452,7 +444,7 @@ pub fn pool_grad(name: &str, dtype: DType, w: &Window, planes: usize, how: Pooli
             e.place(&skip);
         }
     }
-    let out = narrow(&mut e, acc, dtype);
+    let out = e.cast(acc, DType::F64, dtype);
     let addr = address(&mut e, Ix::U32, gx, lp.idx, dtype);
     store(&mut e, addr, out, dtype);
     lp.close(&mut e);
