@@ -73,7 +73,7 @@ pub fn golden_cases() -> Vec<GoldenCase> {
 /// What every backend needs to run `p` on `feeds`: the bindings, the memory
 /// plan, the outputs, the inputs and their values in order.
 #[allow(clippy::type_complexity)]
-fn prepare(
+pub fn prepare(
     p: &Program,
     feeds: &HashMap<String, Value>,
 ) -> Result<(rhea::interp::Bindings, rhea::opt::MemoryPlan, Vec<rhea::NodeId>, Vec<rhea::NodeId>, Vec<Value>), String> {

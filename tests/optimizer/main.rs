@@ -6,6 +6,7 @@ mod emulated;
 mod epilogue_cpu;
 mod golden_cpu;
 mod gpu;
+mod kept;
 mod kit;
 mod plan;
 mod ptx;

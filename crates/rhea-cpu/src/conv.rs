@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use rhea_graph::Conv2d;
 
 use crate::blas::{Float, Mat, SendPtr, multiply, raw_gemm};
-use crate::winograd;
+use crate::winograd::{self, Stable};
 
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug)]
@@ -109,14 +109,16 @@ fn col2im<T: Float>(g: &Geometry, c: &Conv2d, cols: &[T], image: &mut [T]) {
 }
 
 /// `y[n, o] = sum over taps of w[o, ...] * x[n, ...]`.
-pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out: &mut [T]) {
+/// `stable`: the weights are unchanged since an earlier call (see
+/// [`winograd::Stable`]).
+pub(crate) fn forward<T: Float>(g: &Geometry, c: &Conv2d, x: &[T], w: &[T], out: &mut [T], stable: Option<&Stable>) {
     let (cg, og, taps, px) = (g.cg(), g.og(), g.taps(), g.pixels());
     assert_eq!(out.len(), g.n * g.o * px, "conv2d output size");
     if out.is_empty() {
         return;
     }
     if winograd::applies(g, c) {
-        return winograd::forward(g, c, x, w, out);
+        return winograd::forward(g, c, x, w, out, stable);
     }
     if g.pointwise(c) {
         out.par_chunks_mut(g.o * px).enumerate().for_each(|(n, out)| {
@@ -244,11 +246,12 @@ fn im2col_row<T: Float>(
 }
 
 /// The gradient with respect to the input: col2im of `w^T @ gy`.
-pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T], gx: &mut [T]) {
+/// `stable` as for [`forward`].
+pub(crate) fn input_grad<T: Float>(g: &Geometry, c: &Conv2d, gy: &[T], w: &[T], gx: &mut [T], stable: Option<&Stable>) {
     let (cg, og, taps, px) = (g.cg(), g.og(), g.taps(), g.pixels());
     assert_eq!(gx.len(), g.n * g.c * g.h * g.w, "conv2d input gradient size");
     if winograd::applies_to_input_grad(g, c) && !gx.is_empty() {
-        return winograd::input_grad(g, c, gy, w, gx);
+        return winograd::input_grad(g, c, gy, w, gx, stable);
     }
     gx.fill(T::default());
     if gx.is_empty() {

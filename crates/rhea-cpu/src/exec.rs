@@ -16,6 +16,7 @@ use rhea_opt::{MemoryPlan, Program, StepKind};
 
 use crate::jit::{CpuKernels, Launch, data_ptr, standard};
 use crate::library::{is_native, run_native};
+use crate::winograd::{FilterCache, Stable};
 
 /// Runs an op the backend has no native kernel for (the interpreter's).
 pub type Fallback<'f> = &'f dyn Fn(&Op, &[&Value], &Bindings) -> Result<Value, String>;
@@ -55,10 +56,15 @@ pub struct SharedSlot {
     dtype: DType,
     len: usize,
     ptr: *mut u8,
+    /// For a variable the call only reads: its value's version (see
+    /// [`rhea_graph::Graph::shared_version`]). Steps may keep what they
+    /// derive from it between calls while the version stays the same.
+    version: Option<u64>,
 }
 
 impl SharedSlot {
-    /// The slot of a value's elements; it stays valid while they do.
+    /// The slot of a value's elements, which the call may write (an
+    /// updated variable); it stays valid while they do.
     pub fn of(elements: ElementsMut<'_>) -> SharedSlot {
         let (dtype, len, ptr) = match elements {
             ElementsMut::F32(e) => (DType::F32, e.len(), e.as_mut_ptr() as *mut u8),
@@ -67,7 +73,17 @@ impl SharedSlot {
             ElementsMut::I64(e) => (DType::I64, e.len(), e.as_mut_ptr() as *mut u8),
             ElementsMut::Bool(e) => (DType::Bool, e.len(), e.as_mut_ptr() as *mut u8),
         };
-        SharedSlot { dtype, len, ptr }
+        SharedSlot { dtype, len, ptr, version: None }
+    }
+
+    /// The slot of a variable the call only reads, whose value (`version`)
+    /// stays the same until the next call: what steps derive from it (a
+    /// convolution's transformed filters) is kept while later calls bring
+    /// the same version. `None` if the value is not in row-major layout
+    /// (use [`SharedSlot::of`], which makes it so).
+    pub fn unchanged(value: &Value, version: u64) -> Option<SharedSlot> {
+        let (len, ptr) = rhea_graph::with_array!(value, a => (a.len(), a.as_slice()?.as_ptr() as *mut u8));
+        Some(SharedSlot { dtype: value.dtype(), len, ptr, version: Some(version) })
     }
 }
 
@@ -140,6 +156,8 @@ pub struct Prepared {
     update_buffers: Vec<Option<usize>>,
     /// Check every step's float outputs for NaN and infinities.
     nan_guard: bool,
+    /// Transformed convolution filters of weights that did not change.
+    filters: FilterCache,
     /// Scratch: the inputs' data pointers of a call.
     feed_ptrs: Vec<*const u8>,
     /// Pointers to the constants and the buffers (which never move).
@@ -179,6 +197,7 @@ impl Prepared {
             in_place: Vec::new(),
             update_buffers: Vec::new(),
             nan_guard: false,
+            filters: FilterCache::default(),
             feed_ptrs: Vec::new(),
             const_ptrs: Vec::new(),
             buffer_ptrs: Vec::new(),
@@ -389,6 +408,14 @@ impl Prepared {
         self
     }
 
+    /// Keeps transformed convolution filters in `cache`, which may be
+    /// shared with the other plans of the same program (each plan has its
+    /// own otherwise).
+    pub fn with_filter_cache(mut self, cache: FilterCache) -> Prepared {
+        self.filters = cache;
+        self
+    }
+
     /// How many updates are written in place by their kernels.
     pub fn updates_in_place(&self) -> usize {
         self.in_place.iter().filter(|&&b| b).count()
@@ -480,12 +507,14 @@ impl Prepared {
                 }
                 Action::Native { op, inputs, out } => {
                     let out_ptr = buffers[buffer_of(out).map_err(fail)?];
+                    let stable = self.stable_weights(op, inputs, slots);
+                    let stable = stable.as_ref();
                     // SAFETY: as above; the output buffer is not an input of
                     // a library step.
                     unsafe {
                         match out.dtype {
-                            DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr, None),
-                            _ => native::<f64>(op, inputs, out, out_ptr, &ptr, None),
+                            DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr, None, stable),
+                            _ => native::<f64>(op, inputs, out, out_ptr, &ptr, None, stable),
                         }
                     }
                     .map_err(fail)?;
@@ -514,8 +543,8 @@ impl Prepared {
                     // SAFETY: as for a native step.
                     unsafe {
                         match out.dtype {
-                            DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr, Some(&epilogue)),
-                            _ => native::<f64>(op, inputs, out, out_ptr, &ptr, Some(&epilogue)),
+                            DType::F32 => native::<f32>(op, inputs, out, out_ptr, &ptr, Some(&epilogue), None),
+                            _ => native::<f64>(op, inputs, out, out_ptr, &ptr, Some(&epilogue), None),
                         }
                     }
                     .map_err(fail)?;
@@ -590,6 +619,16 @@ impl Prepared {
             unsafe { std::ptr::copy_nonoverlapping(src, slot.ptr, o.len() * o.dtype.size_bytes()) };
         }
         Ok(outputs)
+    }
+
+    /// A convolution's weights that stay as they are between calls: a
+    /// shared variable this call only reads.
+    fn stable_weights(&self, op: &Op, inputs: &[Operand], slots: &[SharedSlot]) -> Option<Stable<'_>> {
+        if !matches!(op, Op::Conv2d(_) | Op::Conv2dInputGrad(_)) {
+            return None;
+        }
+        let Source::Shared(i) = inputs.get(1)?.src else { return None };
+        Some(Stable { cache: &self.filters, node: self.shared[i].0, version: slots[i].version? })
     }
 
     /// Checks each input's dtype and shape; non-contiguous ones are copied
@@ -768,7 +807,8 @@ const MAX_LIBRARY_INPUTS: usize = 3;
 
 /// Runs a native library op on raw operands; a matrix product with an
 /// `epilogue` runs it on each block of its output (see
-/// [`crate::blas::gemm_with_epilogue`]).
+/// [`crate::blas::gemm_with_epilogue`]), a convolution with `stable`
+/// weights keeps their transform.
 ///
 /// # Safety
 /// Every operand's pointer must hold its dtype and shape; `out_ptr` must not
@@ -780,6 +820,7 @@ unsafe fn native<T: crate::blas::Float>(
     out_ptr: *mut u8,
     ptr: &dyn Fn(Source) -> *const u8,
     epilogue: Option<&(dyn Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync)>,
+    stable: Option<&Stable>,
 ) -> Result<(), String> {
     // SAFETY: as the caller promises.
     let mut slices: [(&[T], &[usize]); MAX_LIBRARY_INPUTS] = [(&[], &[]); MAX_LIBRARY_INPUTS];
@@ -789,7 +830,7 @@ unsafe fn native<T: crate::blas::Float>(
     let slices = &slices[..inputs.len().min(MAX_LIBRARY_INPUTS)];
     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr as *mut T, out.len()) };
     let Some(epilogue) = epilogue else {
-        return run_native(op, slices, &out.shape, dst);
+        return run_native(op, slices, &out.shape, dst, stable);
     };
     let product = crate::blas::Product::of(op).ok_or_else(|| format!("{} is not a matrix product", op.name()))?;
     crate::blas::gemm_with_epilogue(dst, slices[0], slices[1], slices.get(2).copied(), product, epilogue)

@@ -7,6 +7,8 @@
 //!   pooling with their gradients natively.
 //! - [`Prepared`] is the executor: a program prepared once per set of input
 //!   shapes, then called on raw buffers.
+//! - [`FilterCache`] keeps 3x3 convolutions' Winograd-transformed filters
+//!   between calls, for weights that did not change.
 #![warn(missing_docs)]
 
 mod blas;
@@ -24,3 +26,4 @@ pub use exec::{ExecError, Fallback, Prepared, SharedSlot, nan_report};
 pub use jit::{CpuError, CpuKernels, Launch, LaunchOutput};
 pub use library::{is_native, library_op};
 pub use lower::{inner_reduce_vector_dtype, inner_vector_dtype, vector_dtype};
+pub use winograd::FilterCache;

@@ -11,6 +11,7 @@ use rhea_graph::{DType, Op, Shape, TensorType, Value};
 use crate::blas::{Float, Product, gemm_into};
 use crate::conv::{self, Geometry};
 use crate::pool::{self, Planes};
+use crate::winograd::Stable;
 
 /// True if the CPU backend runs `op` natively on inputs of `dtype`.
 pub fn is_native(op: &Op, dtype: DType, input_ranks: &[usize]) -> bool {
@@ -31,11 +32,14 @@ pub fn is_native(op: &Op, dtype: DType, input_ranks: &[usize]) -> bool {
 
 /// Runs `op` (one [`is_native`] accepts) on contiguous inputs of the given
 /// shapes, writing the output of `out_shape` (as the shape rule gives it).
+/// `stable`: a convolution's weights are unchanged since an earlier call
+/// (see [`Stable`]).
 pub(crate) fn run_native<T: Float>(
     op: &Op,
     inputs: &[(&[T], &[usize])],
     out_shape: &[usize],
     out: &mut [T],
+    stable: Option<&Stable>,
 ) -> Result<(), String> {
     let data = |i: usize| inputs[i].0;
     let shape = |i: usize| inputs[i].1;
@@ -46,11 +50,11 @@ pub(crate) fn run_native<T: Float>(
             gemm_into(out, inputs[0], inputs[1], inputs.get(2).copied(), product)?
         }
         Op::Conv2d(c) => {
-            conv::forward(&Geometry::new(shape(0), shape(1), out_shape, c.groups), c, data(0), data(1), out)
+            conv::forward(&Geometry::new(shape(0), shape(1), out_shape, c.groups), c, data(0), data(1), out, stable)
         }
         Op::Conv2dInputGrad(g) => {
             let geometry = Geometry::new(out_shape, shape(1), shape(0), g.conv.groups);
-            conv::input_grad(&geometry, &g.conv, data(0), data(1), out)
+            conv::input_grad(&geometry, &g.conv, data(0), data(1), out, stable)
         }
         Op::Conv2dWeightGrad(g) => {
             let geometry = Geometry::new(shape(0), out_shape, shape(1), g.conv.groups);
@@ -109,7 +113,7 @@ fn typed<T: Elements>(op: &Op, inputs: &[&Value]) -> Result<ArrayD<T>, String> {
     let slices: Vec<(&[T], &[usize])> =
         arrays.iter().map(|a| (a.as_slice().expect("standard layout"), a.shape())).collect();
     let mut out = ArrayD::from_elem(IxDyn(&out_shape), T::default());
-    run_native(op, &slices, &out_shape, out.as_slice_mut().expect("fresh array"))?;
+    run_native(op, &slices, &out_shape, out.as_slice_mut().expect("fresh array"), None)?;
     Ok(out)
 }
 

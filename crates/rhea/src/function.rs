@@ -300,6 +300,7 @@ impl FunctionBuilder {
         };
         Ok(Function {
             compiled,
+            filters: rhea_cpu::FilterCache::default(),
             gpu,
             device_shared: rhea_cuda::SharedStore::default(),
             builder,
@@ -389,6 +390,9 @@ pub struct Function {
     program: Program,
     /// The kernels as machine code, on the CPU backend.
     compiled: Option<rhea_cpu::CpuKernels>,
+    /// Transformed convolution filters of weights the calls only read, kept
+    /// between calls and shared by the CPU plans.
+    filters: rhea_cpu::FilterCache,
     /// The GPU, on the CUDA backend.
     gpu: Option<std::sync::Arc<rhea_cuda::Gpu>>,
     /// Device copies of the shared variables, on the CUDA backend.
@@ -510,7 +514,8 @@ impl Function {
                 let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
                 let updates = p.graph.updates().to_vec();
                 let prepared = rhea_cpu::Prepared::new(p, cpu, &memory, bindings, &inputs, &self.outputs, &updates)
-                    .map_err(run_error)?;
+                    .map_err(run_error)?
+                    .with_filter_cache(self.filters.clone());
                 Some(if self.nan_guard { prepared.with_nan_guard() } else { prepared })
             }
             None => None,
@@ -552,8 +557,15 @@ impl Function {
         let slots = &mut plan.slots;
         slots.clear();
         for &id in &plan.shared {
-            match source.shared_elements_mut(id) {
-                Some(e) => slots.push(rhea_cpu::SharedSlot::of(e)),
+            // Variables this call only reads keep their version, so what
+            // the steps derive from them can be kept between calls.
+            let written = self.updates.iter().any(|&(s, _)| s == id);
+            let read = match source.shared_value(id) {
+                Some(v) if !written => rhea_cpu::SharedSlot::unchanged(v, source.shared_version(id)),
+                _ => None,
+            };
+            match read.or_else(|| source.shared_elements_mut(id).map(rhea_cpu::SharedSlot::of)) {
+                Some(slot) => slots.push(slot),
                 None => {
                     let name = source.leaf_name(id).unwrap_or_default().to_string();
                     return Err(FunctionError::Invalid(format!("shared variable {name:?} has no value")));
