@@ -20,6 +20,23 @@ enum On {
     Emulator,
 }
 
+/// Two tests of `check(on)`: `$gpu` on a GPU (ignored by `cargo test`;
+/// `scripts/gpu-check` runs it) and `$emulated` on the emulator.
+macro_rules! on_both {
+    ($gpu:ident, $emulated:ident, $check:expr) => {
+        #[test]
+        #[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
+        fn $gpu() {
+            ($check)(On::Gpu);
+        }
+
+        #[test]
+        fn $emulated() {
+            ($check)(On::Emulator);
+        }
+    };
+}
+
 impl On {
     fn backend(self) -> rhea::Backend {
         if self == On::Gpu { rhea::Backend::Cuda } else { rhea::Backend::CudaEmulated }
@@ -29,16 +46,11 @@ impl On {
     }
 }
 
-#[test]
-#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
-fn every_golden_case_matches_numpy_on_the_gpu() {
-    golden_cases_match_numpy(On::Gpu);
-}
-
-#[test]
-fn every_golden_case_matches_numpy_on_the_emulated_gpu() {
-    golden_cases_match_numpy(On::Emulator);
-}
+on_both!(
+    every_golden_case_matches_numpy_on_the_gpu,
+    every_golden_case_matches_numpy_on_the_emulated_gpu,
+    golden_cases_match_numpy
+);
 
 fn golden_cases_match_numpy(on: On) {
     let (mut ran, mut failures) = (0, Vec::new());
@@ -64,16 +76,10 @@ fn golden_cases_match_numpy(on: On) {
     println!("golden cases on {on}: {ran} programs (modes none and fast) match numpy");
 }
 
-#[test]
-#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
-fn random_graphs_agree_on_the_gpu() {
-    random_graphs_agree(On::Gpu, 300);
-}
-
-#[test]
-fn random_graphs_agree_on_the_emulated_gpu() {
-    random_graphs_agree(On::Emulator, 100);
-}
+on_both!(random_graphs_agree_on_the_gpu, random_graphs_agree_on_the_emulated_gpu, |on| random_graphs_agree(
+    on,
+    if on == On::Gpu { 300 } else { 100 }
+));
 
 fn random_graphs_agree(on: On, default_count: u64) {
     let count: u64 = std::env::var("RHEA_RANDOM_GRAPHS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
@@ -130,16 +136,11 @@ fn sonar_steps(f: &mut rhea::Function, range: std::ops::Range<usize>) -> Vec<f64
         .collect()
 }
 
-#[test]
-#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
-fn sonar_steps_as_a_cuda_graph_on_the_gpu_match_step_by_step() {
-    sonar_steps_as_a_cuda_graph_match_step_by_step(On::Gpu);
-}
-
-#[test]
-fn sonar_steps_as_a_cuda_graph_on_the_emulated_gpu_match_step_by_step() {
-    sonar_steps_as_a_cuda_graph_match_step_by_step(On::Emulator);
-}
+on_both!(
+    sonar_steps_as_a_cuda_graph_on_the_gpu_match_step_by_step,
+    sonar_steps_as_a_cuda_graph_on_the_emulated_gpu_match_step_by_step,
+    sonar_steps_as_a_cuda_graph_match_step_by_step
+);
 
 /// The Sonar step captured once as a CUDA graph and replayed: new inputs
 /// each call, Adam's state and the weights updated on the device, a weight
@@ -241,16 +242,11 @@ fn a_graph_computes_outputs_and_updates_from_the_old_values() {
     assert_eq!(&plain[..8], &[0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0]);
 }
 
-#[test]
-#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
-fn dropout_on_the_gpu_drops_what_the_interpreter_drops() {
-    dropout_drops_what_the_interpreter_drops(On::Gpu);
-}
-
-#[test]
-fn dropout_on_the_emulated_gpu_drops_what_the_interpreter_drops() {
-    dropout_drops_what_the_interpreter_drops(On::Emulator);
-}
+on_both!(
+    dropout_on_the_gpu_drops_what_the_interpreter_drops,
+    dropout_on_the_emulated_gpu_drops_what_the_interpreter_drops,
+    dropout_drops_what_the_interpreter_drops
+);
 
 /// Dropout's mask is the interpreter's to the bit (the same counter-based
 /// random numbers), keyed by a step number or not, in `f32` and `f64`,
@@ -308,16 +304,11 @@ fn a_function_with_a_host_step_is_not_captured_and_says_why() {
     assert!(why.contains("runs on the host"), "{why}");
 }
 
-#[test]
-#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
-fn sonar_training_on_the_gpu_follows_the_cpu() {
-    sonar_training_follows_the_cpu(On::Gpu);
-}
-
-#[test]
-fn sonar_training_on_the_emulated_gpu_follows_the_cpu() {
-    sonar_training_follows_the_cpu(On::Emulator);
-}
+on_both!(
+    sonar_training_on_the_gpu_follows_the_cpu,
+    sonar_training_on_the_emulated_gpu_follows_the_cpu,
+    sonar_training_follows_the_cpu
+);
 
 fn sonar_training_follows_the_cpu(on: On) {
     let (cpu_losses, cpu_w) = sonar_training(rhea::Backend::Cpu, 30);
@@ -334,16 +325,11 @@ fn sonar_training_follows_the_cpu(on: On) {
     );
 }
 
-#[test]
-#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
-fn vgg16_logits_on_the_gpu_match_the_interpreter() {
-    vgg16_logits_match_the_interpreter(On::Gpu);
-}
-
-#[test]
-fn vgg16_logits_on_the_emulated_gpu_match_the_interpreter() {
-    vgg16_logits_match_the_interpreter(On::Emulator);
-}
+on_both!(
+    vgg16_logits_on_the_gpu_match_the_interpreter,
+    vgg16_logits_on_the_emulated_gpu_match_the_interpreter,
+    vgg16_logits_match_the_interpreter
+);
 
 fn vgg16_logits_match_the_interpreter(on: On) {
     let options = rhea::nn::models::VggOptions { width_div: 16, image_size: 32, training: false, ..Default::default() };
@@ -384,16 +370,11 @@ fn an_allocation_larger_than_the_gpu_is_a_clear_error_naming_the_buffer() {
     assert_eq!(gpu.memory(), (1 << 20, 1 << 20));
 }
 
-#[test]
-#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
-fn few_large_reductions_on_the_gpu_match_the_interpreter() {
-    few_large_reductions_match_the_interpreter(On::Gpu);
-}
-
-#[test]
-fn few_large_reductions_on_the_emulated_gpu_match_the_interpreter() {
-    few_large_reductions_match_the_interpreter(On::Emulator);
-}
+on_both!(
+    few_large_reductions_on_the_gpu_match_the_interpreter,
+    few_large_reductions_on_the_emulated_gpu_match_the_interpreter,
+    few_large_reductions_match_the_interpreter
+);
 
 /// Sums, means and maxima with few outputs of many elements run in two
 /// stages (several blocks per output, then a kernel combining the parts

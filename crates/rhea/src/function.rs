@@ -426,6 +426,8 @@ struct Plan {
     cuda: Option<rhea_cuda::Prepared>,
     /// the builder's shared variables, in the order the prepared plan reads them
     shared: Vec<NodeId>,
+    /// whether a call updates each of them (the others it only reads)
+    written: Vec<bool>,
     /// scratch: their storage during a call
     slots: Vec<rhea_cpu::SharedSlot>,
 }
@@ -537,7 +539,8 @@ impl Function {
             (_, Some(c)) => c.shared_nodes().map(|id| self.shared_origin[&id]).collect(),
             _ => Vec::new(),
         };
-        Ok(Plan { shapes, memory, prepared, cuda, shared, slots: Vec::new() })
+        let written = shared.iter().map(|id| self.updates.iter().any(|(s, _)| s == id)).collect();
+        Ok(Plan { shapes, memory, prepared, cuda, shared, written, slots: Vec::new() })
     }
 
     /// Outputs, then update values.
@@ -556,10 +559,9 @@ impl Function {
         let mut source = self.builder.graph_mut();
         let slots = &mut plan.slots;
         slots.clear();
-        for &id in &plan.shared {
+        for (&id, &written) in plan.shared.iter().zip(&plan.written) {
             // Variables this call only reads keep their version, so what
             // the steps derive from them can be kept between calls.
-            let written = self.updates.iter().any(|&(s, _)| s == id);
             let read = match source.shared_value(id) {
                 Some(v) if !written => rhea_cpu::SharedSlot::unchanged(v, source.shared_version(id)),
                 _ => None,
