@@ -40,9 +40,11 @@ fn dense(g: &Builder, name: &str, x: &Var, n_in: usize, n_out: usize, seed: u64)
     Ok(x.dot(&w)?.add(&b)?)
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    rhea::cli::exit_code(run(Args::parse()))
+}
 
+fn run(args: Args) -> Result<()> {
     // x [batch, 4] -> dense + relu -> dense + tanh -> dense + softmax -> probs [batch, 3]
     let g = Builder::new();
     let batch = g.dim("batch")?;
@@ -58,19 +60,19 @@ fn main() -> Result<()> {
     let out = rhea::interp::run(&g.graph(), &feeds, &[probs.id()])?;
 
     let graph = g.graph();
-    println!("The graph ({} nodes):\n", graph.len());
-    print!("{}", rhea::to_text(&graph, TextOptions::default()));
-    println!("\nprobs = {}", out[0].summary());
+    rhea::outln!("The graph ({} nodes):\n", graph.len())?;
+    rhea::outln!("{}", rhea::to_text(&graph, TextOptions::default()).trim_end())?;
+    rhea::outln!("\nprobs = {}", out[0].summary())?;
     let rows = out[0].as_f32().context("probs is f32")?;
     for (i, row) in rows.outer_iter().enumerate() {
         let cells: Vec<String> = row.iter().map(|p| format!("{p:.4}")).collect();
-        println!("  row {i}: [{}]  (sum {:.4})", cells.join(", "), row.sum());
+        rhea::outln!("  row {i}: [{}]  (sum {:.4})", cells.join(", "), row.sum())?;
     }
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let write = |name: &str, text: String| -> Result<PathBuf> {
         let path = args.out.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        rhea::io::write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     };
     let txt = write("graph.txt", rhea::to_text(&graph, TextOptions { locs: true }))?;
@@ -79,9 +81,9 @@ fn main() -> Result<()> {
     let inputs = args.out.join("inputs.safetensors");
     rhea::io::save_safetensors(&inputs, &[("x", &Value::from(batch_x))])?;
 
-    println!("\nWrote {}, {}, {} and {}.", txt.display(), dot.display(), json.display(), inputs.display());
-    println!("Run the saved graph with the command-line tool:");
-    println!("  cargo run --release -- run {} --inputs {}", json.display(), inputs.display());
-    println!("or draw it (with Graphviz): dot -Tsvg {} > graph.svg", dot.display());
+    rhea::outln!("\nWrote {}, {}, {} and {}.", txt.display(), dot.display(), json.display(), inputs.display())?;
+    rhea::outln!("Run the saved graph with the command-line tool:")?;
+    rhea::outln!("  cargo run --release -- run {} --inputs {}", json.display(), inputs.display())?;
+    rhea::outln!("or draw it (with Graphviz): dot -Tsvg {} > graph.svg", dot.display())?;
     Ok(())
 }

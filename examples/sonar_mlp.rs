@@ -70,8 +70,9 @@ fn train_and_test(
     }
     let m = sonar_mlp(args.seed)?;
     if let Some(path) = &args.dump_graph {
-        std::fs::write(path, rhea::to_json(&m.graph.graph())).with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote the training graph to {}", path.display());
+        rhea::io::write_atomic(path, rhea::to_json(&m.graph.graph()).as_bytes())
+            .with_context(|| format!("cannot write {} (the previous file, if any, is unchanged)", path.display()))?;
+        rhea::outln!("wrote the training graph to {}", path.display())?;
     }
     let mut step =
         function(&[&m.x, &m.y], &[&m.loss, &m.accuracy]).updates(m.updates.clone()).backend(backend).compile()?;
@@ -89,17 +90,27 @@ fn train_and_test(
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    rhea::cli::exit_code(run(Args::parse()))
+}
+
+/// Flags that cannot make a run: exit status 2, before any work.
+fn check_flags(args: &Args) -> Result<()> {
+    let usage = |msg: &str| Err(rhea::cli::usage(msg));
+    if args.epochs == 0 {
+        return usage("--epochs must be at least 1");
     }
+    if args.batch_size == 0 {
+        return usage("--batch-size must be at least 1");
+    }
+    if args.cv.is_some_and(|k| k < 2) {
+        return usage("--cv needs at least 2 folds");
+    }
+    Ok(())
 }
 
 fn run(args: Args) -> Result<()> {
-    let backend: Backend = args.backend.parse().map_err(anyhow::Error::msg)?;
+    check_flags(&args)?;
+    let backend: Backend = args.backend.parse().map_err(|e: String| rhea::cli::usage(format!("--backend: {e}")))?;
     let table = read_csv(&args.data)?;
     let encoder = LabelEncoder::fit(&table.labels);
     if encoder.classes.len() != 2 {
@@ -108,12 +119,12 @@ fn run(args: Args) -> Result<()> {
     let codes = encoder.transform(&table.labels)?;
     let y = Array2::from_shape_fn((codes.len(), 1), |(i, _)| codes[i] as f32);
     let x = table.features;
-    println!(
+    rhea::outln!(
         "sonar: {} rows, {} features, classes {:?} -> [0, 1], backend {backend}",
         x.len_of(Axis(0)),
         x.ncols(),
         encoder.classes
-    );
+    )?;
     match args.cv {
         Some(k) => {
             let folds = stratified_kfold(&codes, k, args.split_seed)?;
@@ -121,18 +132,18 @@ fn run(args: Args) -> Result<()> {
             for (i, (train, test)) in folds.iter().enumerate() {
                 let (_, correct, total) = train_and_test(&args, backend, &x, &y, train, test)?;
                 let acc = correct as f64 / total as f64;
-                println!("fold {}/{k}: test accuracy {acc:.4} ({correct}/{total})", i + 1);
+                rhea::outln!("fold {}/{k}: test accuracy {acc:.4} ({correct}/{total})", i + 1)?;
                 accs.push(acc);
             }
             let mean = accs.iter().sum::<f64>() / k as f64;
             let std = (accs.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / k as f64).sqrt();
-            println!("{k}-fold cross-validation accuracy: {mean:.4} ± {std:.4}");
+            rhea::outln!("{k}-fold cross-validation accuracy: {mean:.4} ± {std:.4}")?;
         }
         None => {
             let (train, test) = train_test_split(x.nrows(), 0.4, args.split_seed)?;
             let (loss, correct, total) = train_and_test(&args, backend, &x, &y, &train, &test)?;
-            println!("test loss: {loss:.4}");
-            println!("test accuracy: {:.4} ({correct}/{total})", correct as f64 / total as f64);
+            rhea::outln!("test loss: {loss:.4}")?;
+            rhea::outln!("test accuracy: {:.4} ({correct}/{total})", correct as f64 / total as f64)?;
         }
     }
     Ok(())

@@ -84,7 +84,8 @@ fn evaluate(
     skipped: &mut Vec<String>,
 ) -> Result<(f64, usize, usize)> {
     let (mut loss, mut correct, mut seen) = (0.0, 0.0, 0);
-    for b in Batches::new(items, t, batch, None, None) {
+    for b in Batches::new(items, t, batch, None, None)? {
+        let b = b?;
         skipped.extend(b.skipped.iter().map(|(p, e)| format!("{}: {e}", p.display())));
         let n = b.labels.len();
         if n == 0 {
@@ -98,10 +99,52 @@ fn evaluate(
     Ok((loss / seen.max(1) as f64, correct.round() as usize, seen))
 }
 
+/// Flags that cannot make a run: exit status 2, before any work.
+fn check_flags(args: &Args) -> Result<()> {
+    let usage = |msg: String| Err(rhea::cli::usage(msg));
+    if args.epochs == 0 {
+        return usage("--epochs must be at least 1".into());
+    }
+    if args.batch_size == 0 {
+        return usage("--batch-size must be at least 1".into());
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return usage(format!("--lr must be a positive finite number, got {}", args.lr));
+    }
+    match args.width_div {
+        Some(0) => return usage("--width-div must be at least 1".into()),
+        // VGG16's narrowest layers have 64 channels.
+        Some(d) if d > 64 => {
+            return usage(format!(
+                "--width-div {d} leaves no channels in the first layers (64 / {d} rounds to 0); at most 64"
+            ));
+        }
+        _ => {}
+    }
+    if let Some(size) = args.image_size
+        && (size == 0 || !size.is_multiple_of(32))
+    {
+        return usage(format!("--image-size must be a positive multiple of 32 (VGG16 halves it 5 times), got {size}"));
+    }
+    Ok(())
+}
+
+/// Opens a data folder's class folders, each of which must hold an image.
+fn open_folder(dir: &Path, what: &str) -> Result<ImageFolder> {
+    let folder = ImageFolder::open(dir).with_context(|| format!("the {what} images"))?;
+    for (label, class) in folder.classes.iter().enumerate() {
+        if !folder.items.iter().any(|(_, l)| *l == label) {
+            bail!("the {what} images: {} has no .jpg, .jpeg or .png file", dir.join(class).display());
+        }
+    }
+    Ok(folder)
+}
+
 fn run(args: Args) -> Result<()> {
-    let backend: Backend = args.backend.parse().map_err(anyhow::Error::msg)?;
-    let train = ImageFolder::open(&args.data.join("train")).context("the training images")?;
-    let valid = ImageFolder::open(&args.data.join("valid")).context("the validation images")?;
+    check_flags(&args)?;
+    let backend: Backend = args.backend.parse().map_err(|e: String| rhea::cli::usage(format!("--backend: {e}")))?;
+    let train = open_folder(&args.data.join("train"), "training")?;
+    let valid = open_folder(&args.data.join("valid"), "validation")?;
     if train.classes != valid.classes || train.classes.len() != 2 {
         bail!("expected the same two classes in train/ and valid/, got {:?} and {:?}", train.classes, valid.classes);
     }
@@ -116,7 +159,7 @@ fn run(args: Args) -> Result<()> {
     let trainable: Vec<rhea::Var> = match &args.weights {
         Some(path) => {
             let n = load_vgg16_weights(&model, path, &last)?;
-            println!("loaded {n} tensors from {}; training only the new last layer", path.display());
+            rhea::outln!("loaded {n} tensors from {}; training only the new last layer", path.display())?;
             last.iter().map(|n| model.graph.find(n).expect("the model has its last layer")).collect()
         }
         None => model.params(),
@@ -134,19 +177,19 @@ fn run(args: Args) -> Result<()> {
     let updates = adam.updates(&loss, &trainable)?;
     if let Some(path) = &args.resume {
         let n = rhea::io::load_shared(&mut g.graph_mut(), path)?;
-        println!("resumed {n} tensors from {}", path.display());
+        rhea::outln!("resumed {n} tensors from {}", path.display())?;
     }
     let started = Instant::now();
     let mut step_fn = function(&[x, &y, step], &[&loss, &accuracy]).updates(updates).backend(backend).compile()?;
     let mut eval_fn = function(&[x, &y], &[&eval_loss, &eval_accuracy]).backend(backend).compile()?;
     let mut predict_fn = function(&[x], &[&probs]).backend(backend).compile()?;
-    println!(
+    rhea::outln!(
         "vgg16 (width / {width_div}, {image_size}x{image_size}), {} training and {} validation images, classes {:?}, backend {backend}; compiled in {:.0} ms",
         train.items.len(),
         valid.items.len(),
         train.classes,
         started.elapsed().as_secs_f64() * 1e3
-    );
+    )?;
     let t = Transform::imagenet(image_size);
     let mut skipped: Vec<String> = Vec::new();
     let mut steps = 0i64;
@@ -154,7 +197,8 @@ fn run(args: Args) -> Result<()> {
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0);
         let seed = args.seed.wrapping_add(epoch as u64);
-        for b in Batches::new(&train.items, &t, args.batch_size, Some(seed), Some((args.seed, epoch as u64))) {
+        for b in Batches::new(&train.items, &t, args.batch_size, Some(seed), Some((args.seed, epoch as u64)))? {
+            let b = b?;
             if epoch == 0 {
                 skipped.extend(b.skipped.iter().map(|(p, e)| format!("{}: {e}", p.display())));
             }
@@ -172,6 +216,16 @@ fn run(args: Args) -> Result<()> {
             correct += out[1].to_f64_vec()[0] * n as f64;
             seen += n;
         }
+        if seen == 0 {
+            for s in &skipped {
+                eprintln!("skipped {s}");
+            }
+            bail!(
+                "none of the {} training images in {} could be read: nothing to train on",
+                train.items.len(),
+                args.data.join("train").display()
+            );
+        }
         let mut ignored = Vec::new();
         let (val_loss, val_correct, val_seen) = evaluate(
             &mut eval_fn,
@@ -180,8 +234,15 @@ fn run(args: Args) -> Result<()> {
             args.batch_size,
             if epoch == 0 { &mut skipped } else { &mut ignored },
         )?;
+        if val_seen == 0 {
+            bail!(
+                "none of the {} validation images in {} could be read",
+                valid.items.len(),
+                args.data.join("valid").display()
+            );
+        }
         if !args.quiet {
-            println!(
+            rhea::outln!(
                 "Epoch {}/{} - loss: {:.4} - acc: {:.4} - val_loss: {:.4} - val_acc: {:.4} - {:.1} s",
                 epoch + 1,
                 args.epochs,
@@ -190,24 +251,24 @@ fn run(args: Args) -> Result<()> {
                 val_loss,
                 val_correct as f64 / val_seen.max(1) as f64,
                 started.elapsed().as_secs_f64()
-            );
+            )?;
         }
     }
     let (val_loss, val_correct, val_seen) = evaluate(&mut eval_fn, &valid.items, &t, args.batch_size, &mut Vec::new())?;
-    println!("validation loss: {val_loss:.4}");
-    println!("validation accuracy: {:.4} ({val_correct}/{val_seen})", val_correct as f64 / val_seen.max(1) as f64);
+    rhea::outln!("validation loss: {val_loss:.4}")?;
+    rhea::outln!("validation accuracy: {:.4} ({val_correct}/{val_seen})", val_correct as f64 / val_seen.max(1) as f64)?;
     for s in &skipped {
         eprintln!("skipped {s}");
     }
-    println!("{} file(s) skipped", skipped.len());
+    rhea::outln!("{} file(s) skipped", skipped.len())?;
     if let Some(path) = &args.checkpoint {
         let n = rhea::io::save_shared(&g.graph(), path)?;
-        println!("wrote {n} tensors to {}", path.display());
+        rhea::outln!("wrote {n} tensors to {}", path.display())?;
     }
     if let Some(dir) = &args.predict {
         let dog = train.classes.iter().position(|c| c == "dogs").unwrap_or(1);
         let written = predict(&mut predict_fn, dir, &t, args.batch_size, dog, &args.predictions)?;
-        println!("wrote {written} predictions to {}", args.predictions.display());
+        rhea::outln!("wrote {written} predictions to {}", args.predictions.display())?;
     }
     Ok(())
 }
@@ -222,7 +283,8 @@ fn predict(f: &mut Function, dir: &Path, t: &Transform, batch: usize, dog: usize
     let items: Vec<(PathBuf, usize)> = files.into_iter().map(|p| (p, 0)).collect();
     let mut csv = String::from("id,label\n");
     let mut written = 0;
-    for b in Batches::new(&items, t, batch, None, None) {
+    for b in Batches::new(&items, t, batch, None, None)? {
+        let b = b?;
         for (p, e) in &b.skipped {
             eprintln!("skipped {}: {e}", p.display());
         }
@@ -236,16 +298,11 @@ fn predict(f: &mut Function, dir: &Path, t: &Transform, batch: usize, dog: usize
             written += 1;
         }
     }
-    std::fs::write(out, csv).with_context(|| format!("cannot write {}", out.display()))?;
+    rhea::io::write_atomic(out, csv.as_bytes())
+        .with_context(|| format!("cannot write {} (the previous file, if any, is unchanged)", out.display()))?;
     Ok(written)
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    rhea::cli::exit_code(run(Args::parse()))
 }

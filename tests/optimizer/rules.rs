@@ -129,6 +129,11 @@ fn specialize_rules() {
     let edges = Value::from(array![[f32::NEG_INFINITY, 0.0, 1.0], [f32::NAN, 1.0, 2.0], [80.0, 90.0, -1e30]]);
     check("softmax_expand", edges.clone(), |_, x| x.softmax(1).unwrap(), "div");
     check("log_softmax_expand", edges, |_, x| x.log_softmax(1).unwrap(), "sub");
+    // Large offsets: the shift must come before the log-sum is subtracted,
+    // or `max + log(sum)` rounds away the answer (-0.693 became 0 at 2^24).
+    let far = Value::from(array![[16777216.0f32, 16777216.0], [1e6, 1e6], [1000.0, 1000.5], [-3e7, -3e7]]);
+    check("softmax_expand", far.clone(), |_, x| x.softmax(1).unwrap(), "div");
+    check("log_softmax_expand", far, |_, x| x.log_softmax(1).unwrap(), "sub");
     // The other gemm rules need dot_gemm to make a gemm first.
     for (rule, f) in [
         (

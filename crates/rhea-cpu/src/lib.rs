@@ -20,6 +20,7 @@ mod lower;
 mod math;
 mod poly;
 mod pool;
+pub mod threads;
 mod winograd;
 
 pub use exec::{ExecError, Fallback, Prepared, SharedSlot, nan_report};

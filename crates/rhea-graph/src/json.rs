@@ -321,4 +321,71 @@ mod tests {
         let w = g.shared_value(g.find("w").unwrap()).unwrap();
         assert!(w.bit_eq(&Value::from(ndarray::array![[1.0f32, f32::NAN], [f32::NEG_INFINITY, 0.5]])));
     }
+
+    /// Random bit patterns of f64 and f32 (finite, subnormal, NaN, infinite)
+    /// in shared values and f64 constants: dump and load keep every bit.
+    #[test]
+    fn random_floats_survive_dump_and_load_bit_for_bit() {
+        const N: usize = 100_000;
+        let draw = |stream: u64, i: usize| crate::rng::bits(crate::rng::stream(7, stream as i64), i as u64);
+        let f64s: Vec<f64> = (0..N).map(|i| f64::from_bits(draw(1, i))).collect();
+        let f32s: Vec<f32> = (0..N).map(|i| f32::from_bits(draw(2, i) as u32)).collect();
+        let g = Builder::new();
+        let a = g.shared("a", ndarray::Array1::from(f64s.clone())).unwrap();
+        let b = g.shared("b", ndarray::Array1::from(f32s.clone())).unwrap();
+        // f64 attributes of ops (a scalar constant) go through the same parser.
+        let scalars: Vec<f64> = (0..200).map(|i| f64::from_bits(draw(3, i))).filter(|x| x.is_finite()).collect();
+        let mut total = a.sum_all().unwrap();
+        for &c in &scalars {
+            total = &total + &g.scalar(c, DType::F64);
+        }
+        g.output("a", &total).unwrap();
+        g.output("b", &b.sum_all().unwrap()).unwrap();
+        let text = to_json_with(&g.to_graph(), usize::MAX);
+        let back = from_json(&text).unwrap();
+        let value = |name: &str| back.shared_value(back.find(name).unwrap()).unwrap().clone();
+        // Every number keeps its bits; a NaN stays a NaN (JSON has no payloads).
+        let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        let a = value("a");
+        for (i, (&got, &want)) in a.as_f64().unwrap().iter().zip(&f64s).enumerate() {
+            assert!(same(got, want), "f64 {i}: {want:e} ({:#x}) came back as {got:e}", want.to_bits());
+        }
+        let b = value("b");
+        for (i, (&got, &want)) in b.as_f32().unwrap().iter().zip(&f32s).enumerate() {
+            assert!(same(got.into(), want.into()), "f32 {i}: {want:e} ({:#x}) came back as {got:e}", want.to_bits());
+        }
+        let loaded: Vec<f64> = back
+            .topo_order()
+            .into_iter()
+            .flat_map(|id| match &back.node(id).op {
+                Op::Const { value } => value.value().to_f64_vec(),
+                _ => vec![],
+            })
+            .collect();
+        for c in &scalars {
+            assert!(loaded.iter().any(|l| l.to_bits() == c.to_bits()), "constant {c:e} did not survive");
+        }
+        // A second round trip writes the same text.
+        assert_eq!(to_json_with(&back, usize::MAX), text);
+    }
+
+    /// 17 significant digits name one double: the loader rounds correctly
+    /// (serde_json's default parser is off by an ulp on some of these).
+    #[test]
+    fn seventeen_digit_literals_load_correctly_rounded() {
+        for text in [
+            "0.30000000000000004",
+            "2.2250738585072014e-308",
+            "1.7976931348623157e308",
+            "9007199254740993",
+            "0.1000000000000000055511151231257827",
+            "4.9406564584124654e-324",
+            "1.2345678901234567e-17",
+        ] {
+            let json = format!(r#"{{"dtype":"f64","shape":[1],"data":[{text}]}}"#);
+            let lit: Literal = serde_json::from_str(&json).unwrap();
+            let want: f64 = text.parse().unwrap();
+            assert_eq!(lit.value().to_f64_vec()[0].to_bits(), want.to_bits(), "{text}");
+        }
+    }
 }

@@ -32,6 +32,9 @@ pub enum NnError {
     /// A model asked for with options that do not make one.
     #[error("{0}")]
     Invalid(String),
+    /// Progress could not be written to standard output (a closed pipe).
+    #[error("cannot write to standard output: {0}")]
+    Output(#[source] std::io::Error),
     /// A compiled function failed while training or evaluating.
     #[error("{0}")]
     Run(String),

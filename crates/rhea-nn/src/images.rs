@@ -5,14 +5,16 @@
 //! and standard deviation. Files decode in parallel, and the next batch
 //! decodes on a background thread while the caller computes on this one.
 //! A file that cannot be read or decoded is reported with its path and
-//! skipped; nothing in a file can make the loader panic.
+//! skipped; nothing in a file can make the loader panic. A thread that
+//! cannot be started decodes on the calling thread instead; a loader
+//! thread that fails ends the iteration with an error, never silently.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use image::imageops::FilterType;
 use ndarray::{Array3, Array4, Axis};
-use rayon::prelude::*;
 use rhea_graph::rng;
 
 use crate::{NnError, Result};
@@ -141,19 +143,58 @@ pub struct Batch {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic".into(),
+    }
+}
+
 /// Loads `items` (file, label) into one batch, decoding in parallel. With
 /// `flip_seed`, each image is mirrored with probability 1/2, decided by the
 /// seed and the image's position `first + i` in its epoch.
 pub fn load_batch(items: &[(PathBuf, usize)], t: &Transform, flip_seed: Option<(u64, u64)>, first: usize) -> Batch {
-    let loaded: Vec<std::result::Result<Array3<f32>, String>> = items
-        .par_iter()
-        .enumerate()
-        .map(|(i, (path, _))| {
-            let flip = flip_seed
-                .is_some_and(|(seed, epoch)| rng::uniform01(rng::stream(seed, epoch as i64), (first + i) as u64) < 0.5);
-            load_image(path, t, flip).map_err(|e| e.to_string())
-        })
-        .collect();
+    let decode = |i: usize| {
+        let path = &items[i].0;
+        let flip = flip_seed
+            .is_some_and(|(seed, epoch)| rng::uniform01(rng::stream(seed, epoch as i64), (first + i) as u64) < 0.5);
+        // A decoder bug is one bad file, not the end of training.
+        std::panic::catch_unwind(AssertUnwindSafe(|| load_image(path, t, flip).map_err(|e| e.to_string())))
+            .unwrap_or_else(|p| Err(format!("the image decoder failed on it: {}", panic_message(p.as_ref()))))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
+    let per = items.len().div_ceil(threads).max(1);
+    let mut loaded: Vec<std::result::Result<Array3<f32>, String>> = Vec::with_capacity(items.len());
+    std::thread::scope(|scope| {
+        let chunks: Vec<std::ops::Range<usize>> =
+            (0..items.len()).step_by(per).map(|s| s..(s + per).min(items.len())).collect();
+        // Chunks after the first go to helper threads; one that cannot be
+        // started is decoded here instead.
+        let helpers: Vec<_> = chunks[1.min(chunks.len())..]
+            .iter()
+            .map(|r| {
+                let (range, decode) = (r.clone(), &decode);
+                std::thread::Builder::new()
+                    .name("rhea-image-decode".into())
+                    .spawn_scoped(scope, move || range.map(decode).collect::<Vec<_>>())
+                    .map_err(|_| r.clone())
+            })
+            .collect();
+        if let Some(r) = chunks.first() {
+            loaded.extend(r.clone().map(decode));
+        }
+        for helper in helpers {
+            match helper {
+                Ok(handle) => match handle.join() {
+                    Ok(part) => loaded.extend(part),
+                    Err(p) => unreachable!("decoding catches panics: {}", panic_message(p.as_ref())),
+                },
+                Err(r) => loaded.extend(r.map(decode)),
+            }
+        }
+    });
     let mut images = Vec::new();
     let (mut labels, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for ((path, label), result) in items.iter().zip(loaded) {
@@ -175,47 +216,92 @@ pub fn load_batch(items: &[(PathBuf, usize)], t: &Transform, flip_seed: Option<(
     Batch { images, labels, paths, skipped }
 }
 
-/// Batches of an epoch, decoded one ahead on a background thread.
+/// What an epoch decodes: its items in order, batch by batch.
+struct Epoch {
+    items: Vec<(PathBuf, usize)>,
+    t: Transform,
+    flip_seed: Option<(u64, u64)>,
+    batch_size: usize,
+}
+
+impl Epoch {
+    fn len(&self) -> usize {
+        self.items.len().div_ceil(self.batch_size)
+    }
+
+    fn batch(&self, b: usize) -> Batch {
+        let start = b * self.batch_size;
+        let chunk = &self.items[start..(start + self.batch_size).min(self.items.len())];
+        load_batch(chunk, &self.t, self.flip_seed, start)
+    }
+}
+
+/// Batches of an epoch, decoded one ahead on a background thread. Each
+/// item is a batch, or the error that ended the epoch (the loader thread
+/// failed); after an error the iteration ends.
 pub struct Batches {
     receiver: mpsc::Receiver<Batch>,
     worker: Option<std::thread::JoinHandle<()>>,
+    /// Without a loader thread (none could be started): the epoch, decoded
+    /// here batch by batch, and the next batch's index.
+    inline: Option<(Arc<Epoch>, usize)>,
 }
 
 impl Batches {
     /// The epoch's batches of `items` in order (shuffled first with
     /// `shuffle_seed`, mirrored at random with `flip_seed`), `batch_size`
-    /// images each (the last may be smaller).
+    /// images each (the last may be smaller). A `batch_size` of 0 is an error.
     pub fn new(
         items: &[(PathBuf, usize)],
         t: &Transform,
         batch_size: usize,
         shuffle_seed: Option<u64>,
         flip_seed: Option<(u64, u64)>,
-    ) -> Batches {
+    ) -> Result<Batches> {
+        if batch_size == 0 {
+            return Err(NnError::Invalid("the batch size must be at least 1".into()));
+        }
         let mut items = items.to_vec();
         if let Some(seed) = shuffle_seed {
             let order = crate::data::shuffled(items.len(), seed);
             items = order.into_iter().map(|i| items[i].clone()).collect();
         }
-        let t = t.clone();
-        let batch_size = batch_size.max(1);
+        let epoch = Arc::new(Epoch { items, t: t.clone(), flip_seed, batch_size });
         // One batch decoded ahead of the one being used.
         let (sender, receiver) = mpsc::sync_channel(1);
-        let worker = std::thread::spawn(move || {
-            for (b, chunk) in items.chunks(batch_size).enumerate() {
-                if sender.send(load_batch(chunk, &t, flip_seed, b * batch_size)).is_err() {
+        let work = Arc::clone(&epoch);
+        let spawned = std::thread::Builder::new().name("rhea-image-loader".into()).spawn(move || {
+            for b in 0..work.len() {
+                if sender.send(work.batch(b)).is_err() {
                     return;
                 }
             }
         });
-        Batches { receiver, worker: Some(worker) }
+        Ok(match spawned {
+            Ok(worker) => Batches { receiver, worker: Some(worker), inline: None },
+            Err(_) => Batches { receiver, worker: None, inline: Some((epoch, 0)) },
+        })
     }
 }
 
 impl Iterator for Batches {
-    type Item = Batch;
-    fn next(&mut self) -> Option<Batch> {
-        self.receiver.recv().ok()
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if let Some((epoch, next)) = &mut self.inline {
+            let b = *next;
+            *next += 1;
+            return (b < epoch.len()).then(|| Ok(epoch.batch(b)));
+        }
+        match self.receiver.recv() {
+            Ok(batch) => Some(Ok(batch)),
+            // The loader hung up: finished, or it failed.
+            Err(_) => match self.worker.take()?.join() {
+                Ok(()) => None,
+                Err(p) => {
+                    Some(Err(NnError::Run(format!("the image loader thread failed: {}", panic_message(p.as_ref())))))
+                }
+            },
+        }
     }
 }
 
@@ -266,12 +352,41 @@ mod tests {
         let norm = load_image(&folder.items[1].0, &Transform::imagenet(8), false).unwrap();
         assert!((norm[[1, 3, 3]] - (1.0 - 0.456) / 0.224).abs() < 1e-4);
 
-        let batches: Vec<Batch> = Batches::new(&folder.items, &t, 2, Some(3), None).collect();
+        let batches: Vec<Batch> =
+            Batches::new(&folder.items, &t, 2, Some(3), None).unwrap().map(Result::unwrap).collect();
         let loaded: usize = batches.iter().map(|b| b.images.shape()[0]).sum();
         let skipped: Vec<_> = batches.iter().flat_map(|b| b.skipped.iter()).collect();
         assert_eq!((loaded, skipped.len()), (2, 1));
         assert!(skipped[0].0.ends_with("broken.jpg") && skipped[0].1.contains("not a readable image"), "{skipped:?}");
         assert!(ImageFolder::open(&dir.path().join("cats")).is_err(), "a folder without class folders");
         assert!(ImageFolder::open(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
+    }
+
+    #[test]
+    fn a_failing_loader_thread_is_an_error_and_no_thread_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("cats")).unwrap();
+        write_png(&dir.path().join("cats/a.png"), 8, 8, |_, _| [1, 2, 3]);
+        write_png(&dir.path().join("cats/b.png"), 8, 8, |_, _| [1, 2, 3]);
+        let folder = ImageFolder::open(dir.path()).unwrap();
+        let t = Transform::imagenet(8);
+        let worker = std::thread::spawn(|| panic!("injected failure"));
+        let mut batches = Batches { receiver: mpsc::sync_channel(0).1, worker: Some(worker), inline: None };
+        let e = batches.next().unwrap().unwrap_err().to_string();
+        assert_eq!(e, "the image loader thread failed: injected failure");
+        assert!(batches.next().is_none(), "the iteration ends after the error");
+        // Decoding on this thread gives the same batches as the loader thread.
+        let epoch = Epoch { items: folder.items.clone(), t: t.clone(), flip_seed: None, batch_size: 1 };
+        let inline: Vec<Batch> =
+            Batches { receiver: mpsc::sync_channel(0).1, worker: None, inline: Some((Arc::new(epoch), 0)) }
+                .map(Result::unwrap)
+                .collect();
+        let threaded: Vec<Batch> =
+            Batches::new(&folder.items, &t, 1, None, None).unwrap().map(Result::unwrap).collect();
+        assert_eq!(inline.len(), 2);
+        for (a, b) in inline.iter().zip(&threaded) {
+            assert_eq!((&a.images, &a.paths), (&b.images, &b.paths));
+        }
+        assert!(Batches::new(&folder.items, &t, 0, None, None).is_err(), "batch size 0");
     }
 }

@@ -20,6 +20,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 
 use rhea_graph::{DType, Value};
 
+pub use crate::atomic::{write_atomic, write_atomic_with};
+
 /// The reference reader refuses headers larger than this; so do we, early.
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
@@ -32,6 +34,14 @@ pub enum IoError {
     /// The file could not be read or written.
     #[error("{}: {error}", path.display())]
     Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
+    /// The file could not be written; the previous file, if any, is unchanged.
+    #[error("cannot write {}: {error} (the previous file, if any, is unchanged)", path.display())]
+    Write {
         /// The file.
         path: PathBuf,
         /// The operating system's error.
@@ -288,7 +298,8 @@ fn check_entries(path: &Path, header: Header, data_len: usize) -> Result<Vec<Che
     Ok(tensors)
 }
 
-/// Writes named tensors to a safetensors file (replacing it if it exists).
+/// Writes named tensors to a safetensors file (replacing it if it exists),
+/// atomically: a failed write leaves the previous file as it was.
 ///
 /// Names must be distinct. Any reader of safetensors (numpy, PyTorch, this
 /// crate) can read the result.
@@ -308,7 +319,7 @@ pub fn save_safetensors(path: impl AsRef<Path>, tensors: &[(&str, &Value)]) -> R
     }
     let bytes = safetensors::serialize(views, None)
         .map_err(|e| IoError::Corrupt { path: path.into(), msg: format!("cannot encode: {e}") })?;
-    std::fs::write(path, bytes).map_err(|error| IoError::Io { path: path.into(), error })
+    write_atomic(path, &bytes).map_err(|error| IoError::Write { path: path.into(), error })
 }
 
 /// Writes every shared variable of `graph` that has a value, by name;

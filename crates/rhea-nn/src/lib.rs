@@ -21,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod atomic;
 pub mod data;
 mod error;
 pub mod images;
@@ -33,6 +34,17 @@ mod optimizers;
 mod train;
 
 pub use error::{NnError, Result};
+
+/// `println!` that returns the write's `std::io::Result` instead of
+/// panicking: a closed pipe (`| head -1`) is an error the caller can end on
+/// quietly, as `rhea::cli::exit_code` does.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        ::std::writeln!(::std::io::stdout().lock(), $($arg)*)
+    }};
+}
 pub use layers::{Activation, Conv2d, Dense, dropout, flatten, max_pool2d};
 pub use losses::{
     binary_accuracy_from_logits, binary_crossentropy, binary_crossentropy_with_logits, categorical_accuracy,

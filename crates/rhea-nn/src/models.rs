@@ -226,7 +226,13 @@ pub fn vgg16(opts: &VggOptions) -> Result<Vgg16> {
     if opts.num_classes == 0 {
         return Err(bad("vgg16 needs at least one class".into()));
     }
-    let width = |c: usize| (c / opts.width_div).max(1);
+    if opts.width_div > 64 {
+        return Err(bad(format!(
+            "vgg16's width divisor {} leaves no channels in its first layers (64 / {} rounds to 0); at most 64",
+            opts.width_div, opts.width_div
+        )));
+    }
+    let width = |c: usize| c / opts.width_div;
     let g = Builder::new();
     let batch = g.dim("batch")?;
     let s = opts.image_size;

@@ -141,7 +141,7 @@ pub fn fit(
         if opts.verbose {
             match &bar {
                 Some(bar) => bar.println(log.line(opts.epochs)),
-                None => println!("{}", log.line(opts.epochs)),
+                None => crate::outln!("{}", log.line(opts.epochs)).map_err(NnError::Output)?,
             }
         }
         history.push(log);

@@ -84,6 +84,9 @@ pub enum FunctionError {
     /// The function's definition is inconsistent.
     #[error("{0}")]
     Invalid(String),
+    /// The CPU's worker threads could not be started (a thread or memory limit).
+    #[error("{0}")]
+    Threads(String),
     /// A call gave the wrong number of inputs.
     #[error("the function takes {expected} input(s) ({names}), got {got}")]
     Arity {
@@ -284,6 +287,10 @@ impl FunctionBuilder {
         let program = rhea_opt::compile(graph, &self.options)?;
         let outputs = program.graph.outputs().iter().map(|(_, id)| *id).collect();
         let updates = program.graph.updates().iter().map(|&(s, v)| (shared_origin[&s], v)).collect();
+        if self.backend != Backend::Interp {
+            // Native kernels (and the GPU's host steps) run on these threads.
+            rhea_cpu::threads::start().map_err(FunctionError::Threads)?;
+        }
         let (compiled, gpu) = match self.backend {
             Backend::Interp => (None, None),
             Backend::Cpu => {

@@ -44,9 +44,11 @@ pub use rhea_interp as interp;
 /// The kernel IR the optimizer fuses into and the backends compile.
 pub use rhea_kernel as kernel;
 
-/// Tensor files: safetensors, read with every header checked.
+/// Tensor files: safetensors, read with every header checked; atomic writes.
 pub use rhea_nn::io;
+pub use rhea_nn::outln;
 
+pub mod cli;
 mod function;
 mod profile;
 pub use function::{Backend, Function, FunctionBuilder, FunctionError, default_options, function};

@@ -309,13 +309,15 @@ fn check_command(args: &CheckArgs) -> Result<()> {
         ["interp", "cpu"] => (rhea::Backend::Cpu, "cpu"),
         ["interp", "cuda"] => (rhea::Backend::Cuda, "cuda"),
         ["interp", "cuda-emu"] => (rhea::Backend::CudaEmulated, "cuda-emu"),
-        _ => bail!(
-            "rhea check compares the interpreter with one backend (--backends interp,cpu, interp,cuda or interp,cuda-emu); got {:?}",
-            pair.join(",")
-        ),
+        _ => {
+            return Err(rhea::cli::usage(format!(
+                "rhea check compares the interpreter with one backend (--backends interp,cpu, interp,cuda or interp,cuda-emu); got {:?}",
+                pair.join(",")
+            )));
+        }
     };
     if args.tolerance.is_nan() || args.tolerance < 0.0 {
-        bail!("--tolerance must be a number >= 0, got {}", args.tolerance);
+        return Err(rhea::cli::usage(format!("--tolerance must be a number >= 0, got {}", args.tolerance)));
     }
     let mut graph = load_graph(&args.graph, false)?;
     let tensors = match &args.inputs {
@@ -332,16 +334,24 @@ fn check_command(args: &CheckArgs) -> Result<()> {
     match report.first {
         None => {
             let what = if args.fused { "step outputs of the fused program" } else { "nodes" };
-            println!("checked {} {what}: interp and {name} agree within {}", report.compared, args.tolerance);
+            rhea::outln!("checked {} {what}: interp and {name} agree within {}", report.compared, args.tolerance)?;
             Ok(())
         }
         Some(d) => {
-            println!(
+            let shown = rhea::outln!(
                 "node {} ({}) differs at element {}: interp {:e}, {name} {:e} (largest relative difference {:e}, tolerance {}); {} nodes compared",
-                d.node, d.what, d.element, d.values.0, d.values.1, d.worst, args.tolerance, report.compared
+                d.node,
+                d.what,
+                d.element,
+                d.values.0,
+                d.values.1,
+                d.worst,
+                args.tolerance,
+                report.compared
             );
-            // Nothing is left to drop but stdout's buffer.
-            std::io::Write::flush(&mut std::io::stdout())?;
+            // Nothing is left to drop but stdout's buffer; a closed pipe
+            // still exits 1, the verdict.
+            let _ = shown.and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
             std::process::exit(1);
         }
     }
@@ -355,13 +365,13 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
     };
     for m in &models {
         if !bench::MODELS.contains(m) {
-            bail!("unknown model {m:?}; available: {}, all", bench::MODELS.join(", "));
+            return Err(rhea::cli::usage(format!("unknown model {m:?}; available: {}, all", bench::MODELS.join(", "))));
         }
     }
     let backends: Vec<rhea::Backend> =
         args.backend.iter().map(|b| b.parse().map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
     if args.batch == Some(0) || args.rounds == 0 {
-        bail!("--batch and --rounds must be at least 1");
+        return Err(rhea::cli::usage("--batch and --rounds must be at least 1"));
     }
     let peak = bench::gemm_peak()?;
     let everything = args.model.iter().any(|m| m == "all");
@@ -387,16 +397,15 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
             }
         }
     }
-    print!("{}", bench::table(&rows, peak));
+    write_or_print(None, &bench::table(&rows, peak))?;
     if let Some(path) = &args.json {
         let json = serde_json::json!({ "gemm_peak_gflops": peak, "rows": rows });
-        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_file(path, (serde_json::to_string_pretty(&json)? + "\n").as_bytes())?;
     }
     if let Some(path) = &args.plot {
         let machine = bench::table(&[], peak);
         let svg = plot::svg(&rows, machine.lines().next().unwrap_or_default());
-        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+        write_file(path, svg.as_bytes())?;
     }
     Ok(())
 }
@@ -410,29 +419,25 @@ fn main() -> ExitCode {
         Command::Check(args) => check_command(&args),
         Command::Devices => devices(),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    rhea::cli::exit_code(result)
 }
 
 /// `rhea devices`: the CPU always; GPUs where the driver finds them, or why not.
 fn devices() -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("cpu     {} ({threads} threads)  backends: interp, cpu", std::env::consts::ARCH);
+    rhea::outln!("cpu     {} ({threads} threads)  backends: interp, cpu", std::env::consts::ARCH)?;
     match rhea_cuda::devices() {
-        Ok(gpus) if gpus.is_empty() => println!("cuda    none: the CUDA driver reports no GPU"),
+        Ok(gpus) if gpus.is_empty() => rhea::outln!("cuda    none: the CUDA driver reports no GPU")?,
         Ok(gpus) => {
             for gpu in gpus {
-                println!("{gpu}  backend: cuda");
+                rhea::outln!("{gpu}  backend: cuda")?;
             }
         }
-        Err(e) => println!("cuda    not available: {e}"),
+        Err(e) => rhea::outln!("cuda    not available: {e}")?,
     }
-    println!("emu     rhea's PTX emulator: the cuda backend's code run on the host, no GPU needed  backend: cuda-emu");
+    rhea::outln!(
+        "emu     rhea's PTX emulator: the cuda backend's code run on the host, no GPU needed  backend: cuda-emu"
+    )?;
     Ok(())
 }
 
@@ -495,17 +500,21 @@ fn add_gradients(graph: &mut Graph, args: &GradArgs) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` atomically: on failure the previous file stays.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    rhea::io::write_atomic(path, bytes)
+        .with_context(|| format!("cannot write {} (the previous file, if any, is unchanged)", path.display()))
+}
+
+/// Writes `text` to `output`, or to standard output (where a closed pipe
+/// ends the program quietly, through `rhea::cli::exit_code`).
 fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
     match output {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display())),
+        Some(path) => write_file(path, text.as_bytes()),
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            // A closed pipe (`rhea dump g.json | head`) is not worth an error.
-            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(()),
-            }
+            Ok(out.write_all(text.as_bytes()).and_then(|()| out.flush())?)
         }
     }
 }
@@ -515,7 +524,9 @@ fn dump(args: &DumpArgs) -> Result<()> {
     let training = args.stage != Stage::Raw && !args.grad.given();
     let mut graph = load_graph(&args.graph, training)?;
     match args.stage {
-        Stage::Raw if args.grad.given() => bail!("--grad-of and --wrt need --stage grad or optimized"),
+        Stage::Raw if args.grad.given() => {
+            return Err(rhea::cli::usage("--grad-of and --wrt need --stage grad or optimized"));
+        }
         Stage::Raw => {}
         _ if builtin && !args.grad.given() => {}
         Stage::Grad | Stage::Optimized if args.grad.given() || args.stage == Stage::Grad => {
@@ -529,7 +540,9 @@ fn dump(args: &DumpArgs) -> Result<()> {
     let o = &args.opt;
     let options_given = o.trace || o.after.is_some() || o.explain_fusion || o.kernels || o.asm;
     if options_given || !o.include.is_empty() || !o.exclude.is_empty() {
-        bail!("--trace, --after, --explain-fusion, --kernels, --asm, --include and --exclude need --stage optimized");
+        return Err(rhea::cli::usage(
+            "--trace, --after, --explain-fusion, --kernels, --asm, --include and --exclude need --stage optimized",
+        ));
     }
     let text = match args.format {
         Format::Text => rhea::to_text(&graph, TextOptions { locs: args.locs }),
@@ -553,7 +566,9 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
         ..rhea::default_options()
     };
     if o.after.is_some() && o.explain_fusion {
-        bail!("--explain-fusion explains the end of the pipeline; it does not combine with --after");
+        return Err(rhea::cli::usage(
+            "--explain-fusion explains the end of the pipeline; it does not combine with --after",
+        ));
     }
     let text = if o.after.is_some() {
         let mut g = graph;
@@ -616,13 +631,14 @@ fn ptx_listing(p: &rhea::opt::Program, dims: &[String], sm: u32) -> Result<Strin
     let mut bindings = rhea::kernel::Bindings::new();
     let mut given = HashMap::new();
     for d in dims {
-        let (name, value) = d.split_once('=').with_context(|| format!("--dim {d:?}: expected NAME=N"))?;
-        let n: usize = value.parse().with_context(|| format!("--dim {d:?}: {value:?} is not a size"))?;
+        let (name, value) =
+            d.split_once('=').ok_or_else(|| rhea::cli::usage(format!("--dim {d:?}: expected NAME=N")))?;
+        let n: usize = value.parse().map_err(|_| rhea::cli::usage(format!("--dim {d:?}: {value:?} is not a size")))?;
         given.insert(name.to_string(), n);
     }
     let target = rhea_cuda::Target { sm };
     if sm < rhea_cuda::Target::MIN.sm {
-        bail!("--sm {sm}: rhea's PTX needs sm_80 or newer");
+        return Err(rhea::cli::usage(format!("--sm {sm}: rhea's PTX needs sm_80 or newer")));
     }
     let mut used = Vec::new();
     let mut out = String::new();
@@ -782,7 +798,7 @@ fn run(args: &RunArgs) -> Result<()> {
     }
     let width = outputs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     for ((name, _), value) in outputs.iter().zip(&values) {
-        println!("{name:<width$}  {}", value.summary());
+        rhea::outln!("{name:<width$}  {}", value.summary())?;
     }
     Ok(())
 }

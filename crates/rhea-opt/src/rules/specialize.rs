@@ -24,7 +24,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         name: "log_softmax_expand",
-        identity: "log_softmax(x) -> x - (m + log(sum(exp(x - m)))) with m = max(x), all along the axis",
+        identity: "log_softmax(x) -> (x - m) - log(sum(exp(x - m))) with m = max(x), all along the axis",
         apply: log_softmax_expand,
     },
 ];
@@ -41,13 +41,13 @@ fn lane_max(cx: &mut Ctx, x: NodeId, axis: usize) -> Option<NodeId> {
     cx.make(Op::Reduce { fun: ReduceOp::Max, axes: Box::new([axis]), keepdims: true }, &[x])
 }
 
-/// `(m, e, sum(e))` with `m = max(x)` and `e = exp(x - m)` along `axis`.
+/// `(x - m, e, sum(e))` with `m = max(x)` and `e = exp(x - m)` along `axis`.
 fn shifted_exp_sum(cx: &mut Ctx, x: NodeId, axis: usize) -> Option<(NodeId, NodeId, NodeId)> {
     let m = lane_max(cx, x, axis)?;
-    let s = cx.bin(BinaryOp::Sub, x, m)?;
-    let e = cx.un(UnaryOp::Exp, s)?;
+    let shifted = cx.bin(BinaryOp::Sub, x, m)?;
+    let e = cx.un(UnaryOp::Exp, shifted)?;
     let total = cx.make(Op::Reduce { fun: ReduceOp::Sum, axes: Box::new([axis]), keepdims: true }, &[e])?;
-    Some((m, e, total))
+    Some((shifted, e, total))
 }
 
 // softmax(x) -> exp(x - max(x)) / sum(exp(x - max(x)))
@@ -57,16 +57,17 @@ fn softmax_expand(cx: &mut Ctx) -> Option<NodeId> {
     cx.bin(BinaryOp::Div, e, total)
 }
 
-// log_softmax(x) -> x - (max(x) + log(sum(exp(x - max(x))))): the shifted
-// values are not kept, so the shift and exp fuse into the sum's kernel and
-// the final subtraction into whatever reads the result.
+// log_softmax(x) -> (x - max(x)) - log(sum(exp(x - max(x)))). The shift
+// comes first: `x - (max + log(sum))` rounds `max + log(sum)` to the
+// spacing of `max`, losing the answer for large logits ([2^24, 2^24] gave
+// [0, 0] in f32, not -0.693). `x - max` is exact near the maximum, so the
+// result keeps its precision at any offset. The shifted values are shared
+// by the exp's kernel and the final subtraction's.
 fn log_softmax_expand(cx: &mut Ctx) -> Option<NodeId> {
     let Op::LogSoftmax { axis } = *cx.op() else { return None };
-    let x = cx.input(0);
-    let (m, _, total) = shifted_exp_sum(cx, x, axis)?;
+    let (shifted, _, total) = shifted_exp_sum(cx, cx.input(0), axis)?;
     let log_total = cx.un(UnaryOp::Log, total)?;
-    let lse = cx.bin(BinaryOp::Add, m, log_total)?;
-    cx.bin(BinaryOp::Sub, x, lse)
+    cx.bin(BinaryOp::Sub, shifted, log_total)
 }
 
 // x * x -> square(x)
