@@ -129,6 +129,8 @@ enum Action {
 /// One step of a prepared program.
 struct Prepped {
     action: Action,
+    /// The program step it runs (the first, where epilogues merge steps).
+    step: usize,
     /// The values it writes (the program step's outputs).
     writes: Vec<NodeId>,
     /// For errors and profiles: the op (or kernel) and where it was built.
@@ -155,7 +157,7 @@ pub struct Prepared {
     /// Each update value's buffer (to undo writing it in place).
     update_buffers: Vec<Option<usize>>,
     /// Check every step's float outputs for NaN and infinities.
-    nan_guard: bool,
+    nan_guard: Option<rhea_opt::NanCheck>,
     /// Transformed convolution filters of weights that did not change.
     filters: FilterCache,
     /// Scratch: the inputs' data pointers of a call.
@@ -196,7 +198,7 @@ impl Prepared {
             updated: Vec::new(),
             in_place: Vec::new(),
             update_buffers: Vec::new(),
-            nan_guard: false,
+            nan_guard: None,
             filters: FilterCache::default(),
             feed_ptrs: Vec::new(),
             const_ptrs: Vec::new(),
@@ -263,7 +265,7 @@ impl Prepared {
                 }
             };
             let (label, loc) = program.step_origin(s);
-            p.steps.push(Prepped { action, writes: step.outputs.clone(), label, loc });
+            p.steps.push(Prepped { action, step: s, writes: step.outputs.clone(), label, loc });
         }
         if std::env::var("RHEA_NO_EPILOGUE").is_err() {
             p.fuse_epilogues(kernels);
@@ -391,8 +393,8 @@ impl Prepared {
     /// the call at the first step that made one (Theano's NanGuardMode).
     /// Updates are then all written after the last step, so that a call
     /// the guard stops changes nothing.
-    pub fn with_nan_guard(mut self) -> Prepared {
-        self.nan_guard = true;
+    pub fn with_nan_guard(mut self, check: rhea_opt::NanCheck) -> Prepared {
+        self.nan_guard = Some(check);
         for (j, in_place) in self.in_place.iter_mut().enumerate() {
             let (Some(buffer), true) = (self.update_buffers[j], *in_place) else { continue };
             let shared = Target::Shared(self.updated[j]);
@@ -579,8 +581,8 @@ impl Prepared {
             if let (Some(t), Some(started)) = (times.as_deref_mut(), started) {
                 t[s] += started.elapsed();
             }
-            if self.nan_guard {
-                self.guard(kernels, step, &ptr, &target).map_err(|msg| ExecError {
+            if let Some(check) = &self.nan_guard {
+                self.guard(check, kernels, step, &ptr, &target).map_err(|msg| ExecError {
                     op: Some(step.label.clone()),
                     loc: step.loc.clone(),
                     msg,
@@ -685,18 +687,11 @@ fn allocate(program: &Program, memory: &MemoryPlan) -> Result<Vec<Vec<u64>>, Exe
     for (b, &bytes) in memory.buffer_bytes.iter().enumerate() {
         let mut buffer: Vec<u64> = Vec::new();
         if buffer.try_reserve_exact(bytes.div_ceil(8)).is_err() {
-            let g = &program.graph;
-            let mut holders: Vec<_> = memory.buffer_of.iter().filter(|(_, x)| **x == b).map(|(&id, _)| id).collect();
-            holders.sort();
-            let named: Vec<String> =
-                holders.iter().map(|&id| format!("{id} ({}, {})", g.node(id).op.name(), g.ty(id))).collect();
+            let holder = memory.buffer_of.iter().filter(|(_, x)| **x == b).map(|(&id, _)| id).min();
             return Err(ExecError {
                 op: None,
-                loc: holders.first().and_then(|&id| g.node(id).loc.clone()),
-                msg: format!(
-                    "out of memory: cannot allocate {bytes} bytes for buffer {b} (holding {})",
-                    named.join(", ")
-                ),
+                loc: holder.and_then(|id| program.graph.node(id).loc.clone()),
+                msg: format!("out of memory: cannot allocate {}", memory.describe_buffer(&program.graph, b)),
             });
         }
         buffer.resize(bytes.div_ceil(8), 0);
@@ -718,6 +713,7 @@ impl Prepared {
     /// statistics of the step's inputs.
     fn guard(
         &self,
+        check: &rhea_opt::NanCheck,
         kernels: &CpuKernels,
         step: &Prepped,
         ptr: &dyn Fn(Source) -> *const u8,
@@ -768,38 +764,18 @@ impl Prepared {
             if !out.1.is_float() {
                 continue;
             }
+            let v = value(out);
+            if v.to_f64_vec().iter().all(|x| x.is_finite()) {
+                continue;
+            }
             let inputs: Vec<Value> = ins.iter().map(value).collect();
-            let Some(report) = nan_report(&value(out), &inputs.iter().collect::<Vec<_>>()) else { continue };
-            let node = step.writes.get(o).map_or_else(|| format!("output {o}"), |id| id.to_string());
-            return Err(format!("NaN guard: {node} has {report}"));
+            let Some(&node) = step.writes.get(o).or(step.writes.last()) else { continue };
+            if let Some(msg) = check(step.step, node, &v, &inputs.iter().collect::<Vec<_>>()) {
+                return Err(msg);
+            }
         }
         Ok(())
     }
-}
-
-/// The NaN guard's finding on one value: `None` if it is not a float or
-/// every element is finite; else the first NaN or infinity, where it is,
-/// and the statistics of the `inputs` of the step that made it.
-pub fn nan_report(v: &Value, inputs: &[&Value]) -> Option<String> {
-    if !v.dtype().is_float() {
-        return None;
-    }
-    let (i, x) = v.to_f64_vec().into_iter().enumerate().find(|(_, x)| !x.is_finite())?;
-    let stats: Vec<String> = inputs
-        .iter()
-        .filter(|v| v.dtype().is_float())
-        .map(|v| {
-            let all = v.to_f64_vec();
-            let finite: Vec<f64> = all.iter().copied().filter(|x| x.is_finite()).collect();
-            let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-            let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
-            let bad = all.len() - finite.len();
-            format!("{}{:?} min {lo:.4e} max {hi:.4e} mean {mean:.4e}, {bad} non-finite", v.dtype(), v.shape())
-        })
-        .collect();
-    let what = if x.is_nan() { "NaN" } else { "an infinity" };
-    let inputs = if stats.is_empty() { String::new() } else { format!("; inputs: {}", stats.join(", ")) };
-    Some(format!("{what} ({x}) at element {i}{inputs}"))
 }
 
 /// The most inputs a native library op takes (a GEMM's A, B and C).

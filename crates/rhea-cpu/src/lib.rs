@@ -23,8 +23,9 @@ mod pool;
 pub mod threads;
 mod winograd;
 
-pub use exec::{ExecError, Fallback, Prepared, SharedSlot, nan_report};
+pub use exec::{ExecError, Fallback, Prepared, SharedSlot};
 pub use jit::{CpuError, CpuKernels, Launch, LaunchOutput};
 pub use library::{is_native, library_op};
 pub use lower::{inner_reduce_vector_dtype, inner_vector_dtype, vector_dtype};
+pub use rhea_graph::nan_report;
 pub use winograd::FilterCache;

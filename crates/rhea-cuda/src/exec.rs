@@ -34,10 +34,7 @@ use crate::ptx::{Lowered, lower_kernel, module};
 /// Runs an op on the host (the interpreter's implementation).
 pub type Fallback<'f> = &'f dyn Fn(&Op, &[&Value], &Bindings) -> Result<Value, String>;
 
-/// The NaN guard's check of one step's output given its inputs: `None`
-/// when the output is finite, else what is wrong and the inputs'
-/// statistics (`rhea_cpu::nan_report`).
-pub type NanCheck = fn(&Value, &[&Value]) -> Option<String>;
+pub use rhea_opt::NanCheck;
 
 /// Where a step finds a value.
 #[derive(Clone, Copy, Debug)]
@@ -452,7 +449,7 @@ impl Prepared {
     /// infinity, as an error naming the node.
     fn guard(
         &self,
-        check: NanCheck,
+        check: &NanCheck,
         program: &Program,
         s: usize,
         run: &Run,
@@ -474,9 +471,9 @@ impl Prepared {
                 inputs = Some(self.fetch(reads.iter().copied(), store).map_err(|e| e.to_string())?);
             }
             let refs: Vec<&Value> = inputs.iter().flatten().collect();
-            if let Some(report) = check(&v, &refs) {
-                let node = step.outputs.get(o).map_or_else(|| format!("output {o}"), |id| id.to_string());
-                return Err(format!("NaN guard: {node} has {report}"));
+            let Some(&node) = step.outputs.get(o).or(step.outputs.last()) else { continue };
+            if let Some(msg) = check(s, node, &v, &refs) {
+                return Err(msg);
             }
         }
         Ok(())
@@ -576,7 +573,7 @@ impl Prepared {
                         *slot += started.elapsed();
                     }
                 }
-                if let Some(check) = self.nan_guard {
+                if let Some(check) = &self.nan_guard {
                     self.driver.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e}")))?;
                     self.guard(check, program, *s, run, store).map_err(|e| fail(at, e))?;
                 }

@@ -301,6 +301,21 @@ impl Graph {
         self.leaves(|op| matches!(op, Op::Input { .. }))
     }
 
+    /// The first node (in topological order) whose type names a symbolic
+    /// dim that no input's type has, and that dim: nothing can give it a
+    /// size when the graph runs (`broadcast_to([n, 3])` with no input of
+    /// size `n`).
+    pub fn unbound_symbol(&self) -> Option<(NodeId, crate::Symbol)> {
+        let bound: std::collections::HashSet<crate::Symbol> = self
+            .inputs()
+            .into_iter()
+            .flat_map(|id| self.ty(id).shape.iter().filter_map(symbol_of).collect::<Vec<_>>())
+            .collect();
+        self.topo_order()
+            .into_iter()
+            .find_map(|id| self.ty(id).shape.iter().filter_map(symbol_of).find(|s| !bound.contains(s)).map(|s| (id, s)))
+    }
+
     /// Shared-variable nodes, in the order they were added.
     pub fn shared(&self) -> Vec<NodeId> {
         self.leaves(|op| matches!(op, Op::Shared { .. }))
@@ -610,6 +625,14 @@ pub fn check_value(what: &str, ty: &TensorType, value: &Value) -> Result<(), Gra
         return Err(GraphError::Mismatch(format!("{what}: expected {ty}, got {}{:?}", value.dtype(), value.shape())));
     }
     Ok(())
+}
+
+/// The symbol of a symbolic dim.
+fn symbol_of(d: &crate::Dim) -> Option<crate::Symbol> {
+    match d {
+        crate::Dim::Sym(s) => Some(*s),
+        crate::Dim::Known(_) => None,
+    }
 }
 
 #[cfg(test)]

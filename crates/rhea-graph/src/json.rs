@@ -35,11 +35,18 @@ struct NodeRecord {
     loc: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize)]
 struct SharedRecord {
     name: String,
     value: Option<Literal>,
+}
+
+/// A shared record as read: the value is checked once its name is known.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedFileRecord {
+    name: String,
+    value: Option<crate::value::RawLiteral>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -63,7 +70,7 @@ struct GraphFile {
     version: u32,
     nodes: Vec<NodeRecord>,
     #[serde(default)]
-    shared: Vec<SharedRecord>,
+    shared: Vec<SharedFileRecord>,
     #[serde(default)]
     outputs: Vec<OutputRecord>,
     #[serde(default)]
@@ -145,6 +152,16 @@ fn format_err(msg: String) -> GraphError {
 
 /// Loads a graph file, checking every node against the shape rules.
 pub fn from_json(text: &str) -> Result<Graph, GraphError> {
+    match text.trim_start().chars().next() {
+        Some('{') => {}
+        None => return Err(format_err("the file is empty; a graph file is a JSON object".into())),
+        Some(c) => {
+            return Err(format_err(format!(
+                "a graph file is a JSON object ({{\"format\": \"{FORMAT}\", \"version\": {VERSION}, \"nodes\": [...]}}), \
+                 but this one starts with {c:?}"
+            )));
+        }
+    }
     let file: GraphFile = serde_json::from_str(text).map_err(|e| format_err(e.to_string()))?;
     if file.format != FORMAT {
         return Err(format_err(format!("format is {:?}, expected {FORMAT:?}", file.format)));
@@ -205,7 +222,8 @@ pub fn from_json(text: &str) -> Result<Graph, GraphError> {
     };
     for rec in file.shared {
         let id = shared_named(&g, &rec.name, "a shared value")?;
-        if let Some(lit) = rec.value {
+        if let Some(raw) = rec.value {
+            let lit = raw.into_literal().map_err(|e| format_err(format!("shared variable {:?}: {e}", rec.name)))?;
             g.set_shared_value(id, lit.value().clone()).map_err(|e| format_err(e.to_string()))?;
         }
     }
@@ -222,6 +240,14 @@ pub fn from_json(text: &str) -> Result<Graph, GraphError> {
         let shared = shared_named(&g, &rec.shared, &what)?;
         let value = node(rec.value, &what)?;
         g.add_update(shared, value).map_err(|e| format_err(e.to_string()))?;
+    }
+    if let Some((id, sym)) = g.unbound_symbol() {
+        return Err(format_err(format!(
+            "{id} ({}, {}) has the symbolic dim {}, which no input has: nothing gives it a size",
+            g.node(id).op.name(),
+            g.ty(id),
+            sym.name()
+        )));
     }
     Ok(g)
 }

@@ -33,6 +33,7 @@ mod grad;
 mod graph;
 mod infer;
 mod json;
+pub mod memory;
 mod op;
 mod print;
 pub mod rng;
@@ -53,4 +54,4 @@ pub use op::{
 };
 pub use print::{TextOptions, numbering, to_text};
 pub use shape::{Dim, Shape, Symbol, TensorType, broadcast_shapes, normalize_axis};
-pub use value::{ElementsMut, F64, Literal, Value};
+pub use value::{ElementsMut, F64, Literal, Value, nan_report};

@@ -124,12 +124,19 @@ impl<'de> Deserialize<'de> for Dim {
         enum Raw {
             Known(u64),
             Sym(String),
+            Negative(i64),
+            Other(serde_json::Value),
         }
+        const FORMS: &str = "a dim is a size (0, 1, 2, ...) or the name of a symbolic dim";
         match Raw::deserialize(d)? {
             Raw::Known(n) => usize::try_from(n)
                 .map(Dim::Known)
                 .map_err(|_| serde::de::Error::custom(format!("dim {n} does not fit in usize"))),
             Raw::Sym(name) => Dim::sym(&name).map_err(serde::de::Error::custom),
+            Raw::Negative(n) => Err(serde::de::Error::custom(format!(
+                "{FORMS}, got {n} (shapes are written out in full: numpy's -1 for \"the rest\" is not accepted, give the size)"
+            ))),
+            Raw::Other(v) => Err(serde::de::Error::custom(format!("{FORMS}, got {v}"))),
         }
     }
 }

@@ -52,6 +52,38 @@ pub enum ElementsMut<'a> {
 }
 
 impl Value {
+    /// A value of `dtype` and `shape` whose element `i` (row-major) is
+    /// `f(i)`, converted as `as` does; an error naming the bytes when the
+    /// memory cannot be had, instead of an abort.
+    pub fn try_from_fn(dtype: DType, shape: &[usize], f: impl Fn(usize) -> f64) -> Result<Value, String> {
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let bytes = n.and_then(|n| crate::memory::value_bytes(n, dtype));
+        let (Some(n), Some(bytes)) = (n, bytes) else {
+            return Err(format!("a {dtype}{shape:?} value is larger than this machine can address"));
+        };
+        let oom = |_| {
+            format!(
+                "out of memory: cannot allocate a {dtype}{shape:?} value of {}",
+                crate::memory::format_bytes(bytes as u128)
+            )
+        };
+        macro_rules! make {
+            ($t:ty, $variant:ident, $conv:expr) => {{
+                let mut data: Vec<$t> = Vec::new();
+                data.try_reserve_exact(n).map_err(oom)?;
+                data.extend((0..n).map(|i| $conv(f(i))));
+                Value::$variant(ArrayD::from_shape_vec(IxDyn(shape), data).expect("sized to the shape"))
+            }};
+        }
+        Ok(match dtype {
+            DType::F32 => make!(f32, F32, |x: f64| x as f32),
+            DType::F64 => make!(f64, F64, |x: f64| x),
+            DType::I32 => make!(i32, I32, |x: f64| x as i32),
+            DType::I64 => make!(i64, I64, |x: f64| x as i64),
+            DType::Bool => make!(bool, Bool, |x: f64| x != 0.0),
+        })
+    }
+
     /// The elements in row-major order, for writing in place (a value not
     /// in row-major layout is first made so).
     pub fn elements_mut(&mut self) -> ElementsMut<'_> {
@@ -332,16 +364,25 @@ impl Serialize for Literal {
     }
 }
 
+/// A literal as written in a file, before its data is checked against its
+/// dtype and shape (so that the error can name whose value it is).
+#[derive(Deserialize)]
+pub(crate) struct RawLiteral {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: Vec<serde_json::Value>,
+}
+
+impl RawLiteral {
+    /// The literal, or what is wrong with the data.
+    pub(crate) fn into_literal(self) -> Result<Literal, String> {
+        literal_from_json(self.dtype, &self.shape, &self.data)
+    }
+}
+
 impl<'de> Deserialize<'de> for Literal {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Literal, D::Error> {
-        #[derive(Deserialize)]
-        struct Raw {
-            dtype: DType,
-            shape: Vec<usize>,
-            data: Vec<serde_json::Value>,
-        }
-        let raw = Raw::deserialize(d)?;
-        literal_from_json(raw.dtype, &raw.shape, &raw.data).map_err(D::Error::custom)
+        RawLiteral::deserialize(d)?.into_literal().map_err(D::Error::custom)
     }
 }
 
@@ -467,6 +508,31 @@ impl<'de> Deserialize<'de> for F64 {
         let v = serde_json::Value::deserialize(d)?;
         float_from_json(&v).map(F64).map_err(D::Error::custom)
     }
+}
+
+/// The NaN guard's finding on one value: `None` if it is not a float or
+/// every element is finite; else the first NaN or infinity, where it is,
+/// and the statistics of the `inputs` of the step that made it.
+pub fn nan_report(v: &Value, inputs: &[&Value]) -> Option<String> {
+    if !v.dtype().is_float() {
+        return None;
+    }
+    let (i, x) = v.to_f64_vec().into_iter().enumerate().find(|(_, x)| !x.is_finite())?;
+    let stats: Vec<String> = inputs
+        .iter()
+        .filter(|v| v.dtype().is_float())
+        .map(|v| {
+            let all = v.to_f64_vec();
+            let finite: Vec<f64> = all.iter().copied().filter(|x| x.is_finite()).collect();
+            let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+            let bad = all.len() - finite.len();
+            format!("{}{:?} min {lo:.4e} max {hi:.4e} mean {mean:.4e}, {bad} non-finite", v.dtype(), v.shape())
+        })
+        .collect();
+    let what = if x.is_nan() { "NaN" } else { "an infinity" };
+    let inputs = if stats.is_empty() { String::new() } else { format!("; inputs: {}", stats.join(", ")) };
+    Some(format!("{what} ({x}) at element {i}{inputs}"))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The interpreter's error type.
 
-use rhea_graph::{Loc, TensorType};
+use rhea_graph::{Loc, NodeId, TensorType};
 
 /// What went wrong while evaluating a graph.
 #[derive(Debug, thiserror::Error)]
@@ -50,5 +50,29 @@ pub enum InterpError {
         loc: Option<Loc>,
         /// What went wrong.
         msg: String,
+    },
+    /// A value would not fit in memory (or in the budget asked for).
+    #[error("{op} ({node}){}: {msg}", loc.as_ref().map_or_else(String::new, |l| format!(" at {l}")))]
+    OutOfMemory {
+        /// The node whose value it is.
+        node: NodeId,
+        /// Its op's name.
+        op: String,
+        /// Where the user built it.
+        loc: Option<Loc>,
+        /// How much, and why it does not fit.
+        msg: String,
+    },
+    /// The NaN guard found the first value that is not finite.
+    #[error("NaN guard: {op} ({node}){} made {report}", loc.as_ref().map_or_else(String::new, |l| format!(" at {l}")))]
+    NonFinite {
+        /// The node that made it.
+        node: NodeId,
+        /// Its op's name.
+        op: String,
+        /// Where the user built it.
+        loc: Option<Loc>,
+        /// The first bad element and the inputs' statistics.
+        report: String,
     },
 }

@@ -74,10 +74,32 @@ fn bind(graph: &Graph, feeds: &HashMap<String, Value>, needed: &[NodeId]) -> Res
     Ok(bindings)
 }
 
+/// What a run checks as it goes, beyond the graph's own rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Stop at the first node whose float value holds a NaN or an infinity,
+    /// naming its op, the line that built it and its inputs' statistics.
+    pub nan_guard: bool,
+    /// Refuse a run whose computed values would exceed this many bytes.
+    pub max_memory: Option<u64>,
+}
+
 /// Evaluates `outputs` of `graph` given its inputs by name, using the
 /// shared variables' current values.
 pub fn run(graph: &Graph, feeds: &HashMap<String, Value>, outputs: &[NodeId]) -> Result<Vec<Value>, InterpError> {
-    run_with(graph, feeds, &|id, _| graph.shared_value(id), outputs)
+    run_checked(graph, feeds, outputs, &RunOptions::default())
+}
+
+/// [`run`] with the checks of `options`.
+pub fn run_checked(
+    graph: &Graph,
+    feeds: &HashMap<String, Value>,
+    outputs: &[NodeId],
+    options: &RunOptions,
+) -> Result<Vec<Value>, InterpError> {
+    let order = graph.ancestors(outputs);
+    let values = evaluate(graph, feeds, &|id, _| graph.shared_value(id), &order, options)?;
+    Ok(outputs.iter().map(|id| values[id].clone().into_owned()).collect())
 }
 
 /// Like [`run`], but shared values come from `shared(node, name)`: a
@@ -89,7 +111,7 @@ pub fn run_with<'a>(
     outputs: &[NodeId],
 ) -> Result<Vec<Value>, InterpError> {
     let order = graph.ancestors(outputs);
-    let values = evaluate(graph, feeds, shared, &order)?;
+    let values = evaluate(graph, feeds, shared, &order, &RunOptions::default())?;
     Ok(outputs.iter().map(|id| values[id].clone().into_owned()).collect())
 }
 
@@ -101,8 +123,54 @@ pub fn run_all(
     outputs: &[NodeId],
 ) -> Result<HashMap<NodeId, Value>, InterpError> {
     let order = graph.ancestors(outputs);
-    let values = evaluate(graph, feeds, &|id, _| graph.shared_value(id), &order)?;
+    let values = evaluate(graph, feeds, &|id, _| graph.shared_value(id), &order, &RunOptions::default())?;
     Ok(values.into_iter().map(|(id, v)| (id, v.into_owned())).collect())
+}
+
+/// Checks that `id`'s value can be allocated (within the budget and the
+/// memory the system gives) before it is computed: `held` bytes are already
+/// computed. Returns the value's bytes.
+fn check_memory(
+    graph: &Graph,
+    id: NodeId,
+    bindings: &Bindings,
+    held: u128,
+    options: &RunOptions,
+) -> Result<usize, InterpError> {
+    let node = graph.node(id);
+    let oom =
+        |msg: String| InterpError::OutOfMemory { node: id, op: node.op.name().to_string(), loc: node.loc.clone(), msg };
+    let elements = node.ty.shape.iter().try_fold(1u128, |acc, d| {
+        let n = match d {
+            Dim::Known(n) => *n,
+            Dim::Sym(s) => *bindings.get(s)?,
+        };
+        Some(acc * n as u128)
+    });
+    // Unbound symbols are the op's own error to report.
+    let Some(elements) = elements else { return Ok(0) };
+    let bytes = elements * node.ty.dtype.size_bytes() as u128;
+    let value = format!("{} value {}", node.ty, rhea_graph::memory::format_bytes(bytes));
+    if let Some(limit) = options.max_memory
+        && held + bytes > limit as u128
+    {
+        return Err(oom(format!(
+            "the values computed so far hold {} and this {value} would exceed the memory budget of {}",
+            rhea_graph::memory::format_bytes(held),
+            rhea_graph::memory::format_bytes(limit.into())
+        )));
+    }
+    let bytes = usize::try_from(bytes)
+        .map_err(|_| oom(format!("out of memory: its {value} is larger than this machine can address")))?;
+    rhea_graph::memory::can_allocate(bytes).map_err(|_| oom(format!("out of memory: cannot allocate its {value}")))?;
+    Ok(bytes)
+}
+
+/// The NaN guard's verdict on `id`'s new value.
+fn check_finite(graph: &Graph, id: NodeId, value: &Value, inputs: &[&Value]) -> Result<(), InterpError> {
+    let Some(report) = rhea_graph::nan_report(value, inputs) else { return Ok(()) };
+    let node = graph.node(id);
+    Err(InterpError::NonFinite { node: id, op: node.op.name().to_string(), loc: node.loc.clone(), report })
 }
 
 /// Evaluates the nodes of `order` (a topological order) after checking the
@@ -112,10 +180,12 @@ fn evaluate<'a>(
     feeds: &'a HashMap<String, Value>,
     shared: &dyn Fn(NodeId, &str) -> Option<&'a Value>,
     order: &[NodeId],
+    options: &RunOptions,
 ) -> Result<HashMap<NodeId, Cow<'a, Value>>, InterpError> {
     let needed: Vec<NodeId> =
         order.iter().copied().filter(|&id| matches!(graph.node(id).op, Op::Input { .. })).collect();
     let bindings = bind(graph, feeds, &needed)?;
+    let mut held: u128 = 0;
     let mut values: HashMap<NodeId, Cow<'a, Value>> = HashMap::with_capacity(order.len());
     for &id in order {
         let node = graph.node(id);
@@ -133,12 +203,17 @@ fn evaluate<'a>(
                 Cow::Borrowed(v)
             }
             op => {
+                held += check_memory(graph, id, &bindings, held, options)? as u128;
                 let args: Vec<&Value> = node.inputs.iter().map(|i| &*values[i]).collect();
-                Cow::Owned(eval_op(op, &args, &bindings).map_err(|msg| InterpError::Op {
+                let value = eval_op(op, &args, &bindings).map_err(|msg| InterpError::Op {
                     op: op.name().to_string(),
                     loc: node.loc.clone(),
                     msg,
-                })?)
+                })?;
+                if options.nan_guard {
+                    check_finite(graph, id, &value, &args)?;
+                }
+                Cow::Owned(value)
             }
         };
         values.insert(id, value);

@@ -18,11 +18,13 @@
 
 mod error;
 mod eval;
+mod guard;
 mod ops;
 mod program;
 mod verify;
 
 pub use error::InterpError;
-pub use eval::{Bindings, bind_inputs, eval_op, run, run_all, run_with};
+pub use eval::{Bindings, RunOptions, bind_inputs, eval_op, run, run_all, run_checked, run_with};
+pub use guard::nan_check;
 pub use program::{KernelRunner, OpRunner, fold_constant, run_program, run_program_with};
 pub use verify::{VerifyError, VerifyOptions, verify_grad};

@@ -26,8 +26,46 @@ pub fn read_csv(path: &Path) -> Result<Table> {
     parse_csv(path, file)
 }
 
+/// The longest line a data file may have: far beyond any real row, and a
+/// bound on what one line can cost in memory.
+const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// A reader of text: a NUL byte (a binary file, `/dev/zero`) or a line
+/// longer than [`MAX_LINE_BYTES`] is an error, before the CSV parser
+/// buffers it.
+struct TextOnly<R> {
+    inner: R,
+    offset: u64,
+    line_bytes: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for TextOnly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            let at = self.offset + i as u64;
+            match b {
+                0 => {
+                    let msg = format!("byte {at} is NUL: this is a binary file, not CSV text");
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+                }
+                b'\n' => self.line_bytes = 0,
+                _ => self.line_bytes += 1,
+            }
+            if self.line_bytes > MAX_LINE_BYTES {
+                let msg =
+                    format!("a line longer than {} MB ends past byte {at}: not a data table", MAX_LINE_BYTES >> 20);
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 /// [`read_csv`] on any reader, named `path` in errors.
 pub fn parse_csv(path: &Path, input: impl std::io::Read) -> Result<Table> {
+    let input = TextOnly { inner: input, offset: 0, line_bytes: 0 };
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let (mut data, mut labels, mut width) = (Vec::new(), Vec::new(), None);
     for record in reader.records() {
@@ -190,6 +228,16 @@ mod tests {
         let t = read_csv(f.path()).unwrap();
         assert_eq!(t.features, ndarray::array![[0.1f32, 0.2], [0.3, 0.4]]);
         assert_eq!(t.labels, vec!["R", "M"]);
+    }
+
+    #[test]
+    fn binary_input_and_endless_lines_are_errors_not_memory() {
+        let zeros = std::io::Read::take(std::io::repeat(0), 1 << 40);
+        let e = parse_csv(Path::new("/dev/zero"), zeros).unwrap_err().to_string();
+        assert!(e.contains("byte 0 is NUL: this is a binary file"), "{e}");
+        let endless = std::io::Read::take(std::io::repeat(b'1'), 1 << 40);
+        let e = parse_csv(Path::new("long.csv"), endless).unwrap_err().to_string();
+        assert!(e.contains("a line longer than 64 MB"), "{e}");
     }
 
     #[test]

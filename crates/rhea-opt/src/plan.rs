@@ -80,6 +80,13 @@ pub fn schedule(g: &Graph, fusion: &Fusion) -> Vec<Step> {
     out.into_iter().map(|s| steps[s].clone()).collect()
 }
 
+/// The NaN guard's check of one step's output: given the program step, the
+/// node whose value it is, that value and the step's input values, `None`
+/// when the value is finite, else the guard's message naming the op that
+/// first made it (`rhea_interp::nan_check` makes it; every backend calls it).
+pub type NanCheck =
+    std::sync::Arc<dyn Fn(usize, NodeId, &rhea_graph::Value, &[&rhea_graph::Value]) -> Option<String> + Send + Sync>;
+
 /// Where each intermediate value lives.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryPlan {
@@ -94,6 +101,35 @@ pub struct MemoryPlan {
     /// Shared-variable updates a backend may write in place (the old value
     /// is read by no later step).
     pub in_place_updates: usize,
+}
+
+impl MemoryPlan {
+    /// Buffer `b` for a message: its size and the values planned into it.
+    pub fn describe_buffer(&self, g: &Graph, b: usize) -> String {
+        let mut holders: Vec<NodeId> = self.buffer_of.iter().filter(|(_, x)| **x == b).map(|(&id, _)| id).collect();
+        holders.sort();
+        let named: Vec<String> =
+            holders.iter().map(|&id| format!("{id} ({}, {})", g.node(id).op.name(), g.ty(id))).collect();
+        let bytes = self.buffer_bytes.get(b).copied().unwrap_or(0);
+        format!("buffer {b} of {} (holding {})", rhea_graph::memory::format_bytes(bytes as u128), named.join(", "))
+    }
+
+    /// Refuses a plan whose peak exceeds `limit` bytes, naming the peak and
+    /// its largest buffers.
+    pub fn check_budget(&self, g: &Graph, limit: u64) -> Result<(), String> {
+        if self.peak_bytes as u128 <= limit as u128 {
+            return Ok(());
+        }
+        let mut largest: Vec<usize> = (0..self.buffer_bytes.len()).collect();
+        largest.sort_by_key(|&b| std::cmp::Reverse(self.buffer_bytes[b]));
+        let shown: Vec<String> = largest.iter().take(3).map(|&b| self.describe_buffer(g, b)).collect();
+        Err(format!(
+            "the plan needs {} for intermediate values at its peak, more than the memory budget of {}; its largest: {}",
+            rhea_graph::memory::format_bytes(self.peak_bytes as u128),
+            rhea_graph::memory::format_bytes(limit.into()),
+            shown.join("; ")
+        ))
+    }
 }
 
 /// Plans buffers for `steps` at the sizes `bindings` give: values whose

@@ -21,6 +21,34 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     Usage(msg.into()).into()
 }
 
+/// A size in bytes as people write it: `1000`, `300M`, `1.5G`, `2GiB`,
+/// `512k` (k, M, G, T are powers of 1000; Ki, Mi, Gi, Ti of 1024).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let scale: f64 = match unit.trim().trim_end_matches(['B', 'b']) {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" | "m" => 1e6,
+        "G" | "g" => 1e9,
+        "T" | "t" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => return Err(format!("{text:?} is not a size (write it as 300M, 1.5G, 2GiB or a number of bytes)")),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (write it as 300M, 1.5G, 2GiB or a number of bytes)"))?;
+    let bytes = n * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is not a usable memory size"));
+    }
+    Ok(bytes as u64)
+}
+
 /// Whether the error, or any of its causes, is a closed pipe.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
@@ -54,5 +82,17 @@ mod tests {
         assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
         assert_eq!(exit_code(Err(usage("--batch-size must be at least 1"))), ExitCode::from(2));
         assert_eq!(exit_code(Err(anyhow::anyhow!("bad file"))), ExitCode::FAILURE);
+    }
+
+    #[test]
+    fn sizes_parse_as_written() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("300M"), Ok(300_000_000));
+        assert_eq!(parse_bytes("1.5G"), Ok(1_500_000_000));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("512k"), Ok(512_000));
+        for bad in ["", "abc", "-1G", "0", "1Q", "1e400"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 }

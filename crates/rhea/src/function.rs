@@ -84,6 +84,9 @@ pub enum FunctionError {
     /// The function's definition is inconsistent.
     #[error("{0}")]
     Invalid(String),
+    /// A call's plan needs more memory than the budget allows.
+    #[error("{0}")]
+    Memory(String),
     /// The CPU's worker threads could not be started (a thread or memory limit).
     #[error("{0}")]
     Threads(String),
@@ -132,6 +135,7 @@ pub fn function(inputs: &[&Var], outputs: &[&Var]) -> FunctionBuilder {
         options: default_options(),
         nan_guard: env_flag("RHEA_NAN_GUARD"),
         cuda_graph: env_flag("RHEA_CUDA_GRAPH"),
+        max_memory: None,
     }
 }
 
@@ -151,9 +155,19 @@ pub struct FunctionBuilder {
     options: Options,
     nan_guard: bool,
     cuda_graph: bool,
+    max_memory: Option<u64>,
 }
 
 impl FunctionBuilder {
+    /// Refuses to run a call whose plan needs more than `bytes` for its
+    /// intermediate values at their peak, before anything is allocated: the
+    /// error names the peak and the largest buffers. (Inputs, outputs and
+    /// shared variables are the caller's and not counted.)
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
     /// The optimizer mode: `Mode::Fast` (the default) or `Mode::None`.
     pub fn mode(mut self, mode: Mode) -> Self {
         self.options.mode = mode;
@@ -275,6 +289,16 @@ impl FunctionBuilder {
             .collect();
         let mut graph = copy.graph;
         drop(source);
+        if let Some((id, sym)) = graph.unbound_symbol() {
+            let node = graph.node(id);
+            let at = node.loc.as_ref().map_or_else(String::new, |l| format!(" at {l}"));
+            return Err(FunctionError::Invalid(format!(
+                "{}{at} ({}) has the symbolic dim {}, which none of the function's inputs has: nothing gives it a size",
+                node.op.name(),
+                node.ty,
+                sym.name()
+            )));
+        }
         // The optimizer keeps what outputs and updates need; ids may change,
         // so the roots are read back from the optimized graph.
         for (i, &o) in outputs.iter().enumerate() {
@@ -319,6 +343,7 @@ impl FunctionBuilder {
             backend: self.backend,
             nan_guard: self.nan_guard,
             cuda_graph: self.cuda_graph,
+            max_memory: self.max_memory,
             plans: Vec::new(),
             last_plan: 0,
             profile: profiling_requested().then(Profile::default),
@@ -415,6 +440,8 @@ pub struct Function {
     nan_guard: bool,
     /// run CUDA plans as captured graphs
     cuda_graph: bool,
+    /// refuse plans whose peak exceeds this many bytes
+    max_memory: Option<u64>,
     /// memory plan (and prepared executor) per distinct set of input shapes
     plans: Vec<Plan>,
     /// the plan the last call used (most calls have the same shapes)
@@ -518,6 +545,9 @@ impl Function {
         let p = &self.program;
         let memory = rhea_opt::memory_plan(&p.graph, &p.steps, &p.fusion, bindings)
             .map_err(|msg| OptError { pass: "plan".into(), msg })?;
+        if let Some(limit) = self.max_memory {
+            memory.check_budget(&p.graph, limit).map_err(FunctionError::Memory)?;
+        }
         let prepared = match &self.compiled {
             Some(cpu) => {
                 let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
@@ -525,7 +555,11 @@ impl Function {
                 let prepared = rhea_cpu::Prepared::new(p, cpu, &memory, bindings, &inputs, &self.outputs, &updates)
                     .map_err(run_error)?
                     .with_filter_cache(self.filters.clone());
-                Some(if self.nan_guard { prepared.with_nan_guard() } else { prepared })
+                Some(if self.nan_guard {
+                    prepared.with_nan_guard(rhea_interp::nan_check(p, bindings))
+                } else {
+                    prepared
+                })
             }
             None => None,
         };
@@ -536,7 +570,11 @@ impl Function {
                 let prepared = rhea_cuda::Prepared::new(gpu, p, &memory, bindings, &inputs, &self.outputs, &updates)
                     .map_err(run_error)?;
                 let prepared = if self.cuda_graph { prepared.with_cuda_graph(p) } else { prepared };
-                Some(if self.nan_guard { prepared.with_nan_guard(rhea_cpu::nan_report) } else { prepared })
+                Some(if self.nan_guard {
+                    prepared.with_nan_guard(rhea_interp::nan_check(p, bindings))
+                } else {
+                    prepared
+                })
             }
             None => None,
         };
@@ -630,9 +668,21 @@ impl Function {
             if self.nan_guard {
                 let program = &self.program;
                 let bindings = rhea_interp::bind_inputs(&program.graph, &feeds)?;
+                let check = rhea_interp::nan_check(program, &bindings);
+                let step_of: HashMap<usize, usize> = (program.steps.iter().enumerate())
+                    .filter_map(|(s, st)| match st.kind {
+                        StepKind::Kernel(k) => Some((k, s)),
+                        StepKind::Op(_) => None,
+                    })
+                    .collect();
                 let kernels = |k: usize, ins: &[&Value], b: &rhea_interp::Bindings| {
-                    let outs = rhea_kernel::eval_kernel(&program.fusion.groups[k].kernel, ins, b)?;
-                    outs.iter().try_for_each(|v| guard_value(v, ins))?;
+                    let group = &program.fusion.groups[k];
+                    let outs = rhea_kernel::eval_kernel(&group.kernel, ins, b)?;
+                    for (v, &node) in outs.iter().zip(&group.outputs) {
+                        if let Some(msg) = check(step_of[&k], node, v, ins) {
+                            return Err(msg);
+                        }
+                    }
                     Ok(outs)
                 };
                 let ops = |op: &Op, ins: &[&Value]| {

@@ -288,6 +288,10 @@ struct RunArgs {
     /// Also compute gradients, written as outputs `grad/<name>`.
     #[command(flatten)]
     grad: GradArgs,
+    /// Refuse to run if intermediate values would need more than this
+    /// (300M, 1.5G, 2GiB, ...), before allocating them.
+    #[arg(long, value_name = "SIZE", value_parser = rhea::cli::parse_bytes)]
+    max_memory: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -751,6 +755,7 @@ fn run_compiled(
     feeds: &HashMap<String, Value>,
     ids: &[rhea::NodeId],
     backend: rhea::Backend,
+    max_memory: Option<u64>,
 ) -> Result<Vec<Value>> {
     let inputs: Vec<(rhea::NodeId, String)> =
         graph.inputs().into_iter().map(|id| (id, graph.leaf_name(id).unwrap_or_default().to_string())).collect();
@@ -758,8 +763,11 @@ fn run_compiled(
     let input_vars: Vec<rhea::Var> = inputs.iter().map(|&(id, _)| builder.var(id)).collect();
     let output_vars: Vec<rhea::Var> = ids.iter().map(|&id| builder.var(id)).collect();
     let mut f = rhea::function(&input_vars.iter().collect::<Vec<_>>(), &output_vars.iter().collect::<Vec<_>>())
-        .backend(backend)
-        .compile()?;
+        .backend(backend);
+    if let Some(limit) = max_memory {
+        f = f.max_memory(limit);
+    }
+    let mut f = f.compile()?;
     let values: Vec<Value> = inputs.iter().map(|(_, name)| feeds[name].clone()).collect();
     Ok(f.call(&values)?)
 }
@@ -780,10 +788,15 @@ fn run(args: &RunArgs) -> Result<()> {
     }
     let ids: Vec<rhea::NodeId> = outputs.iter().map(|(_, id)| *id).collect();
     let values = match args.backend {
-        Backend::Interp => rhea::interp::run(&graph, &feeds, &ids).map_err(anyhow::Error::from),
-        Backend::Cpu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cpu),
-        Backend::Cuda => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cuda),
-        Backend::CudaEmu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::CudaEmulated),
+        Backend::Interp => {
+            // RHEA_NAN_GUARD=1 guards every backend, the interpreter too.
+            let nan_guard = std::env::var("RHEA_NAN_GUARD").is_ok_and(|v| !v.is_empty() && v != "0");
+            let options = rhea::interp::RunOptions { nan_guard, max_memory: args.max_memory };
+            rhea::interp::run_checked(&graph, &feeds, &ids, &options).map_err(anyhow::Error::from)
+        }
+        Backend::Cpu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cpu, args.max_memory),
+        Backend::Cuda => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cuda, args.max_memory),
+        Backend::CudaEmu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::CudaEmulated, args.max_memory),
     }
     .with_context(|| format!("running {}", args.graph.display()))?;
     if !graph.updates().is_empty() {
