@@ -231,3 +231,10 @@ fn csv_loader_survives_its_corpus_and_mutations() {
     println!("csv: {n} inputs, {ok} accepted");
     assert!(ok >= 3, "the seeds themselves must load: {ok} accepted");
 }
+
+#[test]
+fn image_decoder_survives_its_corpus_and_mutations() {
+    let (n, ok) = run("image", targets::image);
+    println!("image: {n} inputs, {ok} accepted");
+    assert!(ok >= 4, "the seeds themselves must load: {ok} accepted");
+}

@@ -41,3 +41,14 @@ pub fn csv(data: &[u8]) -> bool {
     assert!(table.features.iter().all(|x| x.is_finite()));
     true
 }
+
+/// The image-folder loader's decoder: any bytes give a `[3, 16, 16]` tensor
+/// of finite values (the first byte decides the flip), or an error.
+pub fn image(data: &[u8]) -> bool {
+    let t = rhea::nn::images::Transform::imagenet(16);
+    let flip = data.first().is_some_and(|b| b & 1 == 1);
+    let Ok(img) = rhea::nn::images::decode_image(data, Path::new("fuzz.png"), &t, flip) else { return false };
+    assert_eq!(img.shape(), [3, 16, 16]);
+    assert!(img.iter().all(|x| x.is_finite()));
+    true
+}

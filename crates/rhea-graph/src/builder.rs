@@ -166,6 +166,13 @@ impl Builder {
         self.0.borrow().clone()
     }
 
+    /// The graph itself, shared values included, without copying it (a
+    /// model's weights can be most of the memory); this builder and every
+    /// var of it are left with an empty graph.
+    pub fn into_graph(self) -> Graph {
+        self.0.replace(Graph::new())
+    }
+
     /// A handle on node `id` of this builder's graph.
     pub fn var(&self, id: NodeId) -> Var {
         Var { builder: self.clone(), id }

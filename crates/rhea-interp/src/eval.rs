@@ -150,7 +150,7 @@ fn check_memory(
     // Unbound symbols are the op's own error to report.
     let Some(elements) = elements else { return Ok(0) };
     let bytes = elements * node.ty.dtype.size_bytes() as u128;
-    let value = format!("{} value {}", node.ty, rhea_graph::memory::format_bytes(bytes));
+    let value = format!("{} value of {}", node.ty, rhea_graph::memory::format_bytes(bytes));
     if let Some(limit) = options.max_memory
         && held + bytes > limit as u128
     {
@@ -161,8 +161,9 @@ fn check_memory(
         )));
     }
     let bytes = usize::try_from(bytes)
-        .map_err(|_| oom(format!("out of memory: its {value} is larger than this machine can address")))?;
-    rhea_graph::memory::can_allocate(bytes).map_err(|_| oom(format!("out of memory: cannot allocate its {value}")))?;
+        .map_err(|_| oom(format!("out of memory: its {value} is too large to evaluate on this machine")))?;
+    rhea_graph::memory::can_allocate(bytes)
+        .map_err(|_| oom(format!("out of memory: its {value} is too large to evaluate: it cannot be allocated")))?;
     Ok(bytes)
 }
 

@@ -101,12 +101,19 @@ impl Transform {
 
 /// Decodes `path` and applies `t` (mirrored left-right if `flip`).
 pub fn load_image(path: &Path, t: &Transform, flip: bool) -> Result<Array3<f32>> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    decode_image(&bytes, path, t, flip)
+}
+
+/// Decodes the bytes of an image file (named `path` in errors) and applies
+/// `t`. The `image` crate's default limits refuse a header that asks for
+/// more than 512 MB, so a lying file is an error, not an allocation.
+pub fn decode_image(bytes: &[u8], path: &Path, t: &Transform, flip: bool) -> Result<Array3<f32>> {
     let bad = |msg: String| NnError::Data(format!("{}: {msg}", path.display()));
     if t.crop == 0 || t.resize < t.crop {
         return Err(bad(format!("cannot crop {} from a shorter side of {}", t.crop, t.resize)));
     }
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| bad(format!("not a readable image: {e}")))?;
+    let img = image::load_from_memory(bytes).map_err(|e| bad(format!("not a readable image: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(bad("the image is empty".into()));

@@ -457,10 +457,17 @@ fn load_graph(path: &Path, training: bool) -> Result<Graph> {
             (_, true) => rhea::nn::models::sonar_mlp(1)?.graph,
             (_, false) => rhea::nn::models::sonar_mlp_forward(1)?.graph,
         };
-        return Ok(graph.to_graph());
+        return Ok(graph.into_graph());
     }
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read graph {} (built-in models: {})", path.display(), MODELS.join(", ")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot load graph {}: byte {} is not UTF-8 text: a graph file is JSON",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     rhea::from_json(&text).with_context(|| format!("cannot load graph {}", path.display()))
 }
 
@@ -787,6 +794,8 @@ fn run(args: &RunArgs) -> Result<()> {
         bail!("{} declares no outputs: there is nothing to run", args.graph.display());
     }
     let ids: Vec<rhea::NodeId> = outputs.iter().map(|(_, id)| *id).collect();
+    let updates = graph.updates().len();
+    // The graph moves into the function: its weights are not copied.
     let values = match args.backend {
         Backend::Interp => {
             // RHEA_NAN_GUARD=1 guards every backend, the interpreter too.
@@ -794,16 +803,13 @@ fn run(args: &RunArgs) -> Result<()> {
             let options = rhea::interp::RunOptions { nan_guard, max_memory: args.max_memory };
             rhea::interp::run_checked(&graph, &feeds, &ids, &options).map_err(anyhow::Error::from)
         }
-        Backend::Cpu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cpu, args.max_memory),
-        Backend::Cuda => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::Cuda, args.max_memory),
-        Backend::CudaEmu => run_compiled(graph.clone(), &feeds, &ids, rhea::Backend::CudaEmulated, args.max_memory),
+        Backend::Cpu => run_compiled(graph, &feeds, &ids, rhea::Backend::Cpu, args.max_memory),
+        Backend::Cuda => run_compiled(graph, &feeds, &ids, rhea::Backend::Cuda, args.max_memory),
+        Backend::CudaEmu => run_compiled(graph, &feeds, &ids, rhea::Backend::CudaEmulated, args.max_memory),
     }
     .with_context(|| format!("running {}", args.graph.display()))?;
-    if !graph.updates().is_empty() {
-        eprintln!(
-            "note: the graph's {} update(s) are not applied: `rhea run` evaluates outputs only",
-            graph.updates().len()
-        );
+    if updates > 0 {
+        eprintln!("note: the graph's {updates} update(s) are not applied: `rhea run` evaluates outputs only");
     }
     if let Some(path) = &args.output {
         let named: Vec<(&str, &Value)> = outputs.iter().map(|(n, _)| n.as_str()).zip(&values).collect();

@@ -61,11 +61,17 @@ fn softmax_expand(cx: &mut Ctx) -> Option<NodeId> {
 // comes first: `x - (max + log(sum))` rounds `max + log(sum)` to the
 // spacing of `max`, losing the answer for large logits ([2^24, 2^24] gave
 // [0, 0] in f32, not -0.693). `x - max` is exact near the maximum, so the
-// result keeps its precision at any offset. The shifted values are shared
-// by the exp's kernel and the final subtraction's.
+// result keeps its precision at any offset. The final shift is written
+// `x + (-max)`, the same value bit for bit, so that it is not merged with
+// the one inside the sum: the sum's kernel and whatever reads the result
+// each recompute it, and the shifted values are never stored.
 fn log_softmax_expand(cx: &mut Ctx) -> Option<NodeId> {
     let Op::LogSoftmax { axis } = *cx.op() else { return None };
-    let (shifted, _, total) = shifted_exp_sum(cx, cx.input(0), axis)?;
+    let x = cx.input(0);
+    let (_, _, total) = shifted_exp_sum(cx, x, axis)?;
+    let m = lane_max(cx, x, axis)?;
+    let neg_m = cx.un(UnaryOp::Neg, m)?;
+    let shifted = cx.bin(BinaryOp::Add, x, neg_m)?;
     let log_total = cx.un(UnaryOp::Log, total)?;
     cx.bin(BinaryOp::Sub, shifted, log_total)
 }
