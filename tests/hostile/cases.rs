@@ -22,7 +22,42 @@ pub fn all(fx: &Fixtures) -> Vec<Case> {
     memory(fx, &mut cases);
     writes(fx, &mut cases);
     nan_guard(fx, &mut cases);
+    threads(&mut cases);
     cases
+}
+
+/// Whether this process is root (`ulimit -u` binds only other users, so
+/// the thread cases run as `nobody`, which only root can become).
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Too few threads: one (no worker can start) or two (one worker).
+fn threads(cases: &mut Vec<Case>) {
+    if !is_root() {
+        eprintln!("hostile: the thread-limit cases need root to run as nobody: not run");
+        return;
+    }
+    // Files nobody can read: the repository's own data.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let sonar = format!("{root}/data/sonar/sonar.all-data");
+    let images = format!("{root}/data/dogscats");
+    for n in [1, 2] {
+        let runs: Vec<(&str, Prog, Vec<&str>)> = vec![
+            ("sonar_mlp", SONAR, vec!["--data", &sonar, "--epochs", "2", "--quiet"]),
+            ("rhea bench", Prog::Rhea, vec!["bench", "--model", "sonar-mlp", "--backend", "cpu", "--rounds", "1"]),
+            ("rhea dump", Prog::Rhea, vec!["dump", "sonar-mlp", "--stage", "optimized"]),
+            (
+                "vgg16_dogscats",
+                VGG,
+                vec!["--data", &images, "--width-div", "64", "--image-size", "32", "--epochs", "1", "--quiet"],
+            ),
+        ];
+        for (name, prog, args) in runs {
+            cases
+                .push(Case::new(format!("threads ulimit -u {n}: {name}"), prog, &args, Expect::Success).max_threads(n));
+        }
+    }
 }
 
 /// `rhea dump`, `rhea run` (cpu) and `rhea run --backend interp` on one

@@ -41,6 +41,9 @@ pub struct Case {
     pub env: Vec<(&'static str, String)>,
     /// `ulimit` options applied through `sh -c` (`-v KB`, `-f BLOCKS`).
     pub ulimit: Option<String>,
+    /// Run as user `nobody` with at most this many processes and threads
+    /// (`ulimit -u`, which binds only users other than root).
+    pub max_threads: Option<u32>,
     /// Standard output is a pipe whose reader is already closed.
     pub closed_stdout: bool,
     /// SIGKILL the program after this long.
@@ -57,6 +60,7 @@ impl Case {
             args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
             ulimit: None,
+            max_threads: None,
             closed_stdout: false,
             kill_after: None,
             expect,
@@ -71,6 +75,11 @@ impl Case {
 
     pub fn ulimit(mut self, opts: &str) -> Case {
         self.ulimit = Some(opts.to_string());
+        self
+    }
+
+    pub fn max_threads(mut self, n: u32) -> Case {
+        self.max_threads = Some(n);
         self
     }
 
@@ -112,13 +121,19 @@ const HANG: Duration = Duration::from_secs(180);
 /// Runs `case`: `Err` says what was wrong.
 fn run(case: &Case) -> Result<(), String> {
     let exe = program(case.prog);
-    let mut cmd = match &case.ulimit {
-        Some(opts) => {
+    let mut cmd = match (&case.ulimit, case.max_threads) {
+        (_, Some(n)) => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c"]);
+            c.arg(format!("ulimit -u {n} && exec \"$0\" \"$@\"")).arg(&exe).args(&case.args);
+            c
+        }
+        (Some(opts), None) => {
             let mut c = Command::new("sh");
             c.arg("-c").arg(format!("ulimit {opts} && exec \"$0\" \"$@\"")).arg(&exe).args(&case.args);
             c
         }
-        None => {
+        (None, None) => {
             let mut c = Command::new(&exe);
             c.args(&case.args);
             c

@@ -6,8 +6,9 @@
 //! address-space limit too small for the stacks), and after such a failure
 //! the pool can never be started again. So [`start`] first tries to create
 //! the threads the pool would want, and starts the pool with as many as the
-//! system gave: fewer threads when it is short of them, and an error naming
-//! the cause when it gives none.
+//! system gave. When it gives none, the pool is the calling thread alone
+//! (rayon's `use_current_thread`): everything runs, on one core. That
+//! thread should then outlive the work, as `main`'s does.
 
 use std::sync::OnceLock;
 
@@ -22,16 +23,17 @@ pub fn start() -> Result<usize, String> {
             Some(n) if n > 0 => n,
             _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let granted = probe(wanted)?;
-        match rayon::ThreadPoolBuilder::new()
-            .num_threads(granted)
-            .thread_name(|i| format!("rhea-cpu-{i}"))
-            .build_global()
-        {
-            Ok(()) => Ok(granted),
+        let granted = probe(wanted);
+        let builder = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("rhea-cpu-{i}"));
+        let builder = match granted {
+            0 => builder.num_threads(1).use_current_thread(),
+            n => builder.num_threads(n),
+        };
+        match builder.build_global() {
+            Ok(()) => Ok(granted.max(1)),
             // Someone (a test, an embedding program) started it first: use theirs.
             Err(e) if rayon_already_running(&e) => Ok(rayon::current_num_threads()),
-            Err(e) => Err(format!("cannot start the CPU worker threads: {e}")),
+            Err(e) => Err(format!("cannot start the CPU worker threads: {e}; raise the process's thread or memory limit (ulimit -u, ulimit -v)")),
         }
     })
     .clone()
@@ -44,23 +46,17 @@ fn rayon_already_running(e: &rayon::ThreadPoolBuildError) -> bool {
 }
 
 /// Creates up to `wanted` threads at once (as the pool would), then lets
-/// them go: how many the system allowed, or why it allowed none.
-fn probe(wanted: usize) -> Result<usize, String> {
+/// them go: how many the system allowed.
+fn probe(wanted: usize) -> usize {
     let (release, wait) = std::sync::mpsc::channel::<()>();
     let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
     let mut started = Vec::with_capacity(wanted);
-    let mut refused = None;
     for _ in 0..wanted {
         let wait = std::sync::Arc::clone(&wait);
-        match std::thread::Builder::new().spawn(move || {
-            // Each blocks until the release below hangs up.
-            let _ = wait.lock().map(|w| w.recv());
-        }) {
+        // Each blocks until the release below hangs up.
+        match std::thread::Builder::new().spawn(move || drop(wait.lock().map(|w| w.recv()))) {
             Ok(handle) => started.push(handle),
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
+            Err(_) => break,
         }
     }
     drop(release);
@@ -68,13 +64,7 @@ fn probe(wanted: usize) -> Result<usize, String> {
     for handle in started {
         let _ = handle.join();
     }
-    match (granted, refused) {
-        (0, Some(e)) => Err(format!(
-            "cannot start the CPU worker threads: the system refused to create a thread ({e}); \
-             raise the process's thread or memory limit (ulimit -u, ulimit -v)"
-        )),
-        (n, _) => Ok(n.max(1)),
-    }
+    granted
 }
 
 #[cfg(test)]
