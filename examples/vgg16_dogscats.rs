@@ -153,7 +153,8 @@ fn run(args: Args) -> Result<()> {
         true => (args.width_div.unwrap_or(1), args.image_size.unwrap_or(224)),
         false => (args.width_div.unwrap_or(16), args.image_size.unwrap_or(64)),
     };
-    let opts = VggOptions { num_classes: 2, width_div, image_size, seed: args.seed, training: true, dtype: DType::F32 };
+    let opts =
+        VggOptions { num_classes: 2, width_div, image_size, seed: args.seed, training: true, ..VggOptions::default() };
     let model = vgg16(&opts)?;
     let last = ["classifier.6.weight", "classifier.6.bias"];
     let trainable: Vec<rhea::Var> = match &args.weights {

@@ -384,6 +384,7 @@ fn flags(fx: &Fixtures, cases: &mut Vec<Case>) {
         ("bench --batch 0", vec!["bench", "--model", "sonar-mlp", "--batch", "0"], "at least 1"),
         ("bench --rounds 0", vec!["bench", "--model", "sonar-mlp", "--rounds", "0"], "at least 1"),
         ("bench --model nope", vec!["bench", "--model", "nope"], "unknown model"),
+        ("bench --backend bogus", vec!["bench", "--model", "sonar-mlp", "--backend", "bogus"], "unknown backend"),
         ("dump --trace raw", vec!["dump", g, "--trace"], "need --stage optimized"),
         ("dump --wrt raw", vec!["dump", g, "--wrt", "w1"], "--stage grad"),
         (
@@ -552,6 +553,43 @@ fn memory(fx: &Fixtures, cases: &mut Vec<Case>) {
         )
         .ulimit("-v 300000"),
     );
+    // Inspecting a built-in model costs what its graph costs, not its
+    // 553 MB of weights; no GPU is said before any weight is made.
+    for (name, args) in [
+        ("dump vgg16", vec!["dump", "vgg16"]),
+        (
+            "dump vgg16 optimized",
+            vec!["dump", "vgg16", "--stage", "optimized", "--trace", "--explain-fusion", "--kernels"],
+        ),
+        ("dump vgg16 json", vec!["dump", "vgg16", "--format", "json"]),
+        ("dump vgg16 ptx", vec!["dump", "vgg16", "--stage", "optimized", "--kernels", "--backend", "cuda"]),
+    ] {
+        cases.push(
+            Case::new(format!("memory {name} in 300 MB"), Prog::Rhea, &args, Expect::Success)
+                .ulimit("-v 300000")
+                .closed_stdout(),
+        );
+    }
+    if !std::path::Path::new("/dev/nvidiactl").exists() {
+        cases.push(
+            Case::new(
+                "no GPU: rhea run vgg16 --backend cuda in 300 MB",
+                Prog::Rhea,
+                &["run", "vgg16", "--inputs", &vgg_x, "--backend", "cuda"],
+                fails(1, &["backend cuda", "no CUDA driver"]),
+            )
+            .ulimit("-v 300000"),
+        );
+        cases.push(
+            Case::new(
+                "no GPU: rhea bench vgg16 --backend cuda in 300 MB",
+                Prog::Rhea,
+                &["bench", "--model", "vgg16", "--backend", "cuda"],
+                fails(1, &["backend cuda", "no CUDA driver"]),
+            )
+            .ulimit("-v 300000"),
+        );
+    }
     let fat = s(&fx.fat_graph);
     cases.push(Case::new("memory a 40 MB graph file", Prog::Rhea, &["dump", &fat], Expect::Success).closed_stdout());
     cases.push(

@@ -72,6 +72,42 @@ impl Builder {
         Ok(self.var(id))
     }
 
+    /// A shared variable of type `ty` whose value `make` makes, unless the
+    /// builder only declares types ([`Builder::types_only`]): then `make` is
+    /// not called and the variable has no value (a weight that costs nothing
+    /// until it is given, from a file or by building again). The value
+    /// must have type `ty`.
+    #[track_caller]
+    pub fn shared_with<E: From<GraphError>>(
+        &self,
+        name: &str,
+        ty: TensorType,
+        make: impl FnOnce() -> std::result::Result<Value, E>,
+    ) -> std::result::Result<Var, E> {
+        let loc = Some(Loc::from_caller(Location::caller()));
+        if self.0.borrow().types_only() {
+            let id = self.0.borrow_mut().add_shared_declared(name, ty, loc)?;
+            return Ok(self.var(id));
+        }
+        let value = make()?;
+        let made = TensorType::new(value.dtype(), Shape::known(value.shape()));
+        if made != ty {
+            return Err(
+                GraphError::Mismatch(format!("shared variable {name:?}: declared {ty}, its value is {made}")).into()
+            );
+        }
+        let id = self.0.borrow_mut().add_shared(name, value, loc)?;
+        Ok(self.var(id))
+    }
+
+    /// This builder declares shared variables made with
+    /// [`Builder::shared_with`] by type only from now on (`rhea dump` of a
+    /// built-in model: the graph without its weights).
+    pub fn types_only(self) -> Builder {
+        self.0.borrow_mut().set_types_only(true);
+        self
+    }
+
     /// A constant tensor.
     #[track_caller]
     pub fn constant(&self, value: impl Into<Value>) -> Var {

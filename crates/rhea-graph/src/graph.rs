@@ -162,6 +162,9 @@ pub struct Graph {
     root_count: HashMap<NodeId, usize>,
     /// Shared variables that have an update.
     updated: std::collections::HashSet<NodeId>,
+    /// Build shared variables' types only, not their values (to inspect a
+    /// model without the memory and time its weights cost).
+    types_only: bool,
 }
 
 impl Graph {
@@ -284,6 +287,17 @@ impl Graph {
         let id = self.insert(Op::Shared { name: name.into() }, &[], ty, loc);
         self.names.insert(name.into(), id);
         Ok(id)
+    }
+
+    /// Whether shared variables added through [`crate::Builder::shared_with`]
+    /// are declared by type only, their values not made.
+    pub fn types_only(&self) -> bool {
+        self.types_only
+    }
+
+    /// Declare shared variables by type only from now on (see [`Graph::types_only`]).
+    pub fn set_types_only(&mut self, on: bool) {
+        self.types_only = on;
     }
 
     /// Adds a constant (interned by value, bit for bit).

@@ -1,6 +1,6 @@
 //! Seeded initializers that give concrete starting values for parameters.
 
-use rhea_graph::{DType, Value, rng};
+use rhea_graph::{Builder, DType, Shape, TensorType, Value, Var, rng};
 
 use crate::{NnError, Result};
 
@@ -25,6 +25,20 @@ pub fn normal(shape: &[usize], mean: f64, std: f64, dtype: DType, seed: u64) -> 
 /// Zeros.
 pub fn zeros(shape: &[usize], dtype: DType) -> Result<Value> {
     filled(shape, dtype, |_| 0.0)
+}
+
+/// Parameter `name` of `shape` and `dtype`, its value made by `make` unless
+/// the builder declares types only ([`Builder::types_only`]). The node's
+/// location is the caller's.
+#[track_caller]
+pub fn param(
+    g: &Builder,
+    name: &str,
+    shape: &[usize],
+    dtype: DType,
+    make: impl FnOnce() -> Result<Value>,
+) -> Result<Var> {
+    g.shared_with(name, TensorType::new(dtype, Shape::known(shape)), make)
 }
 
 /// A parameter's starting value, made straight in its dtype; too little

@@ -46,11 +46,11 @@ pub struct Dense {
 impl Dense {
     /// A new layer with parameters `{name}.weight` and `{name}.bias`.
     pub fn new(g: &Builder, name: &str, inputs: usize, units: usize, seed: u64) -> Result<Dense> {
-        let weight = g.shared(
-            &format!("{name}.weight"),
-            init::glorot_uniform(&[inputs, units], inputs, units, DType::F32, seed)?,
-        )?;
-        let bias = g.shared(&format!("{name}.bias"), init::zeros(&[units], DType::F32)?)?;
+        let shape = [inputs, units];
+        let weight = init::param(g, &format!("{name}.weight"), &shape, DType::F32, || {
+            init::glorot_uniform(&shape, inputs, units, DType::F32, seed)
+        })?;
+        let bias = init::param(g, &format!("{name}.bias"), &[units], DType::F32, || init::zeros(&[units], DType::F32))?;
         Ok(Dense { weight, bias })
     }
 
@@ -93,8 +93,9 @@ impl Conv2d {
         let fan_out = outputs * kernel * kernel;
         let std = (2.0 / fan_out.max(1) as f64).sqrt();
         let shape = [outputs, inputs, kernel, kernel];
-        let weight = g.shared(&format!("{name}.weight"), init::normal(&shape, 0.0, std, dtype, seed)?)?;
-        let bias = g.shared(&format!("{name}.bias"), init::zeros(&[outputs], dtype)?)?;
+        let weight =
+            init::param(g, &format!("{name}.weight"), &shape, dtype, || init::normal(&shape, 0.0, std, dtype, seed))?;
+        let bias = init::param(g, &format!("{name}.bias"), &[outputs], dtype, || init::zeros(&[outputs], dtype))?;
         let params = rhea_graph::Conv2d { padding: [kernel / 2, kernel / 2], ..rhea_graph::Conv2d::default() };
         Ok(Conv2d { weight, bias, params })
     }
@@ -132,8 +133,10 @@ impl Dense {
     /// A layer initialized as torchvision initializes `nn.Linear` in VGG:
     /// weights normal with standard deviation 0.01, zero bias, of `dtype`.
     pub fn torchvision(g: &Builder, name: &str, inputs: usize, units: usize, dtype: DType, seed: u64) -> Result<Dense> {
-        let weight = g.shared(&format!("{name}.weight"), init::normal(&[inputs, units], 0.0, 0.01, dtype, seed)?)?;
-        let bias = g.shared(&format!("{name}.bias"), init::zeros(&[units], dtype)?)?;
+        let shape = [inputs, units];
+        let weight =
+            init::param(g, &format!("{name}.weight"), &shape, dtype, || init::normal(&shape, 0.0, 0.01, dtype, seed))?;
+        let bias = init::param(g, &format!("{name}.bias"), &[units], dtype, || init::zeros(&[units], dtype))?;
         Ok(Dense { weight, bias })
     }
 }

@@ -153,11 +153,23 @@ pub struct VggOptions {
     /// Element type of the input and the parameters (`f32`; `f64` for
     /// gradient checks).
     pub dtype: DType,
+    /// Declare the parameters by type only, without making their values:
+    /// the graph to inspect (dump, optimize) at the cost of the graph, not
+    /// of 138 million weights. Values then come from a weights file.
+    pub types_only: bool,
 }
 
 impl Default for VggOptions {
     fn default() -> VggOptions {
-        VggOptions { num_classes: 1000, width_div: 1, image_size: 224, seed: 1, training: false, dtype: DType::F32 }
+        VggOptions {
+            num_classes: 1000,
+            width_div: 1,
+            image_size: 224,
+            seed: 1,
+            training: false,
+            dtype: DType::F32,
+            types_only: false,
+        }
     }
 }
 
@@ -233,7 +245,7 @@ pub fn vgg16(opts: &VggOptions) -> Result<Vgg16> {
         )));
     }
     let width = |c: usize| c / opts.width_div;
-    let g = Builder::new();
+    let g = if opts.types_only { Builder::new().types_only() } else { Builder::new() };
     let batch = g.dim("batch")?;
     let s = opts.image_size;
     let x = g.input("x", opts.dtype, [batch, Dim::Known(3), Dim::Known(s), Dim::Known(s)])?;

@@ -28,7 +28,9 @@ fn check_params(params: &[Var]) -> Result<()> {
 /// A shared state variable shaped like `p`, starting at zero.
 fn slot(p: &Var, prefix: &str, what: &str) -> Result<Var> {
     let shape = p.shape().to_known().expect("shared variables have known shapes");
-    Ok(p.builder().shared(&format!("{prefix}.{}.{what}", name_of(p)?), init::zeros(&shape, p.dtype())?)?)
+    init::param(p.builder(), &format!("{prefix}.{}.{what}", name_of(p)?), &shape, p.dtype(), || {
+        init::zeros(&shape, p.dtype())
+    })
 }
 
 /// Stochastic gradient descent, optionally with (Nesterov) momentum, with

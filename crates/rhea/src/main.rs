@@ -323,7 +323,7 @@ fn check_command(args: &CheckArgs) -> Result<()> {
     if args.tolerance.is_nan() || args.tolerance < 0.0 {
         return Err(rhea::cli::usage(format!("--tolerance must be a number >= 0, got {}", args.tolerance)));
     }
-    let mut graph = load_graph(&args.graph, false)?;
+    let mut graph = load_graph(&args.graph, false, false)?;
     let tensors = match &args.inputs {
         Some(path) => rhea::io::load_safetensors(path)?,
         None => Vec::new(),
@@ -372,8 +372,15 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
             return Err(rhea::cli::usage(format!("unknown model {m:?}; available: {}, all", bench::MODELS.join(", "))));
         }
     }
-    let backends: Vec<rhea::Backend> =
-        args.backend.iter().map(|b| b.parse().map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
+    let backends: Vec<rhea::Backend> = args
+        .backend
+        .iter()
+        .map(|b| b.parse().map_err(|e: String| rhea::cli::usage(format!("--backend: {e}"))))
+        .collect::<Result<_>>()?;
+    if backends.contains(&rhea::Backend::Cuda) {
+        // Before building any model: no GPU is a quick answer.
+        rhea_cuda::open_shared(0).context("backend cuda")?;
+    }
     if args.batch == Some(0) || args.rounds == 0 {
         return Err(rhea::cli::usage("--batch and --rounds must be at least 1"));
     }
@@ -446,14 +453,19 @@ fn devices() -> Result<()> {
 }
 
 /// Loads a graph file, or builds a built-in model: its training step for
-/// `training`, else its forward graph and loss.
-fn load_graph(path: &Path, training: bool) -> Result<Graph> {
+/// `training`, else its forward graph and loss. With `types_only` (to
+/// inspect it), a large model's weights are declared by type only, so that
+/// a dump costs what the graph costs.
+fn load_graph(path: &Path, training: bool, types_only: bool) -> Result<Graph> {
     let name = path.to_string_lossy();
     if !path.exists() && MODELS.contains(&name.as_ref()) {
         let graph = match (name.as_ref(), training) {
             ("theano-mlp", _) => rhea::nn::models::theano_mlp(1)?.graph,
             // Inference: the forward graph to the logits, torchvision's 1000 classes.
-            ("vgg16", _) => rhea::nn::models::vgg16(&rhea::nn::models::VggOptions::default())?.graph,
+            ("vgg16", _) => {
+                let opts = rhea::nn::models::VggOptions { types_only, ..Default::default() };
+                rhea::nn::models::vgg16(&opts)?.graph
+            }
             (_, true) => rhea::nn::models::sonar_mlp(1)?.graph,
             (_, false) => rhea::nn::models::sonar_mlp_forward(1)?.graph,
         };
@@ -533,7 +545,7 @@ fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
 fn dump(args: &DumpArgs) -> Result<()> {
     let builtin = MODELS.contains(&args.graph.to_string_lossy().as_ref()) && !args.graph.exists();
     let training = args.stage != Stage::Raw && !args.grad.given();
-    let mut graph = load_graph(&args.graph, training)?;
+    let mut graph = load_graph(&args.graph, training, true)?;
     match args.stage {
         Stage::Raw if args.grad.given() => {
             return Err(rhea::cli::usage("--grad-of and --wrt need --stage grad or optimized"));
@@ -780,7 +792,11 @@ fn run_compiled(
 }
 
 fn run(args: &RunArgs) -> Result<()> {
-    let mut graph = load_graph(&args.graph, false)?;
+    if matches!(args.backend, Backend::Cuda) {
+        // Before building a model's weights: no GPU is a quick answer.
+        rhea_cuda::open_shared(0).context("backend cuda")?;
+    }
+    let mut graph = load_graph(&args.graph, false, false)?;
     if args.grad.given() {
         add_gradients(&mut graph, &args.grad)?;
     }
