@@ -9,6 +9,7 @@ mod gpu;
 mod kept;
 mod kit;
 mod plan;
+mod precision;
 mod ptx;
 mod random;
 mod rules;

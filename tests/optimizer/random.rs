@@ -87,7 +87,14 @@ fn step(r: &mut Rng, g: &Builder, pool: &[Var]) -> Option<Var> {
             }
         }
         11 => a.greater(&b).ok()?.select(&a, &b).ok()?,
-        12 if a.rank() >= 1 => a.softmax(-1).ok()?,
+        // The softmax family, at large offsets too (the expansions must shift first).
+        12 if a.rank() >= 1 => {
+            let shifted = match r.below(3) {
+                0 => a.add(*r.pick(&[16777216.0, 1e6, -3e7, 1000.0])).ok()?,
+                _ => a.clone(),
+            };
+            if r.unit() < 0.5 { shifted.softmax(-1).ok()? } else { shifted.log_softmax(-1).ok()? }
+        }
         12 => return None,
         13 => match r.below(4) {
             0 => a.sigmoid().ok()?.log().ok()?,
