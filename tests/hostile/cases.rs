@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::fixtures::{Fixtures, s};
-use crate::runner::{Case, Expect, FileCheck, Prog, fails};
+use crate::runner::{Case, Expect, FileCheck, Prog, fails, killed, over_file_limit};
 
 const SONAR: Prog = Prog::Example("sonar_mlp");
 const VGG: Prog = Prog::Example("vgg16_dogscats");
@@ -495,8 +495,42 @@ fn closed_pipes(fx: &Fixtures, cases: &mut Vec<Case>) {
     for (name, prog, args) in runs {
         cases.push(Case::new(format!("closed stdout {name}"), prog, &args, Expect::Success).closed_stdout());
     }
-    let quick = s(&fx.path("quick-out"));
-    cases.push(Case::new("closed stdout quickstart", QUICK, &["--out", &quick], Expect::Success).closed_stdout());
+    // The files asked for are still written after the pipe closed.
+    let quick = fx.path("quick-out");
+    cases.push(
+        Case::new("closed stdout quickstart writes its files", QUICK, &["--out", &s(&quick)], Expect::Success)
+            .closed_stdout()
+            .file(FileCheck::Written(quick.join("inputs.safetensors"))),
+    );
+    let json = fx.path("closed-bench.json");
+    cases.push(
+        Case::new(
+            "closed stdout rhea bench writes --json",
+            Prog::Rhea,
+            &["bench", "--model", "sonar-mlp", "--backend", "cpu", "--rounds", "1", "--json", &s(&json)],
+            Expect::Success,
+        )
+        .closed_stdout()
+        .file(FileCheck::Written(json)),
+    );
+    let out = fx.path("closed-run.safetensors");
+    cases.push(
+        Case::new(
+            "closed stdout rhea run writes -o",
+            Prog::Rhea,
+            &["run", &graph, "--inputs", &inputs, "-o", &s(&out)],
+            Expect::Success,
+        )
+        .closed_stdout()
+        .file(FileCheck::Written(out)),
+    );
+    let ck = fx.path("closed-ck.safetensors");
+    let args = ["--data", &images, "--width-div", "64", "--image-size", "32", "--epochs", "1", "--checkpoint", &s(&ck)];
+    cases.push(
+        Case::new("closed stdout vgg16 writes --checkpoint", VGG, &args, Expect::Success)
+            .closed_stdout()
+            .file(FileCheck::Written(ck)),
+    );
 }
 
 fn memory(fx: &Fixtures, cases: &mut Vec<Case>) {
@@ -620,7 +654,7 @@ fn writes(fx: &Fixtures, cases: &mut Vec<Case>) {
         let out_s = s(&out);
         args.push(&out_s);
         cases.push(
-            Case::new(format!("write under ulimit -f: {name}"), Prog::Rhea, &args, Expect::Stopped)
+            Case::new(format!("write under ulimit -f: {name}"), Prog::Rhea, &args, over_file_limit())
                 .ulimit("-f 4")
                 .file(FileCheck::Unchanged(out.clone(), previous.clone())),
         );
@@ -634,7 +668,7 @@ fn writes(fx: &Fixtures, cases: &mut Vec<Case>) {
                 format!("SIGKILL after {ms} ms: rhea run -o"),
                 Prog::Rhea,
                 &["run", &wide, "--inputs", &scalar, "-o", &s(&out)],
-                Expect::Stopped,
+                killed(),
             )
             .kill_after(Duration::from_millis(*ms))
             .file(FileCheck::OldOrComplete(out, before)),
@@ -682,7 +716,7 @@ fn writes(fx: &Fixtures, cases: &mut Vec<Case>) {
     let ck_s = s(&ck);
     let args = [vec!["--data", images.as_str()], small.to_vec(), vec!["--checkpoint", ck_s.as_str()]].concat();
     cases.push(
-        Case::new("write under ulimit -f: vgg16 --checkpoint", VGG, &args, Expect::Stopped)
+        Case::new("write under ulimit -f: vgg16 --checkpoint", VGG, &args, over_file_limit())
             .ulimit("-f 8")
             .file(FileCheck::Unchanged(ck, previous.clone())),
     );

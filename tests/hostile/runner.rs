@@ -20,9 +20,10 @@ pub enum Expect {
     /// Either exit 0, or exit 1 with these words (a limit that may or may
     /// not be enough, depending on the machine).
     SucceedsOr(Vec<String>),
-    /// Stopped by the fault the case injects (a signal, a limit): any end
-    /// but a panic or an abort message; the file check says what matters.
-    Stopped,
+    /// Stopped by the fault the case injects: killed by one of these
+    /// signals, or exited with one of these statuses (an error that said
+    /// so, or done before the fault came); the file check says what matters.
+    Stopped { signals: Vec<i32>, codes: Vec<i32> },
 }
 
 /// What a file the case writes must be afterwards.
@@ -31,6 +32,8 @@ pub enum FileCheck {
     Unchanged(PathBuf, Vec<u8>),
     /// What it was before, or a complete, loadable safetensors file.
     OldOrComplete(PathBuf, Vec<u8>),
+    /// Written: not empty, and loadable if it is a safetensors file.
+    Written(PathBuf),
 }
 
 /// One hostile case.
@@ -97,6 +100,16 @@ impl Case {
         self.file = Some(check);
         self
     }
+}
+
+/// SIGKILL, or done first.
+pub fn killed() -> Expect {
+    Expect::Stopped { signals: vec![9], codes: vec![0] }
+}
+
+/// Over the file-size limit: SIGXFSZ, or an error for the failed write.
+pub fn over_file_limit() -> Expect {
+    Expect::Stopped { signals: vec![25], codes: vec![1] }
 }
 
 /// An exit status and error words, as `Expect::Fails` wants them.
@@ -217,9 +230,12 @@ fn run(case: &Case) -> Result<(), String> {
                 }
             }
         }
-        Expect::Stopped => {
-            if code == Some(0) && case.kill_after.is_none() {
-                return Err(format!("should have been stopped by its fault: {}", shown()));
+        Expect::Stopped { signals, codes } => {
+            use std::os::unix::process::ExitStatusExt;
+            let by_signal = status.signal().is_some_and(|sig| signals.contains(&sig));
+            let by_code = code.is_some_and(|c| codes.contains(&c));
+            if !(by_signal || by_code) {
+                return Err(format!("should end by signal {signals:?} or status {codes:?}: {}", shown()));
             }
         }
     }
@@ -231,6 +247,14 @@ fn run(case: &Case) -> Result<(), String> {
                 Err(format!("{} changed ({} bytes, was {}): {}", path.display(), now.len(), before.len(), shown()))
             }
             Err(e) => Err(format!("{} is gone ({e}): {}", path.display(), shown())),
+        },
+        Some(FileCheck::Written(path)) => match std::fs::metadata(path) {
+            Ok(m) if m.len() > 0 => match path.extension().is_some_and(|e| e == "safetensors") {
+                true => rhea::io::load_safetensors(path).map(|_| ()).map_err(|e| format!("{}: {e}", path.display())),
+                false => Ok(()),
+            },
+            Ok(_) => Err(format!("{} is empty: {}", path.display(), shown())),
+            Err(e) => Err(format!("{} was not written ({e}): {}", path.display(), shown())),
         },
         Some(FileCheck::OldOrComplete(path, before)) => match std::fs::read(path) {
             Ok(now) if &now == before => Ok(()),

@@ -8,6 +8,7 @@ mod golden_cpu;
 mod gpu;
 mod kept;
 mod kit;
+mod nan_guard;
 mod plan;
 mod precision;
 mod ptx;

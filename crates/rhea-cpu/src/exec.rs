@@ -327,6 +327,30 @@ impl Prepared {
         }
     }
 
+    /// Undoes [`Prepared::fuse_epilogues`]: each product and its kernel are
+    /// two steps again, the kernel in the place it left empty.
+    fn split_epilogues(&mut self) {
+        for s in 0..self.steps.len().saturating_sub(1) {
+            if !matches!(self.steps[s].action, Action::GemmEpilogue { .. }) {
+                continue;
+            }
+            let Action::GemmEpilogue { op, inputs, out, k, launch, kernel_inputs, kernel_outputs } =
+                std::mem::replace(&mut self.steps[s].action, Action::Done)
+            else {
+                unreachable!("matched above")
+            };
+            self.steps[s].action = Action::Native { op, inputs, out };
+            let product_writes = self.steps[s].writes.len() - kernel_outputs.len();
+            let kernel_writes = self.steps[s].writes.split_off(product_writes);
+            if let Some((product, _)) = self.steps[s].label.split_once(" + kernel k") {
+                self.steps[s].label = product.to_string();
+            }
+            let next = &mut self.steps[s + 1];
+            next.action = Action::Kernel { k, launch, inputs: kernel_inputs, outputs: kernel_outputs };
+            next.writes = kernel_writes;
+        }
+    }
+
     /// Lets each update's kernel write straight into its shared variable
     /// (no copy after the call) where that is invisible: the kernel reads
     /// the variable's old value only at the point it writes (or not at
@@ -393,8 +417,14 @@ impl Prepared {
     /// the call at the first step that made one (Theano's NanGuardMode).
     /// Updates are then all written after the last step, so that a call
     /// the guard stops changes nothing.
+    ///
+    /// The guard replays a failing step's ops on its inputs to name the op
+    /// that made the value, so every step's inputs must survive it: plan
+    /// the memory without in-place reuse (`rhea_opt::memory_plan_with`),
+    /// and products and their epilogue kernels run as two steps again.
     pub fn with_nan_guard(mut self, check: rhea_opt::NanCheck) -> Prepared {
         self.nan_guard = Some(check);
+        self.split_epilogues();
         for (j, in_place) in self.in_place.iter_mut().enumerate() {
             let (Some(buffer), true) = (self.update_buffers[j], *in_place) else { continue };
             let shared = Target::Shared(self.updated[j]);
@@ -582,9 +612,10 @@ impl Prepared {
                 t[s] += started.elapsed();
             }
             if let Some(check) = &self.nan_guard {
+                // The guard's message names the op and its line itself.
                 self.guard(check, kernels, step, &ptr, &target).map_err(|msg| ExecError {
-                    op: Some(step.label.clone()),
-                    loc: step.loc.clone(),
+                    op: None,
+                    loc: None,
                     msg,
                 })?;
             }

@@ -4,67 +4,102 @@
 //! Left to itself, rayon starts its pool on first use and panics if a
 //! thread cannot be created (a process limit, a container's pid limit, an
 //! address-space limit too small for the stacks), and after such a failure
-//! the pool can never be started again. So [`start`] first tries to create
-//! the threads the pool would want, and starts the pool with as many as the
-//! system gave. When it gives none, the pool is the calling thread alone
-//! (rayon's `use_current_thread`): everything runs, on one core. That
-//! thread should then outlive the work, as `main`'s does.
+//! the pool can never be started again. So [`start`] creates the threads
+//! itself, as many as the system gives up to the number wanted, and hands
+//! exactly those to rayon (its `spawn_handler`): no thread is asked for
+//! twice, so none can be refused between a count and its use.
+//!
+//! When the system gives none, the pool is the calling thread alone
+//! (rayon's `use_current_thread`): everything runs, on one core, but only
+//! from that thread; [`check_caller`] turns a call from any other thread
+//! into an error instead of a wait that would never end.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::thread::ThreadId;
 
-/// How the pool was started: with how many threads, or why it could not be.
-static POOL: OnceLock<Result<usize, String>> = OnceLock::new();
+/// How the pool started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pool {
+    /// With this many worker threads.
+    Threads(usize),
+    /// On this thread alone: no worker thread could be created.
+    Alone(ThreadId),
+    /// Not at all, and why.
+    Failed(String),
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
 
 /// Starts the worker pool if it is not running: returns its thread count,
-/// or an error saying why no worker thread could be created.
+/// or an error saying why it could not start.
 pub fn start() -> Result<usize, String> {
-    POOL.get_or_init(|| {
-        let wanted = match std::env::var("RAYON_NUM_THREADS").ok().and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) if n > 0 => n,
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        let granted = probe(wanted);
-        let builder = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("rhea-cpu-{i}"));
-        let builder = match granted {
-            0 => builder.num_threads(1).use_current_thread(),
-            n => builder.num_threads(n),
-        };
-        match builder.build_global() {
-            Ok(()) => Ok(granted.max(1)),
-            // Someone (a test, an embedding program) started it first: use theirs.
-            Err(e) if rayon_already_running(&e) => Ok(rayon::current_num_threads()),
-            Err(e) => Err(format!("cannot start the CPU worker threads: {e}; raise the process's thread or memory limit (ulimit -u, ulimit -v)")),
+    match POOL.get_or_init(start_pool) {
+        Pool::Threads(n) => Ok(*n),
+        Pool::Alone(_) => Ok(1),
+        Pool::Failed(why) => Err(why.clone()),
+    }
+}
+
+/// An error if this thread cannot run CPU work: the pool is another
+/// thread alone (no worker could be created), which is not waiting for it.
+pub fn check_caller() -> Result<(), String> {
+    match POOL.get() {
+        Some(Pool::Alone(owner)) if *owner != std::thread::current().id() => {
+            Err("the system gave the CPU backend no worker thread, so it runs only on the thread that first compiled \
+             a function; this call came from another thread"
+                .into())
         }
-    })
-    .clone()
+        _ => Ok(()),
+    }
 }
 
-/// Whether `build_global` failed because a pool is already running
-/// (rayon's error says so only in its message).
-fn rayon_already_running(e: &rayon::ThreadPoolBuildError) -> bool {
-    e.to_string().contains("already been initialized")
+/// The number of threads wanted: `RAYON_NUM_THREADS`, else one per core.
+fn wanted() -> usize {
+    match std::env::var("RAYON_NUM_THREADS").ok().and_then(|n| n.parse::<usize>().ok()) {
+        Some(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
 }
 
-/// Creates up to `wanted` threads at once (as the pool would), then lets
-/// them go: how many the system allowed.
-fn probe(wanted: usize) -> usize {
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
-    let mut started = Vec::with_capacity(wanted);
-    for _ in 0..wanted {
-        let wait = std::sync::Arc::clone(&wait);
-        // Each blocks until the release below hangs up.
-        match std::thread::Builder::new().spawn(move || drop(wait.lock().map(|w| w.recv()))) {
-            Ok(handle) => started.push(handle),
+fn start_pool() -> Pool {
+    // Threads that wait to be given a rayon worker to run.
+    let (give, take) = mpsc::channel::<rayon::ThreadBuilder>();
+    let take = Arc::new(Mutex::new(take));
+    let mut started = 0;
+    for i in 0..wanted() {
+        let take = Arc::clone(&take);
+        let spawned = std::thread::Builder::new().name(format!("rhea-cpu-{i}")).spawn(move || {
+            let worker = take.lock().ok().and_then(|t| t.recv().ok());
+            if let Some(worker) = worker {
+                worker.run();
+            }
+        });
+        match spawned {
+            Ok(_) => started += 1,
             Err(_) => break,
         }
     }
-    drop(release);
-    let granted = started.len();
-    for handle in started {
-        let _ = handle.join();
+    let builder = rayon::ThreadPoolBuilder::new();
+    let result = match started {
+        0 => builder.num_threads(1).use_current_thread().build_global(),
+        n => builder
+            .num_threads(n)
+            .spawn_handler(move |worker| give.send(worker).map_err(|_| std::io::Error::other("a waiting thread ended")))
+            .build_global(),
+    };
+    // Threads not handed a worker (someone else's pool was running) end
+    // when the last sender is dropped, with the builder above.
+    match (result, started) {
+        (Ok(()), 0) => Pool::Alone(std::thread::current().id()),
+        (Ok(()), n) => Pool::Threads(n),
+        // Someone (a test, an embedding program) started it first: use theirs.
+        (Err(e), _) if e.to_string().contains("already been initialized") => {
+            Pool::Threads(rayon::current_num_threads())
+        }
+        (Err(e), _) => Pool::Failed(format!(
+            "cannot start the CPU worker threads: {e}; raise the process's thread or memory limit (ulimit -u, ulimit -v)"
+        )),
     }
-    granted
 }
 
 #[cfg(test)]
@@ -75,5 +110,9 @@ mod tests {
         assert!(n >= 1);
         assert_eq!(super::start(), Ok(n));
         assert_eq!(rayon::current_num_threads(), n);
+        assert!(super::check_caller().is_ok());
+        // The pool runs work handed to it.
+        let sum: u64 = rayon::iter::ParallelIterator::sum(rayon::iter::IntoParallelIterator::into_par_iter(0..1000u64));
+        assert_eq!(sum, 499_500);
     }
 }

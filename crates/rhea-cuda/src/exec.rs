@@ -575,7 +575,8 @@ impl Prepared {
                 }
                 if let Some(check) = &self.nan_guard {
                     self.driver.synchronize().map_err(|e| fail(at, format!("a GPU step failed: {e}")))?;
-                    self.guard(check, program, *s, run, store).map_err(|e| fail(at, e))?;
+                    // The guard's message names the op and its line itself.
+                    self.guard(check, program, *s, run, store).map_err(|e| fail(None, e))?;
                 }
             }
         }

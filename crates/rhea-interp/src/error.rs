@@ -63,6 +63,9 @@ pub enum InterpError {
         /// How much, and why it does not fit.
         msg: String,
     },
+    /// The NaN guard stopped a program at a step (the message names the op).
+    #[error("{0}")]
+    Guard(String),
     /// The NaN guard found the first value that is not finite.
     #[error("NaN guard: {op} ({node}){} made {report}", loc.as_ref().map_or_else(String::new, |l| format!(" at {l}")))]
     NonFinite {

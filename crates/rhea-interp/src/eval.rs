@@ -140,16 +140,21 @@ fn check_memory(
     let node = graph.node(id);
     let oom =
         |msg: String| InterpError::OutOfMemory { node: id, op: node.op.name().to_string(), loc: node.loc.clone(), msg };
-    let elements = node.ty.shape.iter().try_fold(1u128, |acc, d| {
-        let n = match d {
-            Dim::Known(n) => *n,
-            Dim::Sym(s) => *bindings.get(s)?,
-        };
-        Some(acc * n as u128)
-    });
+    let dims: Option<Vec<usize>> = node
+        .ty
+        .shape
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => Some(*n),
+            Dim::Sym(s) => bindings.get(s).copied(),
+        })
+        .collect();
     // Unbound symbols are the op's own error to report.
-    let Some(elements) = elements else { return Ok(0) };
-    let bytes = elements * node.ty.dtype.size_bytes() as u128;
+    let Some(dims) = dims else { return Ok(0) };
+    let bytes = dims
+        .iter()
+        .try_fold(node.ty.dtype.size_bytes() as u128, |acc, &n| acc.checked_mul(n as u128))
+        .ok_or_else(|| oom(format!("out of memory: its {} value is too large to evaluate on any machine", node.ty)))?;
     let value = format!("{} value of {}", node.ty, rhea_graph::memory::format_bytes(bytes));
     if let Some(limit) = options.max_memory
         && held + bytes > limit as u128

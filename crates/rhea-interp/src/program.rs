@@ -35,11 +35,14 @@ pub fn run_program<'a>(
     let evaluate = |k: usize, inputs: &[&Value], b: &Bindings| {
         rhea_kernel::eval_kernel(&program.fusion.groups[k].kernel, inputs, b)
     };
-    run_program_with(program, memory, feeds, shared, wanted, &evaluate, &|_, _| None)
+    run_program_with(program, memory, feeds, shared, wanted, &evaluate, &|_, _| None, None)
 }
 
 /// [`run_program`] with kernels run by `kernels` (compiled code, say) and
-/// library ops by `ops` where it can, else by the interpreter.
+/// library ops by `ops` where it can, else by the interpreter; with
+/// `guard` (the NaN guard, [`crate::nan_check`]), each step's outputs are
+/// checked as it runs.
+#[allow(clippy::too_many_arguments)]
 pub fn run_program_with<'a>(
     program: &Program,
     memory: &MemoryPlan,
@@ -48,6 +51,7 @@ pub fn run_program_with<'a>(
     wanted: &[NodeId],
     kernels: KernelRunner,
     ops: OpRunner,
+    guard: Option<&rhea_opt::NanCheck>,
 ) -> Result<Vec<Value>, InterpError> {
     let g = &program.graph;
     let bindings = bind_inputs(g, feeds)?;
@@ -68,6 +72,13 @@ pub fn run_program_with<'a>(
                 vec![ops(op, &refs).unwrap_or_else(|| eval_op(op, &refs, &bindings)).map_err(failed)?]
             }
         };
+        if let Some(check) = guard {
+            for (&out, value) in step.outputs.iter().zip(&outputs) {
+                if let Some(msg) = check(s, out, value, &refs) {
+                    return Err(InterpError::Guard(msg));
+                }
+            }
+        }
         drop(args);
         for (&out, value) in step.outputs.iter().zip(outputs) {
             let b = *memory.buffer_of.get(&out).ok_or_else(|| plan_bug(format!("{out} has no buffer")))?;

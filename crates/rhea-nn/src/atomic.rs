@@ -9,8 +9,11 @@
 //! target as it was. A process killed with SIGKILL mid-write can leave a
 //! `.NAME.*.tmp` file beside the target, but never touches the target.
 //!
-//! Targets that are not regular files (`/dev/null`, `/dev/stdout`, a FIFO)
-//! cannot be replaced by a rename; they are written in place.
+//! Targets that are not regular files (`/dev/null`, a FIFO), and anything
+//! under `/dev` or `/proc` (`/dev/stdout` redirected to a file), cannot be
+//! replaced by a rename; they are written in place. A symbolic link is
+//! followed: the file it points to is replaced and the link stays. A new
+//! file gets the permissions the umask gives; a replaced one keeps its own.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,11 +26,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes what `fill` writes to `path` atomically (see the module docs).
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
+    // Replace what a link points to, not the link.
+    let resolved;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = std::fs::canonicalize(path)?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
     let existing = std::fs::metadata(path).ok();
-    if existing.as_ref().is_some_and(|m| !m.is_file()) {
-        // A device or a pipe: there is nothing to keep, and a rename would
-        // replace the special file itself.
-        let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    // A device, a pipe, or `/dev/stdout` redirected to a file: nothing to
+    // keep, and a rename would replace the special file itself.
+    let special = path.starts_with("/dev") || path.starts_with("/proc");
+    if special || existing.as_ref().is_some_and(|m| !m.is_file()) {
+        let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(path)?;
         fill(&mut file)?;
         return file.flush();
     }
@@ -36,21 +49,29 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::
         _ => Path::new("."),
     };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+    let prefix = format!(".{name}.");
+    let mut options = tempfile::Builder::new();
+    options.prefix(&prefix).suffix(".tmp");
+    // A new file is made as `File::create` makes one (0666 less the umask);
+    // a replaced one keeps its permissions.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = existing.as_ref().map_or(0o666, |m| m.permissions().mode());
+        options.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    let mut tmp = options.tempfile_in(dir)?;
+    #[cfg(unix)]
+    if let Some(m) = &existing {
+        // The umask applied at creation; a replaced file keeps its own mode.
+        tmp.as_file().set_permissions(m.permissions())?;
+    }
     {
         let mut out = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut out)?;
         out.flush()?;
     }
     tmp.as_file().sync_all()?;
-    // The temporary file is private (0600); the result gets the target's
-    // permissions, or those of a newly created file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = existing.map_or(0o644, |m| m.permissions().mode());
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
-    }
     tmp.persist(path).map_err(|e| e.error)?;
     // The rename is durable once the directory is; some file systems
     // refuse to sync a directory, which loses nothing already written.
@@ -86,6 +107,19 @@ mod tests {
         assert!(write_atomic(&dir.path().join("no/such/dir/x"), b"x").is_err());
         // A device is written in place.
         write_atomic(Path::new("/dev/null"), b"gone").unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_is_followed_and_stays_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.bin");
+        let link = dir.path().join("link.bin");
+        std::fs::write(&real, b"old").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
     }
 
     #[cfg(unix)]

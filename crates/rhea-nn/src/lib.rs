@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod atomic;
+pub mod console;
 pub mod data;
 mod error;
 pub mod images;
@@ -35,15 +36,14 @@ mod train;
 
 pub use error::{NnError, Result};
 
-/// `println!` that returns the write's `std::io::Result` instead of
-/// panicking: a closed pipe (`| head -1`) is an error the caller can end on
-/// quietly, as `rhea::cli::exit_code` does.
+/// `println!` that never panics: after a closed pipe (`| head -1`) the
+/// output is dropped and the program carries on ([`console`]); other
+/// write errors are returned as a `std::io::Result`.
 #[macro_export]
 macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        ::std::writeln!(::std::io::stdout().lock(), $($arg)*)
-    }};
+    ($($arg:tt)*) => {
+        $crate::console::write_line(::std::format_args!($($arg)*))
+    };
 }
 pub use layers::{Activation, Conv2d, Dense, dropout, flatten, max_pool2d};
 pub use losses::{

@@ -31,7 +31,7 @@ pub use driver::{
     Evaluator, Mode, OptError, Options, PassReport, Report, Rewrite, Stop, all_rules, describe, optimize, pass_names,
 };
 pub use fuse::{Fusion, Group, fuse};
-pub use plan::{ExecError, MemoryPlan, NanCheck, Step, StepKind, is_external, memory_plan, schedule};
+pub use plan::{ExecError, MemoryPlan, NanCheck, Step, StepKind, is_external, memory_plan, memory_plan_with, schedule};
 pub use verify::verify;
 
 use rhea_graph::Graph;

@@ -136,6 +136,19 @@ impl MemoryPlan {
 /// last reader has run free their buffer for later values of the same size,
 /// and an elementwise kernel writes over an input that dies there.
 pub fn memory_plan(g: &Graph, steps: &[Step], fusion: &Fusion, bindings: &Bindings) -> Result<MemoryPlan, String> {
+    memory_plan_with(g, steps, fusion, bindings, true)
+}
+
+/// [`memory_plan`], with `in_place` false never writing a kernel's output
+/// over an input that dies there: every step's inputs then survive it (the
+/// NaN guard replays a failing step on them).
+pub fn memory_plan_with(
+    g: &Graph,
+    steps: &[Step],
+    fusion: &Fusion,
+    bindings: &Bindings,
+    in_place: bool,
+) -> Result<MemoryPlan, String> {
     let mut last_use: HashMap<NodeId, usize> = HashMap::new();
     for (s, st) in steps.iter().enumerate() {
         for &i in &st.inputs {
@@ -154,10 +167,11 @@ pub fn memory_plan(g: &Graph, steps: &[Step], fusion: &Fusion, bindings: &Bindin
     let mut plan = MemoryPlan::default();
     let mut free: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (s, st) in steps.iter().enumerate() {
-        let elementwise = match &st.kind {
-            StepKind::Kernel(k) => fusion.groups[*k].kernel.reduce.is_none(),
-            StepKind::Op(_) => false,
-        };
+        let elementwise = in_place
+            && match &st.kind {
+                StepKind::Kernel(k) => fusion.groups[*k].kernel.reduce.is_none(),
+                StepKind::Op(_) => false,
+            };
         let mut reused: HashSet<usize> = HashSet::new();
         for &out in &st.outputs {
             let size = bytes(out)?;

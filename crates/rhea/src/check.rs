@@ -135,7 +135,7 @@ pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64
             let run_kernel = |k: usize, ins: &[&Value], b: &rhea::interp::Bindings| cpu.run(k, ins, b);
             let run_op = |op: &rhea::Op, ins: &[&Value]| rhea_cpu::library_op(op, ins);
             let shared = |id: NodeId, _: &str| p.graph.shared_value(id);
-            rhea::interp::run_program_with(p, &memory, feeds, &shared, &outputs, &run_kernel, &run_op)?
+            rhea::interp::run_program_with(p, &memory, feeds, &shared, &outputs, &run_kernel, &run_op, None)?
         }
         Backend::Interp => bail!("--fused compares the interpreter with a compiled backend, not with itself"),
     };

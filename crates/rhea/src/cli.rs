@@ -3,9 +3,11 @@
 //!
 //! - `Ok` exits 0; an error prints `error: ...` with its causes and exits 1;
 //!   a [`Usage`] error (a flag out of range) exits 2, as clap's own do.
-//! - A closed standard output (`rhea run g.json | head -1`) ends the program
-//!   quietly with status 0, as ripgrep does: print with [`outln!`], which
-//!   returns the write's error instead of panicking.
+//! - A closed standard output (`rhea run g.json | head -1`) never panics:
+//!   print with [`outln!`], after which output is dropped and the program
+//!   still writes the files it was asked for, then exits 0, as ripgrep
+//!   does. A closed pipe given as a file (`-o fifo`) is an error like any
+//!   other failed write.
 //!
 //! [`outln!`]: crate::outln
 
@@ -49,16 +51,10 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Whether the error, or any of its causes, is a closed pipe.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
-}
-
 /// The exit status for a program's result, printing the error if any.
 pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             use std::io::Write;
             // Standard error may be closed too; there is no one left to tell.
@@ -73,15 +69,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn broken_pipes_anywhere_in_the_chain_exit_quietly() {
-        let pipe = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("printing");
-        assert!(is_broken_pipe(&pipe));
-        let nn = anyhow::Error::from(crate::nn::NnError::Output(std::io::ErrorKind::BrokenPipe.into()));
-        assert!(is_broken_pipe(&nn));
-        assert_eq!(exit_code(Err(pipe)), ExitCode::SUCCESS);
-        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    fn usage_errors_exit_2_and_others_1() {
+        assert_eq!(exit_code(Ok(())), ExitCode::SUCCESS);
         assert_eq!(exit_code(Err(usage("--batch-size must be at least 1"))), ExitCode::from(2));
+        let wrapped = usage("--lr must be positive").context("reading the flags");
+        assert_eq!(exit_code(Err(wrapped)), ExitCode::from(2));
         assert_eq!(exit_code(Err(anyhow::anyhow!("bad file"))), ExitCode::FAILURE);
+        // A pipe given as a file is a failed write, not a quiet end.
+        let pipe = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing out.bin");
+        assert_eq!(exit_code(Err(pipe)), ExitCode::FAILURE);
     }
 
     #[test]

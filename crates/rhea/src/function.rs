@@ -466,15 +466,6 @@ struct Plan {
     slots: Vec<rhea_cpu::SharedSlot>,
 }
 
-/// The NaN guard on the interpreter: the first NaN or infinity of `v`,
-/// with the statistics of the step's inputs.
-fn guard_value(v: &Value, inputs: &[&Value]) -> std::result::Result<(), String> {
-    match rhea_cpu::nan_report(v, inputs) {
-        Some(report) => Err(format!("NaN guard: {report}")),
-        None => Ok(()),
-    }
-}
-
 /// One time slot per step while profiling (`None` otherwise).
 fn step_times(profile: &mut Option<Profile>, steps: usize) -> Option<&mut [std::time::Duration]> {
     profile.as_mut().map(|p| {
@@ -522,6 +513,9 @@ impl Function {
             }
         };
         self.last_plan = index;
+        if self.backend != Backend::Interp {
+            rhea_cpu::threads::check_caller().map_err(FunctionError::Threads)?;
+        }
         let started = self.profile.as_ref().map(|_| std::time::Instant::now());
         let outputs = match self.backend {
             Backend::Cpu => self.call_cpu(index, inputs)?,
@@ -543,7 +537,8 @@ impl Function {
     /// input sizes.
     fn plan(&self, bindings: &rhea_interp::Bindings, inputs: &[Value]) -> Result<Plan> {
         let p = &self.program;
-        let memory = rhea_opt::memory_plan(&p.graph, &p.steps, &p.fusion, bindings)
+        // The NaN guard replays a failing step on its inputs: keep them.
+        let memory = rhea_opt::memory_plan_with(&p.graph, &p.steps, &p.fusion, bindings, !self.nan_guard)
             .map_err(|msg| OptError { pass: "plan".into(), msg })?;
         if let Some(limit) = self.max_memory {
             memory.check_budget(&p.graph, limit).map_err(FunctionError::Memory)?;
@@ -669,26 +664,19 @@ impl Function {
                 let program = &self.program;
                 let bindings = rhea_interp::bind_inputs(&program.graph, &feeds)?;
                 let check = rhea_interp::nan_check(program, &bindings);
-                let step_of: HashMap<usize, usize> = (program.steps.iter().enumerate())
-                    .filter_map(|(s, st)| match st.kind {
-                        StepKind::Kernel(k) => Some((k, s)),
-                        StepKind::Op(_) => None,
-                    })
-                    .collect();
                 let kernels = |k: usize, ins: &[&Value], b: &rhea_interp::Bindings| {
-                    let group = &program.fusion.groups[k];
-                    let outs = rhea_kernel::eval_kernel(&group.kernel, ins, b)?;
-                    for (v, &node) in outs.iter().zip(&group.outputs) {
-                        if let Some(msg) = check(step_of[&k], node, v, ins) {
-                            return Err(msg);
-                        }
-                    }
-                    Ok(outs)
+                    rhea_kernel::eval_kernel(&program.fusion.groups[k].kernel, ins, b)
                 };
-                let ops = |op: &Op, ins: &[&Value]| {
-                    Some(rhea_interp::eval_op(op, ins, &bindings).and_then(|v| guard_value(&v, ins).map(|()| v)))
-                };
-                rhea_interp::run_program_with(program, memory, &feeds, &lookup, &targets, &kernels, &ops)?
+                rhea_interp::run_program_with(
+                    program,
+                    memory,
+                    &feeds,
+                    &lookup,
+                    &targets,
+                    &kernels,
+                    &|_, _| None,
+                    Some(&check),
+                )?
             } else {
                 rhea_interp::run_program(&self.program, memory, &feeds, &lookup, &targets)?
             }

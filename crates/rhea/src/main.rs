@@ -530,15 +530,11 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes `text` to `output`, or to standard output (where a closed pipe
-/// ends the program quietly, through `rhea::cli::exit_code`).
+/// drops the rest of the output, `rhea::nn::console`).
 fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
     match output {
         Some(path) => write_file(path, text.as_bytes()),
-        None => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            Ok(out.write_all(text.as_bytes()).and_then(|()| out.flush())?)
-        }
+        None => Ok(rhea::nn::console::write(text.as_bytes())?),
     }
 }
 
