@@ -624,6 +624,67 @@ fn memory(fx: &Fixtures, cases: &mut Vec<Case>) {
             .ulimit("-v 300000"),
         );
     }
+    // A 100 MB inputs file: refused by size when it cannot be held, and
+    // never copied on the way to the shape check.
+    let big = s(&fx.big_inputs);
+    cases.push(
+        Case::new(
+            "memory 100 MB inputs in 150 MB",
+            Prog::Rhea,
+            &["run", &graph, "--inputs", &big],
+            fails(1, &["out of memory", "100.0 MB"]),
+        )
+        .ulimit("-v 150000"),
+    );
+    for limit in ["250000", "300000", "400000"] {
+        cases.push(
+            Case::new(
+                format!("memory 100 MB inputs under ulimit -v {limit}"),
+                Prog::Rhea,
+                &["run", &graph, "--inputs", &big],
+                fails(1, &[]),
+            )
+            .ulimit(&format!("-v {limit}")),
+        );
+    }
+    cases.push(
+        Case::new(
+            "memory 100 MB inputs in 2 GB",
+            Prog::Rhea,
+            &["run", &graph, "--inputs", &big],
+            fails(1, &["input \"x\"", "got f32[25000000]"]),
+        )
+        .ulimit("-v 2000000"),
+    );
+    // A long graph file: loaded in bounded memory, or refused by name.
+    let long = s(&fx.long_graph);
+    cases.push(
+        Case::new("memory a 30 MB graph of 400,000 nodes", Prog::Rhea, &["dump", &long], Expect::Success)
+            .closed_stdout(),
+    );
+    cases.push(
+        Case::new(
+            "memory a 30 MB graph in 150 MB",
+            Prog::Rhea,
+            &["dump", &long],
+            fails(1, &["out of memory", "loading a graph file of"]),
+        )
+        .ulimit("-v 150000")
+        .closed_stdout(),
+    );
+    // Around the edge: it fits, or it says so before the parser runs out.
+    for limit in ["170000", "180000", "190000", "200000", "250000"] {
+        cases.push(
+            Case::new(
+                format!("memory a 30 MB graph under ulimit -v {limit}"),
+                Prog::Rhea,
+                &["dump", &long],
+                Expect::SucceedsOr(vec!["out of memory".into()]),
+            )
+            .ulimit(&format!("-v {limit}"))
+            .closed_stdout(),
+        );
+    }
     let fat = s(&fx.fat_graph);
     cases.push(Case::new("memory a 40 MB graph file", Prog::Rhea, &["dump", &fat], Expect::Success).closed_stdout());
     cases.push(

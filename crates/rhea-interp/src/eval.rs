@@ -13,14 +13,21 @@ pub type Bindings = HashMap<Symbol, usize>;
 
 /// Checks `feeds` against the graph's inputs (every input given, none
 /// unknown, dtypes and shapes matching) and binds the symbolic dims.
-pub fn bind_inputs(graph: &Graph, feeds: &HashMap<String, Value>) -> Result<Bindings, InterpError> {
+pub fn bind_inputs<V: std::borrow::Borrow<Value>>(
+    graph: &Graph,
+    feeds: &HashMap<String, V>,
+) -> Result<Bindings, InterpError> {
     bind(graph, feeds, &graph.inputs())
 }
 
 /// Checks the inputs `needed` are fed and binds symbolic dims from every
 /// fed input (a gradient can need `batch` without reading the input that
 /// carries it); feeds naming no input of the graph are an error.
-fn bind(graph: &Graph, feeds: &HashMap<String, Value>, needed: &[NodeId]) -> Result<Bindings, InterpError> {
+fn bind<V: std::borrow::Borrow<Value>>(
+    graph: &Graph,
+    feeds: &HashMap<String, V>,
+    needed: &[NodeId],
+) -> Result<Bindings, InterpError> {
     let inputs = graph.inputs();
     for name in feeds.keys() {
         if !inputs.iter().any(|&id| graph.leaf_name(id) == Some(name.as_str())) {
@@ -38,7 +45,7 @@ fn bind(graph: &Graph, feeds: &HashMap<String, Value>, needed: &[NodeId]) -> Res
     let mut bound_by: HashMap<Symbol, String> = HashMap::new();
     for &id in &inputs {
         let name = graph.leaf_name(id).expect("inputs have names");
-        let Some(value) = feeds.get(name) else { continue };
+        let Some(value) = feeds.get(name).map(std::borrow::Borrow::borrow) else { continue };
         let ty = graph.ty(id);
         let mismatch = || InterpError::InputMismatch {
             name: name.to_string(),

@@ -168,8 +168,31 @@ struct Checked {
 /// error naming the file (and the tensor, where one is at fault).
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Value)>, IoError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|error| IoError::Io { path: path.into(), error })?;
+    let bytes = read_file(path).map_err(|error| IoError::Io { path: path.into(), error })?;
+    // The tensors are copies of the data: as much again.
+    if rhea_graph::memory::can_allocate(bytes.len()).is_err() {
+        let msg = format!("out of memory: its tensors need {}", rhea_graph::memory::format_bytes(bytes.len() as u128));
+        return Err(IoError::Io {
+            path: path.into(),
+            error: std::io::Error::new(std::io::ErrorKind::OutOfMemory, msg),
+        });
+    }
     parse_safetensors(path, &bytes)
+}
+
+/// The bytes of a file, in memory reserved before reading: a file larger
+/// than the memory there is, is an error naming its size, not an abort.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut bytes = Vec::new();
+    if usize::try_from(size).ok().and_then(|n| bytes.try_reserve_exact(n).ok()).is_none() {
+        let msg = format!("out of memory: cannot hold its {}", rhea_graph::memory::format_bytes(size.into()));
+        return Err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, msg));
+    }
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// [`load_safetensors`] on the bytes of a file, named `path` in errors.

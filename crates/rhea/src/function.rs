@@ -504,8 +504,10 @@ impl Function {
         let index = match found {
             Some(i) if dtypes_match => i,
             _ => {
-                // The interpreter's input check names what is wrong.
-                let feeds = self.feeds(inputs);
+                // The interpreter's input check names what is wrong (on
+                // borrowed values: a large input is not copied).
+                let feeds: HashMap<String, &Value> =
+                    self.inputs.iter().zip(inputs).map(|((name, _), v)| (name.clone(), v)).collect();
                 let bindings = rhea_interp::bind_inputs(g, &feeds)?;
                 let plan = self.plan(&bindings, inputs)?;
                 self.plans.push(plan);

@@ -471,7 +471,7 @@ fn load_graph(path: &Path, training: bool, types_only: bool) -> Result<Graph> {
         };
         return Ok(graph.into_graph());
     }
-    let bytes = std::fs::read(path)
+    let bytes = rhea::io::read_file(path)
         .with_context(|| format!("cannot read graph {} (built-in models: {})", path.display(), MODELS.join(", ")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
@@ -767,7 +767,7 @@ fn feed(graph: &mut Graph, tensors: Vec<(String, Value)>, file: Option<&Path>) -
 /// once with the feeds.
 fn run_compiled(
     graph: Graph,
-    feeds: &HashMap<String, Value>,
+    feeds: HashMap<String, Value>,
     ids: &[rhea::NodeId],
     backend: rhea::Backend,
     max_memory: Option<u64>,
@@ -783,7 +783,9 @@ fn run_compiled(
         f = f.max_memory(limit);
     }
     let mut f = f.compile()?;
-    let values: Vec<Value> = inputs.iter().map(|(_, name)| feeds[name].clone()).collect();
+    // The feeds move into the call: a large input is not copied.
+    let mut feeds = feeds;
+    let values: Vec<Value> = inputs.iter().map(|(_, name)| feeds.remove(name).unwrap_or(Value::from(0.0f32))).collect();
     Ok(f.call(&values)?)
 }
 
@@ -815,9 +817,9 @@ fn run(args: &RunArgs) -> Result<()> {
             let options = rhea::interp::RunOptions { nan_guard, max_memory: args.max_memory };
             rhea::interp::run_checked(&graph, &feeds, &ids, &options).map_err(anyhow::Error::from)
         }
-        Backend::Cpu => run_compiled(graph, &feeds, &ids, rhea::Backend::Cpu, args.max_memory),
-        Backend::Cuda => run_compiled(graph, &feeds, &ids, rhea::Backend::Cuda, args.max_memory),
-        Backend::CudaEmu => run_compiled(graph, &feeds, &ids, rhea::Backend::CudaEmulated, args.max_memory),
+        Backend::Cpu => run_compiled(graph, feeds, &ids, rhea::Backend::Cpu, args.max_memory),
+        Backend::Cuda => run_compiled(graph, feeds, &ids, rhea::Backend::Cuda, args.max_memory),
+        Backend::CudaEmu => run_compiled(graph, feeds, &ids, rhea::Backend::CudaEmulated, args.max_memory),
     }
     .with_context(|| format!("running {}", args.graph.display()))?;
     if updates > 0 {
