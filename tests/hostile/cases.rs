@@ -668,6 +668,21 @@ fn memory(fx: &Fixtures, cases: &mut Vec<Case>) {
         )
         .ulimit("-v 2000000"),
     );
+    // A file larger than any memory, as each loader's input.
+    let tb = s(&fx.terabyte);
+    cases.push(Case::new(
+        "memory a 1 TB graph file",
+        Prog::Rhea,
+        &["dump", &tb],
+        fails(1, &["out of memory", "1.1 TB"]),
+    ));
+    cases.push(Case::new(
+        "memory a 1 TB inputs file",
+        Prog::Rhea,
+        &["run", &graph, "--inputs", &tb],
+        fails(1, &["out of memory", "1.1 TB"]),
+    ));
+    cases.push(Case::new("memory a 1 TB CSV", SONAR, &["--data", &tb], fails(1, &["out of memory", "1.1 TB"])));
     // A long graph file: loaded in bounded memory, or refused by name.
     let long = s(&fx.long_graph);
     cases.push(

@@ -30,6 +30,8 @@ pub struct Fixtures {
     pub long_graph: PathBuf,
     /// A 100 MB inputs file: `x` f32[25000000] (the wrong shape for `graph`).
     pub big_inputs: PathBuf,
+    /// A sparse file of 1 TB (no disk used): larger than any memory.
+    pub terabyte: PathBuf,
     /// Keras' image-folder layout: train/ and valid/, two classes, real photos.
     pub images: PathBuf,
     /// The Sonar CSV shipped with the repository.
@@ -126,6 +128,9 @@ impl Fixtures {
             }
         }
 
+        let terabyte = root.join("terabyte.bin");
+        std::fs::File::create(&terabyte).unwrap().set_len(1 << 40).unwrap();
+
         let images = root.join("images");
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dogscats");
         for part in ["train", "valid"] {
@@ -163,6 +168,7 @@ impl Fixtures {
             fat_graph,
             long_graph,
             big_inputs,
+            terabyte,
             images,
             sonar,
             vgg_inputs,

@@ -23,6 +23,18 @@ pub struct Table {
 pub fn read_csv(path: &Path) -> Result<Table> {
     let io = |error| NnError::Io { path: path.to_path_buf(), error };
     let file = std::fs::File::open(path).map_err(io)?;
+    // A number takes at least two bytes of text ("0,") and four as an f32,
+    // and its label as much again: twice the file's size bounds the table.
+    let size = file.metadata().map_err(io)?.len();
+    let table_bytes = usize::try_from(size).ok().and_then(|n| n.checked_mul(2));
+    if table_bytes.is_none_or(|n| rhea_graph::memory::can_allocate(n).is_err()) {
+        return Err(NnError::Data(format!(
+            "{}: out of memory: a table from this {} file needs up to {}",
+            path.display(),
+            rhea_graph::memory::format_bytes(size.into()),
+            rhea_graph::memory::format_bytes(u128::from(size) * 2)
+        )));
+    }
     parse_csv(path, file)
 }
 
