@@ -5,7 +5,7 @@
 //! that file must be afterwards. Every case also checks the universal
 //! promises: no panic, no abort, no "memory allocation of N bytes failed".
 //!
-//! The cases are tables (`cases.rs`); they run in parallel, and all
+//! The cases are tables (`cases/`, by family); they run in parallel, and all
 //! failures are reported together, by case name.
 
 mod cases;
