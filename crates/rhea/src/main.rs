@@ -785,7 +785,10 @@ fn run_compiled(
     let mut f = f.compile()?;
     // The feeds move into the call: a large input is not copied.
     let mut feeds = feeds;
-    let values: Vec<Value> = inputs.iter().map(|(_, name)| feeds.remove(name).unwrap_or(Value::from(0.0f32))).collect();
+    let values: Vec<Value> = inputs
+        .iter()
+        .map(|(_, name)| feeds.remove(name).with_context(|| format!("input {name:?} was not given")))
+        .collect::<Result<_>>()?;
     Ok(f.call(&values)?)
 }
 
