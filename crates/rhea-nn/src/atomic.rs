@@ -26,24 +26,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes what `fill` writes to `path` atomically (see the module docs).
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
-    // Replace what a link points to, not the link.
-    let resolved;
-    let path = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            resolved = std::fs::canonicalize(path)?;
-            resolved.as_path()
-        }
-        _ => path,
-    };
-    let existing = std::fs::metadata(path).ok();
-    // A device, a pipe, or `/dev/stdout` redirected to a file: nothing to
-    // keep, and a rename would replace the special file itself.
-    let special = path.starts_with("/dev") || path.starts_with("/proc");
-    if special || existing.as_ref().is_some_and(|m| !m.is_file()) {
+    // A device, a pipe, or `/dev/stdout` (a link to a pipe, or to a file
+    // the shell opened): nothing to keep, and a rename would replace the
+    // special file, or the shell's own file, behind the writer's back.
+    let special = (path.starts_with("/dev") && !path.starts_with("/dev/shm")) || path.starts_with("/proc");
+    if special || std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(path)?;
         fill(&mut file)?;
         return file.flush();
     }
+    // Replace what a link points to (even one not there yet), not the link.
+    let mut resolved = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&resolved) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&resolved)?;
+                resolved = match resolved.parent() {
+                    Some(dir) => dir.join(target),
+                    None => target,
+                };
+            }
+            _ => break,
+        }
+    }
+    let path = resolved.as_path();
+    let existing = std::fs::metadata(path).ok();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -120,6 +127,10 @@ mod tests {
         write_atomic(&link, b"new").unwrap();
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        // A link to a file not there yet makes it, relative to the link.
+        std::os::unix::fs::symlink("later.bin", dir.path().join("dangling.bin")).unwrap();
+        write_atomic(&dir.path().join("dangling.bin"), b"made").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("later.bin")).unwrap(), b"made");
     }
 
     #[cfg(unix)]

@@ -23,8 +23,9 @@ pub struct Table {
 pub fn read_csv(path: &Path) -> Result<Table> {
     let io = |error| NnError::Io { path: path.to_path_buf(), error };
     let file = std::fs::File::open(path).map_err(io)?;
-    // A number takes at least two bytes of text ("0,") and four as an f32,
-    // and its label as much again: twice the file's size bounds the table.
+    // A first check, before any parsing: a table takes about twice its
+    // text's size (rows of short labels more; the parser's growth is
+    // fallible for those).
     let size = file.metadata().map_err(io)?.len();
     let table_bytes = usize::try_from(size).ok().and_then(|n| n.checked_mul(2));
     if table_bytes.is_none_or(|n| rhea_graph::memory::can_allocate(n).is_err()) {
@@ -97,6 +98,16 @@ pub fn parse_csv(path: &Path, input: impl std::io::Read) -> Result<Table> {
                 return Err(err(format!("{} fields, but the first row has {w}", record.len())));
             }
             _ => {}
+        }
+        // The table grows fallibly: too little memory is an error naming
+        // the line, not an abort.
+        let held = data.len();
+        let full = || err(format!("out of memory: the table so far holds {held} numbers and cannot grow"));
+        if data.len() + record.len() > data.capacity() && data.try_reserve(data.len().max(record.len())).is_err() {
+            return Err(full());
+        }
+        if labels.len() == labels.capacity() && labels.try_reserve(labels.len().max(16)).is_err() {
+            return Err(full());
         }
         for (i, field) in record.iter().take(record.len() - 1).enumerate() {
             let v: f32 = field

@@ -181,18 +181,35 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, Value)>, 
 }
 
 /// The bytes of a file, in memory reserved before reading: a file larger
-/// than the memory there is, is an error naming its size, not an abort.
+/// than the memory there is, is an error naming its size, not an abort. A
+/// stream whose size is not known (a pipe, `/dev/zero`) grows fallibly.
 pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
+    let oom = |n: u128| {
+        let msg = format!("out of memory: cannot hold its {}", rhea_graph::memory::format_bytes(n));
+        std::io::Error::new(std::io::ErrorKind::OutOfMemory, msg)
+    };
     let mut bytes = Vec::new();
     if usize::try_from(size).ok().and_then(|n| bytes.try_reserve_exact(n).ok()).is_none() {
-        let msg = format!("out of memory: cannot hold its {}", rhea_graph::memory::format_bytes(size.into()));
-        return Err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, msg));
+        return Err(oom(size.into()));
     }
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    if size > 0 {
+        file.read_to_end(&mut bytes)?;
+        return Ok(bytes);
+    }
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        bytes.try_reserve(n).map_err(|_| oom((bytes.len() + n) as u128))?;
+        bytes.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// [`load_safetensors`] on the bytes of a file, named `path` in errors.

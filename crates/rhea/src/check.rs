@@ -34,6 +34,7 @@ pub struct Report {
 /// Runs every computed node of `graph` on the interpreter and on `backend`
 /// and compares them in topological order.
 pub fn check(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64, backend: Backend) -> Result<Report> {
+    rhea_cpu::threads::start().map_err(anyhow::Error::msg)?;
     let roots: Vec<NodeId> = graph.outputs().iter().map(|(_, id)| *id).collect();
     if roots.is_empty() {
         bail!("the graph declares no outputs: there is nothing to check");
@@ -110,6 +111,7 @@ fn diverges(a: &Value, b: &Value, tol: f64) -> Option<(usize, (f64, f64), f64)> 
 /// rewrites themselves are checked by [`check`] (and by the optimizer's
 /// own verification).
 pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64, backend: Backend) -> Result<Report> {
+    rhea_cpu::threads::start().map_err(anyhow::Error::msg)?;
     use rhea::opt::{MemoryPlan, StepKind};
     if graph.outputs().is_empty() {
         bail!("the graph declares no outputs: there is nothing to check");

@@ -206,6 +206,16 @@ pub fn memory(fx: &Fixtures, cases: &mut Vec<Case>) {
         fails(1, &["out of memory", "1.1 TB"]),
     ));
     cases.push(Case::new("memory a 1 TB CSV", SONAR, &["--data", &tb], fails(1, &["out of memory", "1.1 TB"])));
+    // Streams of unknown size grow fallibly.
+    cases.push(
+        Case::new(
+            "memory --inputs /dev/zero in 300 MB",
+            Prog::Rhea,
+            &["run", &graph, "--inputs", "/dev/zero"],
+            fails(1, &["out of memory", "/dev/zero"]),
+        )
+        .ulimit("-v 300000"),
+    );
     // A long graph file: loaded in bounded memory, or refused by name.
     let long = s(&fx.long_graph);
     cases.push(
@@ -322,6 +332,19 @@ pub fn writes(fx: &Fixtures, cases: &mut Vec<Case>) {
             cases.push(Case::new(format!("write to {place}: {name}"), *prog, &a, fails(1, &[word])));
         }
     }
+    // Standard output as a file name: written in place, into the pipe.
+    cases.push(Case::new(
+        "write to /dev/stdout: rhea run -o",
+        Prog::Rhea,
+        &["run", &graph, "--inputs", &inputs, "-o", "/dev/stdout"],
+        Expect::Success,
+    ));
+    cases.push(Case::new(
+        "write to /dev/stdout: rhea dump -o",
+        Prog::Rhea,
+        &["dump", &graph, "-o", "/dev/stdout"],
+        Expect::Success,
+    ));
     // A checkpoint written over an old one under a file-size limit.
     let ck = keep("old-checkpoint.safetensors");
     let ck_s = s(&ck);
