@@ -769,16 +769,6 @@ impl Prepared {
                     ins.push((ptr(*src), spec.dtype, shape.as_slice()));
                 }
             }
-            Action::GemmEpilogue { inputs, out, launch, kernel_outputs, .. } => {
-                outs.push(operand(ptr, out));
-                outs.extend(
-                    kernel_outputs
-                        .iter()
-                        .zip(&launch.outputs)
-                        .map(|(t, o)| (target(*t) as *const u8, o.dtype, o.shape.as_slice())),
-                );
-                ins.extend(inputs.iter().map(|o| operand(ptr, o)));
-            }
             Action::Native { inputs, out, .. } | Action::Fallback { inputs, out, .. } => {
                 outs.push(operand(ptr, out));
                 ins.extend(inputs.iter().map(|o| operand(ptr, o)));
@@ -787,7 +777,8 @@ impl Prepared {
                 outs.push(operand(ptr, to));
                 ins.push(operand(ptr, from));
             }
-            Action::Done => {}
+            // A guarded plan has its epilogues split (`with_nan_guard`).
+            Action::GemmEpilogue { .. } | Action::Done => {}
         }
         // SAFETY (both): each pointer holds its dtype and shape, as run.
         let value = |&(p, dtype, shape): &(*const u8, DType, &[usize])| unsafe { value_at(p, dtype, shape) };

@@ -315,19 +315,28 @@ impl Graph {
         self.leaves(|op| matches!(op, Op::Input { .. }))
     }
 
-    /// The first node (in topological order) whose type names a symbolic
-    /// dim that no input's type has, and that dim: nothing can give it a
+    /// An error naming the first node (in topological order) whose type
+    /// names a symbolic dim that no input's type has: nothing can give it a
     /// size when the graph runs (`broadcast_to([n, 3])` with no input of
     /// size `n`).
-    pub fn unbound_symbol(&self) -> Option<(NodeId, crate::Symbol)> {
+    pub fn check_symbols_bound(&self) -> Result<(), String> {
         let bound: std::collections::HashSet<crate::Symbol> = self
             .inputs()
             .into_iter()
             .flat_map(|id| self.ty(id).shape.iter().filter_map(symbol_of).collect::<Vec<_>>())
             .collect();
-        self.topo_order()
-            .into_iter()
-            .find_map(|id| self.ty(id).shape.iter().filter_map(symbol_of).find(|s| !bound.contains(s)).map(|s| (id, s)))
+        let unbound = self.topo_order().into_iter().find_map(|id| {
+            self.ty(id).shape.iter().filter_map(symbol_of).find(|s| !bound.contains(s)).map(|s| (id, s))
+        });
+        let Some((id, sym)) = unbound else { return Ok(()) };
+        let node = self.node(id);
+        let at = node.loc.as_ref().map_or_else(String::new, |l| format!(" at {l}"));
+        Err(format!(
+            "{id} ({}, {}){at} has the symbolic dim {}, which no input has: nothing gives it a size",
+            node.op.name(),
+            node.ty,
+            sym.name()
+        ))
     }
 
     /// Shared-variable nodes, in the order they were added.

@@ -291,14 +291,7 @@ pub fn from_json(text: &str) -> Result<Graph, GraphError> {
         let value = node(rec.value, &what)?;
         g.add_update(shared, value).map_err(|e| format_err(e.to_string()))?;
     }
-    if let Some((id, sym)) = g.unbound_symbol() {
-        return Err(format_err(format!(
-            "{id} ({}, {}) has the symbolic dim {}, which no input has: nothing gives it a size",
-            g.node(id).op.name(),
-            g.ty(id),
-            sym.name()
-        )));
-    }
+    g.check_symbols_bound().map_err(format_err)?;
     Ok(g)
 }
 

@@ -23,14 +23,6 @@ pub fn can_allocate(bytes: usize) -> Result<(), TryReserveError> {
     probe.try_reserve_exact(bytes)
 }
 
-/// A vector of `n` copies of `fill`, or the allocator's refusal.
-pub fn try_vec<T: Clone>(n: usize, fill: T) -> Result<Vec<T>, TryReserveError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n)?;
-    v.resize(n, fill);
-    Ok(v)
-}
-
 /// The bytes of `elements` values of `dtype`, if that fits in `usize`.
 pub fn value_bytes(elements: usize, dtype: crate::DType) -> Option<usize> {
     elements.checked_mul(dtype.size_bytes())
@@ -47,8 +39,6 @@ mod tests {
         assert_eq!(format_bytes(1_250_000_000), "1.2 GB (1250000000 bytes)");
         assert!(can_allocate(1 << 20).is_ok());
         assert!(can_allocate(usize::MAX / 2).is_err());
-        assert!(try_vec(usize::MAX / 4, 0u64).is_err());
-        assert_eq!(try_vec(3, 1.5f32).unwrap(), [1.5; 3]);
         assert_eq!(value_bytes(usize::MAX, crate::DType::F32), None);
     }
 }

@@ -30,8 +30,3 @@ pub fn write(text: &[u8]) -> std::io::Result<()> {
 pub fn write_line(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     write(format!("{args}\n").as_bytes())
 }
-
-/// Whether standard output's reader has gone.
-pub fn closed() -> bool {
-    CLOSED.load(Ordering::Relaxed)
-}

@@ -289,16 +289,7 @@ impl FunctionBuilder {
             .collect();
         let mut graph = copy.graph;
         drop(source);
-        if let Some((id, sym)) = graph.unbound_symbol() {
-            let node = graph.node(id);
-            let at = node.loc.as_ref().map_or_else(String::new, |l| format!(" at {l}"));
-            return Err(FunctionError::Invalid(format!(
-                "{}{at} ({}) has the symbolic dim {}, which none of the function's inputs has: nothing gives it a size",
-                node.op.name(),
-                node.ty,
-                sym.name()
-            )));
-        }
+        graph.check_symbols_bound().map_err(FunctionError::Invalid)?;
         // The optimizer keeps what outputs and updates need; ids may change,
         // so the roots are read back from the optimized graph.
         for (i, &o) in outputs.iter().enumerate() {
