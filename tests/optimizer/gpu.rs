@@ -351,14 +351,14 @@ fn vgg16_logits_match_the_interpreter(on: On) {
 #[test]
 fn an_allocation_larger_than_the_gpu_is_a_clear_error_naming_the_buffer() {
     use std::collections::HashMap;
-    let gpu = rhea_cuda::Gpu::emulated(1 << 20);
+    let gpu = std::sync::Arc::new(rhea_cuda::Gpu::emulated(1 << 20));
     let run = |rows: usize| {
         let g = rhea::Builder::new();
         let x = g.input("x", rhea::DType::F32, [rows, 256]).unwrap();
         g.output("y", &x.exp().unwrap().mul(&x).unwrap()).unwrap();
         let p = program(&g.to_graph(), &options(Mode::Fast, &[]));
         let feeds = HashMap::from([("x".to_string(), Value::from(Array2::<f32>::ones((rows, 256))))]);
-        run_cuda_on(&gpu, &p, &feeds)
+        run_cuda_on(gpu.clone(), &p, &feeds)
     };
     let e = run(2048).unwrap_err();
     for part in ["out of GPU memory: 2097152 bytes for 1 intermediate buffers", "holds", "mul", "1048576 bytes free"] {

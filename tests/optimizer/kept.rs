@@ -35,21 +35,22 @@ fn kept_filter_transforms_follow_the_weights_version_not_their_memory() {
     g.output("y", &y).unwrap();
     let graph = g.to_graph();
     let p = program(&graph, &options(Mode::Fast, &[]));
-    let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-    let cpu = rhea_cpu::CpuKernels::compile(&kernels).unwrap();
-    let cache = rhea_cpu::FilterCache::default();
-    let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
+    let engine = rhea_cpu::CpuEngine::new(&p, true).unwrap();
+    let cache = engine.filters().clone();
 
     // A plan for `batch` images, sharing `cache`, called with the weights
     // `w` at `version`.
     let run = |batch: usize, w: &Value, version: u64| {
+        use rhea::exec::{Engine, Io, Layout};
         let f = feeds(&[("x", random(&[batch, 16, 8, 8], 2))]);
-        let (bindings, mem, ids, inputs, values) = prepare(&p, &f).unwrap();
-        let mut prepared = rhea_cpu::Prepared::new(&p, &cpu, &mem, &bindings, &inputs, &ids, &[])
-            .unwrap()
-            .with_filter_cache(cache.clone());
-        let slots = [rhea_cpu::SharedSlot::unchanged(w, version).unwrap()];
-        let got = prepared.run(&cpu, &values, &slots, &fallback, None).unwrap().remove(0);
+        let (bindings, _, ids, inputs, values) = prepare(&p, &f).unwrap();
+        let decisions = rhea::opt::decide(&p, &engine.target());
+        let mem = rhea::opt::memory_plan_decided(&p, &decisions, &bindings, true).unwrap();
+        let io = Io { inputs: &inputs, outputs: &ids, updates: &[] };
+        let layout = Layout::new(&p, &mem, &decisions, &bindings, &io).unwrap();
+        let mut plan = engine.prepare(&p, &mem, layout, None).unwrap();
+        let mut weights = Weights(w.clone(), version);
+        let got = plan.run(&values, &mut weights, None).unwrap().remove(0);
         (got, want(&graph, &f, w))
     };
 
@@ -68,6 +69,24 @@ fn kept_filter_transforms_follow_the_weights_version_not_their_memory() {
     let (got, expected) = run(3, &w2, 8);
     close(&got, &expected, 1e-4).unwrap();
     assert_eq!(cache.kept_elements(), 16 * 16 * 16);
+}
+
+/// The one shared variable, `w`, at a version the test chooses.
+struct Weights(Value, u64);
+
+impl rhea::exec::SharedValues for Weights {
+    fn value(&self, _: rhea::exec::SharedId) -> Option<&Value> {
+        Some(&self.0)
+    }
+    fn version(&self, _: rhea::exec::SharedId) -> u64 {
+        self.1
+    }
+    fn elements_mut(&mut self, _: rhea::exec::SharedId) -> Option<rhea::ElementsMut<'_>> {
+        Some(self.0.elements_mut())
+    }
+    fn set_pending(&mut self, _: rhea::exec::SharedId, _: rhea::Fetch) -> u64 {
+        self.1
+    }
 }
 
 /// The raw graph's output `y` on the interpreter, with the weights `w`.

@@ -21,12 +21,15 @@ pub fn run_raw(g: &Graph, feeds: &HashMap<String, Value>) -> Vec<Value> {
     rhea::interp::run(g, feeds, &ids).unwrap_or_else(|e| panic!("raw run: {e}\n{g:?}"))
 }
 
-/// The program's outputs, run through its kernels and memory plan.
+/// The program's outputs, run through its kernels and memory plan on the
+/// reference interpreter (every buffer checked to hold the value read).
 pub fn run_program(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
-    let bindings = rhea::interp::bind_inputs(&p.graph, feeds).map_err(|e| e.to_string())?;
-    let mem = memory_plan(&p.graph, &p.steps, &p.fusion, &bindings)?;
+    run_on_backend(p, feeds, rhea::Backend::Interp)
+}
+
+fn run_on_backend(p: &Program, feeds: &HashMap<String, Value>, backend: rhea::Backend) -> Result<Vec<Value>, String> {
     let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
-    rhea::interp::run_program(p, &mem, feeds, &|id, _| p.graph.shared_value(id), &ids).map_err(|e| e.to_string())
+    rhea::run_program(p, backend, feeds, &ids, None).map_err(|e| e.to_string())
 }
 
 /// A numpy golden case of `crates/rhea-interp/tests/golden/ops.json` as a
@@ -89,44 +92,28 @@ pub fn prepare(
 }
 
 /// The program's outputs on the CPU backend: kernels compiled by
-/// Cranelift, run by its executor (prepared buffers, native library ops,
-/// the interpreter for the rest).
+/// Cranelift, run by the one executor (prepared buffers, native library
+/// ops, the interpreter for the rest).
 pub fn run_cpu(p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
-    let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-    let cpu = rhea_cpu::CpuKernels::compile(&kernels).map_err(|e| e.to_string())?;
-    let (bindings, mem, ids, inputs, values) = prepare(p, feeds)?;
-    let updates = p.graph.updates().to_vec();
-    let mut prepared =
-        rhea_cpu::Prepared::new(p, &cpu, &mem, &bindings, &inputs, &ids, &updates).map_err(|e| e.to_string())?;
-    let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
-    // The shared variables' values, copied: the run writes updates into them.
-    let nodes: Vec<rhea::NodeId> = prepared.shared_nodes().collect();
-    let mut shared: Vec<Value> =
-        nodes.iter().map(|&id| p.graph.shared_value(id).cloned().ok_or("no value")).collect::<Result<_, _>>()?;
-    let slots: Vec<_> = shared.iter_mut().map(|v| rhea_cpu::SharedSlot::of(v.elements_mut())).collect();
-    prepared.run(&cpu, &values, &slots, &fallback, None).map_err(|e| e.to_string())
+    run_on_backend(p, feeds, rhea::Backend::Cpu)
 }
 
 /// The program's outputs on the CUDA backend, on GPU 0 or (`emulated`)
 /// the PTX emulator: kernels as PTX, products on cuBLAS, other library
 /// ops on the host.
 pub fn run_cuda(p: &Program, feeds: &HashMap<String, Value>, emulated: bool) -> Result<Vec<Value>, String> {
-    let gpu =
-        if emulated { rhea_cuda::open_emulated() } else { rhea_cuda::open_shared(0).map_err(|e| e.to_string())? };
-    run_cuda_on(&gpu, p, feeds)
+    run_on_backend(p, feeds, if emulated { rhea::Backend::CudaEmulated } else { rhea::Backend::Cuda })
 }
 
 /// The program's outputs on the CUDA backend on `gpu`.
-pub fn run_cuda_on(gpu: &rhea_cuda::Gpu, p: &Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
-    let (bindings, mem, ids, inputs, values) = prepare(p, feeds)?;
-    let mut prepared =
-        rhea_cuda::Prepared::new(gpu, p, &mem, &bindings, &inputs, &ids, &[]).map_err(|e| e.to_string())?;
-    let nodes: Vec<rhea::NodeId> = prepared.shared_nodes().collect();
-    let shared: Vec<(&Value, u64)> =
-        nodes.iter().map(|&id| p.graph.shared_value(id).map(|v| (v, 1)).ok_or("no value")).collect::<Result<_, _>>()?;
-    let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
-    let mut store = rhea_cuda::SharedStore::default();
-    prepared.run(gpu, p, &values, &shared, &mut store, &fallback, None).map(|(o, _)| o).map_err(|e| e.to_string())
+pub fn run_cuda_on(
+    gpu: std::sync::Arc<rhea_cuda::Gpu>,
+    p: &Program,
+    feeds: &HashMap<String, Value>,
+) -> Result<Vec<Value>, String> {
+    let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
+    let engine = rhea_cuda::CudaEngine::new(gpu, false);
+    rhea::run_on(p, &engine, feeds, &ids, None).map_err(|e| e.to_string())
 }
 
 /// A file of the repository: under `$RHEA_REPO` when set (test binaries

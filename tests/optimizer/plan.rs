@@ -163,7 +163,7 @@ fn a_wrong_memory_plan_is_caught_by_name() {
     }
     let f = feeds(&[("x", Value::from(Array2::<f32>::eye(4)))]);
     let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
-    let e = rhea::interp::run_program(&p, &mem, &f, &|_, _| None, &ids).unwrap_err().to_string();
+    let e = rhea::run_program(&p, rhea::Backend::Interp, &f, &ids, Some(&mem)).unwrap_err().to_string();
     assert!(e.contains("buffer 0 holds"), "{e}");
 }
 

@@ -34,7 +34,7 @@ impl On {
     fn run(self, p: &rhea::opt::Program, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
         match self {
             On::Cpu => run_cpu(p, feeds),
-            On::Emulator(bytes) => run_cuda_on(&rhea_cuda::Gpu::emulated(bytes), p, feeds),
+            On::Emulator(bytes) => run_cuda_on(std::sync::Arc::new(rhea_cuda::Gpu::emulated(bytes)), p, feeds),
             On::Gpu => run_cuda(p, feeds, false),
         }
     }

@@ -5,8 +5,9 @@
 //!   strided and reducing kernels, both split across cores when large.
 //! - [`library_op`] runs matrix products (the `gemm` crate), convolution and
 //!   pooling with their gradients natively.
-//! - [`Prepared`] is the executor: a program prepared once per set of input
-//!   shapes, then called on raw buffers.
+//! - [`CpuEngine`] is the backend as a device of the one executor
+//!   (`rhea-exec`): a program prepared once per set of input shapes, then
+//!   called on raw buffers.
 //! - [`FilterCache`] keeps 3x3 convolutions' Winograd-transformed filters
 //!   between calls, for weights that did not change.
 #![warn(missing_docs)]
@@ -23,7 +24,7 @@ mod pool;
 pub mod threads;
 mod winograd;
 
-pub use exec::{ExecError, Fallback, Prepared, SharedSlot};
+pub use exec::{CpuEngine, CpuKernel, CpuLibrary, target};
 pub use jit::{CpuError, CpuKernels, Launch, LaunchOutput};
 pub use library::{is_native, library_op};
 pub use lower::{inner_reduce_vector_dtype, inner_vector_dtype, vector_dtype};

@@ -13,10 +13,11 @@ pub mod device;
 mod driver;
 
 pub use device::{CudaError, DeviceInfo, EMULATED_MEMORY, Gpu, devices, driver_present, open_emulated, open_shared};
+mod capture;
 mod exec;
 mod library;
 
 pub use library::{OpKernels, op_kernels};
 mod memory;
 
-pub use exec::{Fallback, NanCheck, Prepared, SharedStore};
+pub use exec::{CudaEngine, CudaKernel, CudaLibrary, SharedStore, target};

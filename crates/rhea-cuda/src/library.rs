@@ -178,6 +178,33 @@ pub(crate) fn plan(
     }
 }
 
+/// Whether the GPU runs `op` on inputs of `inputs` dtypes for an output
+/// of `output` (what [`plan`] implements; it may still refuse sizes past
+/// its kernels' limits, which then run on the host).
+pub(crate) fn runs(op: &Op, inputs: &[DType], output: DType, ranks: &[usize]) -> bool {
+    let rank = |i: usize| ranks.get(i).copied().unwrap_or(0);
+    let shaped = match op {
+        Op::Gemm { .. } | Op::Dot => rank(0) == 2 && rank(1) == 2 && rank(2) <= 2,
+        Op::Dropout { .. } => true,
+        _ => rank(0) == 4,
+    };
+    let implemented = shaped
+        && matches!(
+            op,
+            Op::Gemm { .. }
+                | Op::Dot
+                | Op::Conv2d(_)
+                | Op::Conv2dInputGrad(_)
+                | Op::Conv2dWeightGrad(_)
+                | Op::Dropout { .. }
+                | Op::MaxPool2d(_)
+                | Op::AvgPool2d(_)
+                | Op::MaxPool2dGrad(_)
+                | Op::AvgPool2dGrad(_)
+        );
+    implemented && output.is_float() && accepts(op, inputs, output)
+}
+
 /// Whether [`plan`] takes inputs of `inputs` dtypes for an output of
 /// `output`: the output's dtype throughout, but for dropout's `i64` key.
 pub(crate) fn accepts(op: &Op, inputs: &[DType], output: DType) -> bool {

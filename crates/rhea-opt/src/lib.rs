@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod decide;
 mod driver;
 mod fuse;
 mod plan;
@@ -27,11 +28,14 @@ pub mod rule;
 pub mod rules;
 mod verify;
 
+pub use decide::{Decisions, Placement, StepPlan, Target, decide};
 pub use driver::{
     Evaluator, Mode, OptError, Options, PassReport, Report, Rewrite, Stop, all_rules, describe, optimize, pass_names,
 };
 pub use fuse::{Fusion, Group, fuse};
-pub use plan::{ExecError, MemoryPlan, NanCheck, Step, StepKind, is_external, memory_plan, memory_plan_with, schedule};
+pub use plan::{
+    MemoryPlan, NanCheck, Step, StepKind, is_external, memory_plan, memory_plan_decided, memory_plan_with, schedule,
+};
 pub use verify::verify;
 
 use rhea_graph::Graph;
@@ -75,11 +79,5 @@ impl Program {
             StepKind::Kernel(k) => (format!("kernel k{k}"), g.node(self.fusion.groups[*k].root).loc.clone()),
             StepKind::Op(id) => (g.node(*id).op.name().to_string(), g.node(*id).loc.clone()),
         }
-    }
-
-    /// An error of step `s`, named as [`Program::step_origin`] names it.
-    pub fn step_error(&self, s: usize, msg: impl ToString) -> ExecError {
-        let (op, loc) = self.step_origin(s);
-        ExecError { op: Some(op), loc, msg: msg.to_string() }
     }
 }

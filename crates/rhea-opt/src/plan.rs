@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
-use rhea_graph::{Graph, Loc, NodeId, Op};
+use rhea_graph::{Graph, NodeId, Op};
 use rhea_kernel::{Bindings, resolve};
 
 use crate::fuse::Fusion;
@@ -98,9 +98,6 @@ pub struct MemoryPlan {
     pub peak_bytes: usize,
     /// Outputs written over a dying input of the same step.
     pub in_place: usize,
-    /// Shared-variable updates a backend may write in place (the old value
-    /// is read by no later step).
-    pub in_place_updates: usize,
 }
 
 impl MemoryPlan {
@@ -149,10 +146,41 @@ pub fn memory_plan_with(
     bindings: &Bindings,
     in_place: bool,
 ) -> Result<MemoryPlan, String> {
+    plan_memory(g, steps, fusion, bindings, in_place, &[])
+}
+
+/// [`memory_plan_with`] for a program as `decisions` runs it: a matrix
+/// product's inputs live until its epilogue kernel has run (the kernel runs
+/// on each block while later blocks still read them), and that kernel never
+/// writes over them.
+pub fn memory_plan_decided(
+    p: &crate::Program,
+    decisions: &crate::Decisions,
+    bindings: &Bindings,
+    in_place: bool,
+) -> Result<MemoryPlan, String> {
+    let epilogues: Vec<bool> = decisions.steps.iter().map(|s| s.epilogue).collect();
+    plan_memory(&p.graph, &p.steps, &p.fusion, bindings, in_place, &epilogues)
+}
+
+fn plan_memory(
+    g: &Graph,
+    steps: &[Step],
+    fusion: &Fusion,
+    bindings: &Bindings,
+    in_place: bool,
+    epilogues: &[bool],
+) -> Result<MemoryPlan, String> {
+    let epilogue = |s: usize| epilogues.get(s).copied().unwrap_or(false);
     let mut last_use: HashMap<NodeId, usize> = HashMap::new();
     for (s, st) in steps.iter().enumerate() {
         for &i in &st.inputs {
             last_use.insert(i, s);
+        }
+        if epilogue(s) {
+            for &i in &steps[s - 1].inputs {
+                last_use.insert(i, s);
+            }
         }
     }
     let mut keep: HashSet<NodeId> = g.outputs().iter().map(|(_, id)| *id).collect();
@@ -189,7 +217,13 @@ pub fn memory_plan_with(
                             k.inputs.iter().zip(&k.kernel.inputs).filter(|(n, _)| **n == i).all(|(_, s)| identity(s));
                         let b = *plan.buffer_of.get(&i)?;
                         let dies = last_use.get(&i) == Some(&s) && !keep.contains(&i);
-                        (identity(spec) && all_identity && dies && !reused.contains(&b) && plan.buffer_bytes[b] == size)
+                        let product_reads = epilogue(s) && steps[s - 1].inputs.contains(&i);
+                        (identity(spec)
+                            && all_identity
+                            && dies
+                            && !product_reads
+                            && !reused.contains(&b)
+                            && plan.buffer_bytes[b] == size)
                             .then_some(b)
                     })
                 })
@@ -210,7 +244,8 @@ pub fn memory_plan_with(
             reused.insert(buffer);
             plan.buffer_of.insert(out, buffer);
         }
-        for &i in &st.inputs {
+        let product_inputs = if epilogue(s) { steps[s - 1].inputs.as_slice() } else { &[] };
+        for &i in st.inputs.iter().chain(product_inputs) {
             if last_use.get(&i) == Some(&s)
                 && !keep.contains(&i)
                 && let Some(&b) = plan.buffer_of.get(&i)
@@ -222,26 +257,6 @@ pub fn memory_plan_with(
         }
     }
     plan.peak_bytes = plan.buffer_bytes.iter().sum();
-    let step_of: HashMap<NodeId, usize> =
-        steps.iter().enumerate().flat_map(|(s, st)| st.outputs.iter().map(move |&o| (o, s))).collect();
-    let outputs: HashSet<NodeId> = g.outputs().iter().map(|(_, id)| *id).collect();
-    plan.in_place_updates = g
-        .updates()
-        .iter()
-        .filter(|&&(shared, value)| {
-            step_of.get(&value).is_some_and(|&s| match steps[s].kind {
-                StepKind::Kernel(k) => {
-                    let grp = &fusion.groups[k];
-                    let read_pointwise =
-                        grp.inputs.iter().zip(&grp.kernel.inputs).filter(|(n, _)| **n == shared).all(|(_, spec)| {
-                            spec.shape == grp.kernel.domain && spec.axes.iter().enumerate().all(|(d, a)| *a == Some(d))
-                        });
-                    read_pointwise && !outputs.contains(&shared) && last_use.get(&shared).is_none_or(|&u| u <= s)
-                }
-                StepKind::Op(_) => false,
-            })
-        })
-        .count();
     Ok(plan)
 }
 
@@ -250,26 +265,3 @@ pub fn memory_plan_with(
 pub fn is_external(g: &Graph, id: NodeId) -> bool {
     matches!(g.node(id).op, Op::Input { .. } | Op::Shared { .. } | Op::Const { .. })
 }
-
-/// What went wrong while a backend ran a plan, and where.
-#[derive(Debug, Clone)]
-pub struct ExecError {
-    /// The op or kernel that failed (`None`: the call's inputs).
-    pub op: Option<String>,
-    /// Where the user built it.
-    pub loc: Option<Loc>,
-    /// What happened.
-    pub msg: String,
-}
-
-impl std::fmt::Display for ExecError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.op, &self.loc) {
-            (Some(op), Some(loc)) => write!(f, "{op} (built at {}): {}", loc.full(), self.msg),
-            (Some(op), None) => write!(f, "{op}: {}", self.msg),
-            _ => f.write_str(&self.msg),
-        }
-    }
-}
-
-impl std::error::Error for ExecError {}

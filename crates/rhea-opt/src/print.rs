@@ -8,7 +8,7 @@ use std::fmt::Write;
 use rhea_graph::{Graph, NodeId, TextOptions, numbering, to_dot, to_text};
 use rhea_kernel::Bindings;
 
-use crate::{Program, StepKind, memory_plan};
+use crate::{Decisions, Placement, Program, StepKind, StepPlan, memory_plan};
 
 fn w(out: &mut String, args: std::fmt::Arguments) {
     out.write_fmt(args).expect("writing to a String");
@@ -18,6 +18,18 @@ fn w(out: &mut String, args: std::fmt::Arguments) {
 /// the raw dump, each kernel as a header naming the nodes it computes and
 /// writes, followed by its body.
 pub fn to_text_optimized(p: &Program, opts: TextOptions) -> String {
+    text(p, None, opts)
+}
+
+/// [`to_text_optimized`] with the plan's decisions for one backend: a
+/// first line counting them, then after each step where it runs (`device`
+/// or `host`) and whether it is a matrix product's epilogue, and after each
+/// update whether its kernel writes it in place.
+pub fn to_text_planned(p: &Program, d: &Decisions, opts: TextOptions) -> String {
+    text(p, Some(d), opts)
+}
+
+fn text(p: &Program, d: Option<&Decisions>, opts: TextOptions) -> String {
     let g = &p.graph;
     let (_, number) = numbering(g);
     let n = |id: &NodeId| format!("%{}", number[id]);
@@ -25,23 +37,48 @@ pub fn to_text_optimized(p: &Program, opts: TextOptions) -> String {
     let raw = to_text(g, opts);
     let lines: HashMap<usize, &str> = raw.lines().enumerate().filter(|(_, l)| l.starts_with('%')).collect();
     let mut out = String::new();
+    if let Some(d) = d {
+        let host = d.steps.iter().filter(|s| s.placement == Placement::Host).count();
+        let epilogues = d.steps.iter().filter(|s| s.epilogue).count();
+        w(
+            &mut out,
+            format_args!(
+                "# plan for {}: {} steps on the device, {host} on the host, {epilogues} epilogues, {} of {} updates in place\n",
+                d.target,
+                d.steps.len() - host,
+                d.updates_in_place(),
+                d.in_place_updates.len()
+            ),
+        );
+    }
+    let note = |s: usize| match d.map(|d| d.steps[s]) {
+        None => String::new(),
+        Some(StepPlan { placement, epilogue }) => {
+            let at = if placement == Placement::Host { "host" } else { "device" };
+            match (epilogue, &p.steps[s.saturating_sub(1)].kind) {
+                (true, StepKind::Op(product)) => format!("  [{at}, epilogue of %{}]", number[product]),
+                _ => format!("  [{at}]"),
+            }
+        }
+    };
     for id in g.topo_order() {
         if g.node(id).op.is_leaf() {
             w(&mut out, format_args!("{}\n", lines[&number[&id]]));
         }
     }
-    for step in &p.steps {
+    for (s, step) in p.steps.iter().enumerate() {
         match &step.kind {
-            StepKind::Op(id) => w(&mut out, format_args!("{}\n", lines[&number[id]])),
+            StepKind::Op(id) => w(&mut out, format_args!("{}{}\n", lines[&number[id]], note(s))),
             StepKind::Kernel(k) => {
                 let grp = &p.fusion.groups[*k];
                 w(
                     &mut out,
                     format_args!(
-                        "kernel k{k}({}) -> {}  # fuses {}\n",
+                        "kernel k{k}({}) -> {}  # fuses {}{}\n",
                         list(&grp.inputs),
                         list(&grp.outputs),
-                        list(&grp.members)
+                        list(&grp.members),
+                        note(s)
                     ),
                 );
                 for line in grp.kernel.to_string().lines() {
@@ -50,8 +87,12 @@ pub fn to_text_optimized(p: &Program, opts: TextOptions) -> String {
             }
         }
     }
-    for line in raw.lines().filter(|l| l.starts_with("output ") || l.starts_with("update ")) {
+    for line in raw.lines().filter(|l| l.starts_with("output ")) {
         w(&mut out, format_args!("{line}\n"));
+    }
+    for (u, line) in raw.lines().filter(|l| l.starts_with("update ")).enumerate() {
+        let in_place = d.is_some_and(|d| d.in_place_updates[u]);
+        w(&mut out, format_args!("{line}{}\n", if in_place { "  [in place]" } else { "" }));
     }
     out
 }

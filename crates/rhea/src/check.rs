@@ -129,18 +129,10 @@ pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64
         memory.buffer_of.insert(id, b);
         memory.buffer_bytes.push(shape.iter().product::<usize>() * ty.dtype.size_bytes());
     }
-    let got = match backend {
-        Backend::Cuda | Backend::CudaEmulated => run_fused_on_gpu(p, &memory, &bindings, feeds, &outputs, backend)?,
-        Backend::Cpu => {
-            let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-            let cpu = rhea_cpu::CpuKernels::compile(&kernels)?;
-            let run_kernel = |k: usize, ins: &[&Value], b: &rhea::interp::Bindings| cpu.run(k, ins, b);
-            let run_op = |op: &rhea::Op, ins: &[&Value]| rhea_cpu::library_op(op, ins);
-            let shared = |id: NodeId, _: &str| p.graph.shared_value(id);
-            rhea::interp::run_program_with(p, &memory, feeds, &shared, &outputs, &run_kernel, &run_op, None)?
-        }
-        Backend::Interp => bail!("--fused compares the interpreter with a compiled backend, not with itself"),
-    };
+    if backend == Backend::Interp {
+        bail!("--fused compares the interpreter with a compiled backend, not with itself");
+    }
+    let got = rhea::run_program(p, backend, feeds, &outputs, Some(&memory))?;
     let g = &p.graph;
     let mut compared = 0;
     let mut values = got.iter();
@@ -167,38 +159,4 @@ pub fn check_fused(graph: &Graph, feeds: &HashMap<String, Value>, tolerance: f64
         }
     }
     Ok(Report { compared, first: None })
-}
-
-/// The optimized program's step outputs `outputs` on the CUDA backend (a
-/// GPU, or the emulator), each in its own buffer of `memory`.
-fn run_fused_on_gpu(
-    p: &rhea::opt::Program,
-    memory: &rhea::opt::MemoryPlan,
-    bindings: &rhea::interp::Bindings,
-    feeds: &HashMap<String, Value>,
-    outputs: &[NodeId],
-    backend: Backend,
-) -> Result<Vec<Value>> {
-    let gpu = if backend == Backend::Cuda { rhea_cuda::open_shared(0)? } else { rhea_cuda::open_emulated() };
-    let inputs = p.graph.inputs();
-    let values = inputs
-        .iter()
-        .map(|&id| {
-            let name = p.graph.leaf_name(id).unwrap_or_default();
-            feeds.get(name).cloned().ok_or_else(|| anyhow::anyhow!("input {name:?} was not given"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let run = |e: rhea::opt::ExecError| anyhow::anyhow!("{e}");
-    let mut prepared = rhea_cuda::Prepared::new(&gpu, p, memory, bindings, &inputs, outputs, &[]).map_err(run)?;
-    let shared = prepared
-        .shared_nodes()
-        .map(|id| match p.graph.shared_value(id) {
-            Some(v) => Ok((v, 0)),
-            None => bail!("shared variable {:?} has no value", p.graph.leaf_name(id).unwrap_or_default()),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let fallback = |op: &rhea::Op, ins: &[&Value], b: &rhea::interp::Bindings| rhea::interp::eval_op(op, ins, b);
-    let mut store = rhea_cuda::SharedStore::default();
-    let (got, _) = prepared.run(&gpu, p, &values, &shared, &mut store, &fallback, None).map_err(run)?;
-    Ok(got)
 }

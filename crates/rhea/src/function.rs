@@ -7,61 +7,14 @@
 //! are what an evaluation function reads next.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::str::FromStr;
 
-use rhea_graph::{Builder, Graph, GraphError, NodeId, Op, Value, Var};
+use rhea_exec::{Engine, ExecError, Io, Layout, SharedId, SharedValues};
+use rhea_graph::{Builder, ElementsMut, Fetch, Graph, GraphError, NodeId, Op, Value, Var};
 use rhea_interp::InterpError;
-use rhea_opt::{MemoryPlan, Mode, OptError, Options, Program, StepKind};
+use rhea_opt::{Decisions, Mode, OptError, Options, Program, StepKind};
 
+pub use crate::backend::Backend;
 use crate::profile::{Profile, env_flag, profiling_requested};
-
-/// Where a function runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backend {
-    /// The reference interpreter (`rhea-interp`).
-    Interp,
-    /// The default: kernels compiled to machine code with Cranelift, matrix
-    /// products, convolution and pooling on native kernels (`rhea-cpu`);
-    /// the remaining library ops (gathers, softmax, concat...) run on the
-    /// interpreter's implementations.
-    #[default]
-    Cpu,
-    /// An NVIDIA GPU (`rhea-cuda`): kernels as generated PTX, matrix
-    /// products through cuBLAS, parameters kept on the device between
-    /// calls; other library ops run on the host.
-    Cuda,
-    /// The CUDA backend's generated code on rhea's PTX emulator instead of
-    /// a GPU (like Pallas's interpret mode): every kernel runs thread by
-    /// thread on the host, products as BLAS defines them. Thousands of
-    /// times slower than a GPU; it checks what the CUDA backend computes
-    /// on machines without one.
-    CudaEmulated,
-}
-
-impl FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Backend, String> {
-        match s {
-            "interp" => Ok(Backend::Interp),
-            "cpu" => Ok(Backend::Cpu),
-            "cuda" => Ok(Backend::Cuda),
-            "cuda-emu" => Ok(Backend::CudaEmulated),
-            other => Err(format!("unknown backend {other:?}; available: interp, cpu, cuda, cuda-emu")),
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Interp => "interp",
-            Backend::Cpu => "cpu",
-            Backend::Cuda => "cuda",
-            Backend::CudaEmulated => "cuda-emu",
-        })
-    }
-}
 
 /// What went wrong while compiling or calling a function.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +25,10 @@ pub enum FunctionError {
     /// Running failed (a bad input, a value error in an op).
     #[error(transparent)]
     Run(#[from] InterpError),
+    /// A backend failed to run a plan (a bad input, a value error in an op,
+    /// the device, memory, the NaN guard: see its kind).
+    #[error(transparent)]
+    Exec(#[from] ExecError),
     /// The optimizer failed (a compiler bug, named by pass).
     #[error(transparent)]
     Opt(#[from] OptError),
@@ -135,6 +92,7 @@ pub fn function(inputs: &[&Var], outputs: &[&Var]) -> FunctionBuilder {
         options: default_options(),
         nan_guard: env_flag("RHEA_NAN_GUARD"),
         cuda_graph: env_flag("RHEA_CUDA_GRAPH"),
+        epilogues: !env_flag("RHEA_NO_EPILOGUE"),
         max_memory: None,
     }
 }
@@ -155,10 +113,20 @@ pub struct FunctionBuilder {
     options: Options,
     nan_guard: bool,
     cuda_graph: bool,
+    epilogues: bool,
     max_memory: Option<u64>,
 }
 
 impl FunctionBuilder {
+    /// On the CPU backend, runs the flat kernel after a matrix product on
+    /// each block of the product's output while it is in cache (the
+    /// default; `RHEA_NO_EPILOGUE=1` turns it off for every function, to
+    /// measure it). The plan decides, and `rhea dump` shows it.
+    pub fn epilogues(mut self, on: bool) -> Self {
+        self.epilogues = on;
+        self
+    }
+
     /// Refuses to run a call whose plan needs more than `bytes` for its
     /// intermediate values at their peak, before anything is allocated: the
     /// error names the peak and the largest buffers. (Inputs, outputs and
@@ -302,29 +270,12 @@ impl FunctionBuilder {
         let program = rhea_opt::compile(graph, &self.options)?;
         let outputs = program.graph.outputs().iter().map(|(_, id)| *id).collect();
         let updates = program.graph.updates().iter().map(|&(s, v)| (shared_origin[&s], v)).collect();
-        if self.backend != Backend::Interp {
-            // Native kernels (and the GPU's host steps) run on these threads.
-            rhea_cpu::threads::start().map_err(FunctionError::Threads)?;
-        }
-        let (compiled, gpu) = match self.backend {
-            Backend::Interp => (None, None),
-            Backend::Cpu => {
-                let kernels: Vec<_> = program.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-                (Some(rhea_cpu::CpuKernels::compile(&kernels)?), None)
-            }
-            Backend::Cuda | Backend::CudaEmulated => {
-                let gpu = match self.backend {
-                    Backend::Cuda => rhea_cuda::open_shared(0)?,
-                    _ => rhea_cuda::open_emulated(),
-                };
-                (None, Some(gpu))
-            }
-        };
+        let engine = self.backend.engine(&program, self.cuda_graph, self.epilogues)?;
+        let target = if self.nan_guard { engine.target().unfused() } else { engine.target() };
+        let decisions = rhea_opt::decide(&program, &target);
         Ok(Function {
-            compiled,
-            filters: rhea_cpu::FilterCache::default(),
-            gpu,
-            device_shared: rhea_cuda::SharedStore::default(),
+            engine,
+            decisions,
             builder,
             program,
             inputs,
@@ -333,7 +284,6 @@ impl FunctionBuilder {
             shared_origin,
             backend: self.backend,
             nan_guard: self.nan_guard,
-            cuda_graph: self.cuda_graph,
             max_memory: self.max_memory,
             plans: Vec::new(),
             last_plan: 0,
@@ -411,15 +361,10 @@ impl Copier<'_> {
 pub struct Function {
     builder: Builder,
     program: Program,
-    /// The kernels as machine code, on the CPU backend.
-    compiled: Option<rhea_cpu::CpuKernels>,
-    /// Transformed convolution filters of weights the calls only read, kept
-    /// between calls and shared by the CPU plans.
-    filters: rhea_cpu::FilterCache,
-    /// The GPU, on the CUDA backend.
-    gpu: Option<std::sync::Arc<rhea_cuda::Gpu>>,
-    /// Device copies of the shared variables, on the CUDA backend.
-    device_shared: rhea_cuda::SharedStore,
+    /// The backend that runs the plans.
+    engine: Box<dyn Engine>,
+    /// The plan's decisions for it: placement, epilogues, in-place updates.
+    decisions: Decisions,
     inputs: Vec<(String, NodeId)>,
     outputs: Vec<NodeId>,
     /// (shared variable in the builder's graph, new value in ours)
@@ -429,11 +374,9 @@ pub struct Function {
     backend: Backend,
     /// stop at the first step that makes a NaN or an infinity
     nan_guard: bool,
-    /// run CUDA plans as captured graphs
-    cuda_graph: bool,
     /// refuse plans whose peak exceeds this many bytes
     max_memory: Option<u64>,
-    /// memory plan (and prepared executor) per distinct set of input shapes
+    /// prepared plan per distinct set of input shapes
     plans: Vec<Plan>,
     /// the plan the last call used (most calls have the same shapes)
     last_plan: usize,
@@ -445,16 +388,10 @@ pub struct Function {
 struct Plan {
     /// the input shapes it was made for
     shapes: Vec<Vec<usize>>,
-    memory: MemoryPlan,
-    prepared: Option<rhea_cpu::Prepared>,
-    /// the prepared GPU plan, on the CUDA backend
-    cuda: Option<rhea_cuda::Prepared>,
-    /// the builder's shared variables, in the order the prepared plan reads them
+    /// the backend's prepared plan
+    prepared: Box<dyn rhea_exec::Plan>,
+    /// the builder's shared variables, in the layout's order
     shared: Vec<NodeId>,
-    /// whether a call updates each of them (the others it only reads)
-    written: Vec<bool>,
-    /// scratch: their storage during a call
-    slots: Vec<rhea_cpu::SharedSlot>,
 }
 
 /// One time slot per step while profiling (`None` otherwise).
@@ -465,10 +402,25 @@ fn step_times(profile: &mut Option<Profile>, steps: usize) -> Option<&mut [std::
     })
 }
 
-fn run_error(e: rhea_cpu::ExecError) -> FunctionError {
-    match e.op {
-        Some(op) => FunctionError::Run(InterpError::Op { op, loc: e.loc, msg: e.msg }),
-        None => FunctionError::Invalid(e.msg),
+/// The builder's shared variables as a plan numbers them.
+struct BuilderShared<'g> {
+    graph: &'g mut Graph,
+    nodes: &'g [NodeId],
+    owner: Option<u64>,
+}
+
+impl SharedValues for BuilderShared<'_> {
+    fn value(&self, i: SharedId) -> Option<&Value> {
+        self.graph.shared_value(self.nodes[i.index()])
+    }
+    fn version(&self, i: SharedId) -> u64 {
+        self.graph.shared_version(self.nodes[i.index()])
+    }
+    fn elements_mut(&mut self, i: SharedId) -> Option<ElementsMut<'_>> {
+        self.graph.shared_elements_mut(self.nodes[i.index()])
+    }
+    fn set_pending(&mut self, i: SharedId, fetch: Fetch) -> u64 {
+        self.graph.set_shared_pending(self.nodes[i.index()], self.owner.unwrap_or(0), fetch)
     }
 }
 
@@ -506,15 +458,11 @@ impl Function {
             }
         };
         self.last_plan = index;
-        if self.backend != Backend::Interp {
+        if self.backend.uses_threads() {
             rhea_cpu::threads::check_caller().map_err(FunctionError::Threads)?;
         }
         let started = self.profile.as_ref().map(|_| std::time::Instant::now());
-        let outputs = match self.backend {
-            Backend::Cpu => self.call_cpu(index, inputs)?,
-            Backend::Interp => self.call_interp(index, inputs)?,
-            Backend::Cuda | Backend::CudaEmulated => self.call_cuda(index, inputs)?,
-        };
+        let outputs = self.run(index, inputs)?;
         if let (Some(p), Some(t)) = (self.profile.as_mut(), started) {
             p.calls += 1;
             p.total += t.elapsed();
@@ -522,164 +470,46 @@ impl Function {
         Ok(outputs)
     }
 
-    fn feeds(&self, inputs: &[Value]) -> HashMap<String, Value> {
-        self.inputs.iter().zip(inputs).map(|((name, _), v)| (name.clone(), v.clone())).collect()
-    }
-
-    /// Plans memory (and, on the CPU, prepares the executor) for one set of
+    /// Lays the program out and prepares the backend's plan for one set of
     /// input sizes.
     fn plan(&self, bindings: &rhea_interp::Bindings, inputs: &[Value]) -> Result<Plan> {
         let p = &self.program;
         // The NaN guard replays a failing step on its inputs: keep them.
-        let memory = rhea_opt::memory_plan_with(&p.graph, &p.steps, &p.fusion, bindings, !self.nan_guard)
+        let memory = rhea_opt::memory_plan_decided(p, &self.decisions, bindings, !self.nan_guard)
             .map_err(|msg| OptError { pass: "plan".into(), msg })?;
         if let Some(limit) = self.max_memory {
             memory.check_budget(&p.graph, limit).map_err(FunctionError::Memory)?;
         }
-        let prepared = match &self.compiled {
-            Some(cpu) => {
-                let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
-                let updates = p.graph.updates().to_vec();
-                let prepared = rhea_cpu::Prepared::new(p, cpu, &memory, bindings, &inputs, &self.outputs, &updates)
-                    .map_err(run_error)?
-                    .with_filter_cache(self.filters.clone());
-                Some(if self.nan_guard {
-                    prepared.with_nan_guard(rhea_interp::nan_check(p, bindings))
-                } else {
-                    prepared
-                })
-            }
-            None => None,
-        };
-        let cuda = match &self.gpu {
-            Some(gpu) => {
-                let inputs: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
-                let updates = p.graph.updates().to_vec();
-                let prepared = rhea_cuda::Prepared::new(gpu, p, &memory, bindings, &inputs, &self.outputs, &updates)
-                    .map_err(run_error)?;
-                let prepared = if self.cuda_graph { prepared.with_cuda_graph(p) } else { prepared };
-                Some(if self.nan_guard {
-                    prepared.with_nan_guard(rhea_interp::nan_check(p, bindings))
-                } else {
-                    prepared
-                })
-            }
-            None => None,
-        };
+        let ids: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
+        let io = Io { inputs: &ids, outputs: &self.outputs, updates: p.graph.updates() };
+        let layout = Layout::new(p, &memory, &self.decisions, bindings, &io)?;
+        let guard = self.nan_guard.then(|| rhea_interp::nan_check(p, bindings));
+        let prepared = self.engine.prepare(p, &memory, layout, guard)?;
+        let shared = prepared.layout().shared.iter().map(|v| self.shared_origin[&v.node]).collect();
         let shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
-        let shared = match (&prepared, &cuda) {
-            (Some(p), _) => p.shared_nodes().map(|id| self.shared_origin[&id]).collect(),
-            (_, Some(c)) => c.shared_nodes().map(|id| self.shared_origin[&id]).collect(),
-            _ => Vec::new(),
-        };
-        let written = shared.iter().map(|id| self.updates.iter().any(|(s, _)| s == id)).collect();
-        Ok(Plan { shapes, memory, prepared, cuda, shared, written, slots: Vec::new() })
+        Ok(Plan { shapes, prepared, shared })
     }
 
-    /// Outputs, then update values.
-    fn targets(&self) -> Vec<NodeId> {
-        let mut targets = self.outputs.clone();
-        targets.extend(self.updates.iter().map(|&(_, v)| v));
-        targets
-    }
-
-    fn call_cpu(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
-        let cpu = self.compiled.as_ref().expect("the CPU backend compiled its kernels");
+    /// Runs plan `index`: the builder's graph stays borrowed for the whole
+    /// call, since the steps read the shared variables and the updates are
+    /// written into them.
+    fn run(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
         let plan = &mut self.plans[index];
-        let prepared = plan.prepared.as_mut().expect("CPU plans are prepared");
-        // The builder's graph stays borrowed for the whole call: the steps
-        // read the shared variables, and updates are written into them.
-        let mut source = self.builder.graph_mut();
-        let slots = &mut plan.slots;
-        slots.clear();
-        for (&id, &written) in plan.shared.iter().zip(&plan.written) {
-            // Variables this call only reads keep their version, so what
-            // the steps derive from them can be kept between calls.
-            let read = match source.shared_value(id) {
-                Some(v) if !written => rhea_cpu::SharedSlot::unchanged(v, source.shared_version(id)),
-                _ => None,
-            };
-            match read.or_else(|| source.shared_elements_mut(id).map(rhea_cpu::SharedSlot::of)) {
-                Some(slot) => slots.push(slot),
-                None => {
-                    let name = source.leaf_name(id).unwrap_or_default().to_string();
-                    return Err(FunctionError::Invalid(format!("shared variable {name:?} has no value")));
-                }
-            }
-        }
-        let fallback = |op: &Op, ins: &[&Value], b: &rhea_interp::Bindings| rhea_interp::eval_op(op, ins, b);
-        let times = step_times(&mut self.profile, prepared.len());
-        prepared.run(cpu, inputs, slots, &fallback, times).map_err(run_error)
+        // A backend's own pending values stay on its device; others come back.
+        let owner = self.engine.owner();
+        let mut graph = match owner {
+            Some(owner) => self.builder.graph_mut_for(owner),
+            None => self.builder.graph_mut(),
+        };
+        let mut shared = BuilderShared { graph: &mut graph, nodes: &plan.shared, owner };
+        let times = step_times(&mut self.profile, self.program.steps.len());
+        Ok(plan.prepared.run(inputs, &mut shared, times)?)
     }
 
-    fn call_cuda(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
-        let gpu = self.gpu.as_ref().expect("the CUDA backend opened its GPU");
-        let plan = &mut self.plans[index];
-        let prepared = plan.cuda.as_mut().expect("CUDA plans are prepared");
-        let fallback = |op: &Op, ins: &[&Value], b: &rhea_interp::Bindings| rhea_interp::eval_op(op, ins, b);
-        // This function's own values stay on its device; others come back.
-        let owner = self.device_shared.owner();
-        let mut source = self.builder.graph_mut_for(owner);
-        let (outputs, fetches) = {
-            let shared = plan
-                .shared
-                .iter()
-                .map(|&id| match source.shared_value(id) {
-                    Some(v) => Ok((v, source.shared_version(id))),
-                    None => Err(FunctionError::Invalid(format!(
-                        "shared variable {:?} has no value",
-                        source.leaf_name(id).unwrap_or_default()
-                    ))),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let times = step_times(&mut self.profile, self.program.steps.len());
-            prepared
-                .run(gpu, &self.program, inputs, &shared, &mut self.device_shared, &fallback, times)
-                .map_err(run_error)?
-        };
-        // The new values stay on the device until someone reads them.
-        let private = self.program.graph.updates();
-        for ((&(shared, _), &(mine, _)), fetch) in self.updates.iter().zip(private).zip(fetches) {
-            let version = source.set_shared_pending(shared, owner, fetch);
-            self.device_shared.mark(mine, version);
-        }
-        Ok(outputs)
-    }
-
-    fn call_interp(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
-        let feeds = self.feeds(inputs);
-        let targets = self.targets();
-        let values = {
-            let source = self.builder.graph();
-            let lookup = |id: NodeId, _: &str| self.shared_origin.get(&id).and_then(|&o| source.shared_value(o));
-            let memory = &self.plans[index].memory;
-            if self.nan_guard {
-                let program = &self.program;
-                let bindings = rhea_interp::bind_inputs(&program.graph, &feeds)?;
-                let check = rhea_interp::nan_check(program, &bindings);
-                let kernels = |k: usize, ins: &[&Value], b: &rhea_interp::Bindings| {
-                    rhea_kernel::eval_kernel(&program.fusion.groups[k].kernel, ins, b)
-                };
-                rhea_interp::run_program_with(
-                    program,
-                    memory,
-                    &feeds,
-                    &lookup,
-                    &targets,
-                    &kernels,
-                    &|_, _| None,
-                    Some(&check),
-                )?
-            } else {
-                rhea_interp::run_program(&self.program, memory, &feeds, &lookup, &targets)?
-            }
-        };
-        let (outputs, new_values) = values.split_at(self.outputs.len());
-        let mut source = self.builder.graph_mut();
-        for (&(shared, _), value) in self.updates.iter().zip(new_values) {
-            source.set_shared_value(shared, value.clone()).expect("update types were checked at compile time");
-        }
-        Ok(outputs.to_vec())
+    /// The plan's decisions for this function's backend: where each step
+    /// runs, epilogues, updates written in place.
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
     }
 
     /// With [`FunctionBuilder::cuda_graph`] on the CUDA backend, for the
@@ -687,7 +517,7 @@ impl Function {
     /// graph, `Ok(false)` before the first call, `Err` with why they could
     /// not be captured. `None` when no graph was asked for.
     pub fn cuda_graph(&self) -> Option<std::result::Result<bool, String>> {
-        self.plans.get(self.last_plan)?.cuda.as_ref()?.cuda_graph()
+        self.plans.get(self.last_plan)?.prepared.cuda_graph()
     }
 
     /// Starts (or restarts) measuring calls, as `RHEA_PROFILE=1` does from
@@ -714,7 +544,7 @@ impl Function {
                 StepKind::Op(id) => format!("{} {id}{}", g.node(*id).op.name(), at(*id)),
             })
             .collect();
-        let in_place = self.plans.iter().filter_map(|plan| plan.prepared.as_ref()).map(|p| p.updates_in_place()).max();
+        let in_place = self.plans.iter().map(|plan| plan.prepared.layout().updates_in_place()).max();
         p.updates = (self.updates.len(), in_place.unwrap_or(0));
         Some(p)
     }

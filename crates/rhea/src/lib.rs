@@ -48,11 +48,16 @@ pub use rhea_kernel as kernel;
 pub use rhea_nn::io;
 pub use rhea_nn::outln;
 
+mod backend;
 pub mod cli;
 mod function;
+mod once;
 mod profile;
 pub use function::{Backend, Function, FunctionBuilder, FunctionError, default_options, function};
+pub use once::{run_on, run_program};
 pub use profile::Profile;
+/// The one executor: layouts of optimized programs, run on any device.
+pub use rhea_exec as exec;
 /// Layers, losses, optimizers, data loaders and the training loop.
 pub use rhea_nn as nn;
 /// The optimizer: rewrite passes, fusion into kernel IR, memory plan.

@@ -224,7 +224,8 @@ struct OptArgs {
     /// Print each fused kernel's code: Cranelift IR (--backend cpu) or PTX (--backend cuda).
     #[arg(long)]
     kernels: bool,
-    /// Whose code --kernels prints.
+    /// The backend planned for (where each step runs, epilogues, updates in
+    /// place) and whose code --kernels prints.
     #[arg(long, value_enum, default_value_t = KernelBackend::Cpu)]
     backend: KernelBackend,
     /// PTX is specialized to sizes: the value of a symbolic dimension (repeatable; others are 8).
@@ -604,8 +605,13 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
         text
     } else {
         let p = rhea::opt::compile(graph, &opts)?;
+        let target = match o.backend {
+            KernelBackend::Cpu => rhea::Backend::Cpu.target(),
+            KernelBackend::Cuda => rhea::Backend::Cuda.target(),
+        };
+        let decisions = rhea::opt::decide(&p, &target);
         let mut text = match args.format {
-            Format::Text => rhea::opt::print::to_text_optimized(&p, TextOptions { locs: args.locs }),
+            Format::Text => rhea::opt::print::to_text_planned(&p, &decisions, TextOptions { locs: args.locs }),
             Format::Dot => rhea::opt::print::to_dot_optimized(&p),
             Format::Json => rhea::opt::print::to_json_optimized(&p),
         };

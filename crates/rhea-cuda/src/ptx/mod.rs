@@ -52,3 +52,23 @@ pub fn module(target: Target, kernels: &[&Lowered]) -> String {
     }
     out
 }
+
+/// Whether the PTX lowering takes kernel `k`, asked at small sizes (every
+/// symbolic dim 2): what it refuses (a function with no PTX lowering, a
+/// reduction of bools) runs on the host.
+pub fn lowers(k: &rhea_kernel::Kernel) -> bool {
+    let mut bindings = rhea_kernel::Bindings::new();
+    let shapes = std::iter::once(&k.domain).chain(k.inputs.iter().map(|i| &i.shape));
+    for d in shapes.flat_map(|s| s.iter()) {
+        if let rhea_graph::Dim::Sym(s) = d {
+            bindings.insert(*s, 2);
+        }
+    }
+    let resolve = |s: &rhea_graph::Shape| rhea_kernel::resolve(s, &bindings);
+    let (Ok(dims), Ok(shapes)) =
+        (resolve(&k.domain), k.inputs.iter().map(|i| resolve(&i.shape)).collect::<Result<Vec<_>, _>>())
+    else {
+        return false;
+    };
+    lower_kernel(k, "probe", &dims, &shapes).is_ok()
+}
