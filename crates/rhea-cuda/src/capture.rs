@@ -155,7 +155,7 @@ impl Plan for CudaPlan {
                 return Err(ExecError::input(format!("shared variable {:?}: its value changed type", var.name)));
             }
             let version = shared.version(i);
-            if !store.buffers.get(&var.node).is_some_and(|(_, v)| *v == version) {
+            if store.buffers.get(&var.node).is_none_or(|(_, v)| *v != version) {
                 let buffer = match store.buffers.remove(&var.node) {
                     Some((b, _)) => b,
                     None => {

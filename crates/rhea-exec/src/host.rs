@@ -151,6 +151,10 @@ impl HostMemory {
 pub enum Never {}
 
 /// Host memory with nothing native: every step runs on the host's evaluator.
+#[expect(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "a device's addresses come only from its own `addr`, for the layout's operands"
+)]
 impl Device for HostMemory {
     type Addr = *mut u8;
     type Kernel = Never;
@@ -166,7 +170,8 @@ impl Device for HostMemory {
         match *l {}
     }
     fn copy(&self, to: *mut u8, from: *mut u8, bytes: usize) -> Result<(), String> {
-        host_copy(to, from, bytes);
+        // SAFETY: the executor copies only between operands of `bytes`.
+        unsafe { host_copy(to, from, bytes) };
         Ok(())
     }
     fn download(&self, at: *mut u8, o: &Operand) -> Result<Value, String> {
@@ -174,22 +179,30 @@ impl Device for HostMemory {
         Ok(unsafe { value_at(at, o.dtype, &o.shape) })
     }
     fn upload(&self, at: *mut u8, value: &Value) -> Result<(), String> {
-        host_upload(at, value);
+        // SAFETY: the executor checked `value` against the operand at `at`.
+        unsafe { host_upload(at, value) };
         Ok(())
     }
 }
 
 /// Copies `bytes` between two host addresses of a plan.
-pub fn host_copy(to: *mut u8, from: *mut u8, bytes: usize) {
-    // SAFETY: both are addresses of a layout's operands, sized for `bytes`.
+///
+/// # Safety
+/// Both must be valid for `bytes` (addresses of a layout's operands are).
+pub unsafe fn host_copy(to: *mut u8, from: *mut u8, bytes: usize) {
+    // SAFETY: as the caller promises.
     unsafe { std::ptr::copy(from, to, bytes) }
 }
 
 /// Writes `value`'s elements at a host address sized for them.
-pub fn host_upload(at: *mut u8, value: &Value) {
+///
+/// # Safety
+/// `at` must be valid for writing all of `value`'s elements (the executor
+/// checks a value against the operand at its address).
+pub unsafe fn host_upload(at: *mut u8, value: &Value) {
     let v = standard(value);
     let bytes = v.len() * v.dtype().size_bytes();
-    // SAFETY: the executor checked the value against the operand at `at`.
+    // SAFETY: as the caller promises.
     unsafe { std::ptr::copy(data_ptr(&v), at, bytes) }
 }
 

@@ -26,5 +26,5 @@ mod verify;
 pub use error::InterpError;
 pub use eval::{Bindings, RunOptions, bind_inputs, eval_op, run, run_all, run_checked, run_with};
 pub use guard::nan_check;
-pub use program::{KernelRunner, OpRunner, fold_constant, run_program, run_program_with};
+pub use program::fold_constant;
 pub use verify::{VerifyError, VerifyOptions, verify_grad};

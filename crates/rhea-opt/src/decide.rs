@@ -180,3 +180,95 @@ fn update_in_place(p: &Program, steps: &[StepPlan], u: usize) -> bool {
     let host_later = steps[t..].iter().any(|st| st.placement == Placement::Host);
     reads_pointwise && !reduces && !product_reads && !read_later && !elsewhere && !host_later
 }
+
+#[cfg(test)]
+mod tests {
+    use rhea_graph::{Builder, DType};
+
+    use super::*;
+    use crate::{Options, compile};
+
+    fn cpu_like(epilogue: bool) -> Target {
+        Target {
+            name: "test",
+            library: |op, _, _, _| matches!(op, Op::Gemm { .. } | Op::Dot),
+            kernel: |k| k.reduce.is_none(),
+            epilogue: if epilogue { Some(|_| true) } else { None },
+            in_place_updates: true,
+        }
+    }
+
+    /// `y = relu(x . w)`, `w <- w * w`, and with `total`, `total = sum(y)`.
+    fn program(total: bool) -> Program {
+        let g = Builder::new();
+        let x = g.input("x", DType::F32, [4, 3]).unwrap();
+        let w = g.shared("w", rhea_graph::Value::from_f64(DType::F32, &[3, 2], &[1.0; 6]).unwrap()).unwrap();
+        let y = x.dot(&w).unwrap().map(rhea_graph::UnaryOp::Relu).unwrap();
+        g.output("y", &y).unwrap();
+        if total {
+            g.output("total", &y.sum_all().unwrap()).unwrap();
+        }
+        g.update(&w, &(&w * &w)).unwrap();
+        let graph = g.to_graph();
+        compile(graph, &Options::default()).unwrap()
+    }
+
+    #[test]
+    fn placement_follows_the_target() {
+        let p = program(true);
+        let d = decide(&p, &cpu_like(false));
+        for (step, plan) in p.steps.iter().zip(&d.steps) {
+            let device = match step.kind {
+                StepKind::Kernel(k) => p.fusion.groups[k].kernel.reduce.is_none(),
+                StepKind::Op(_) => true,
+            };
+            assert_eq!(plan.placement == Placement::Device, device, "{step:?}");
+        }
+        let host = decide(&p, &Target::host());
+        assert!(host.steps.iter().all(|s| s.placement == Placement::Host && !s.epilogue));
+        assert_eq!(host.updates_in_place(), 0);
+    }
+
+    #[test]
+    fn a_flat_kernel_reading_a_product_is_its_epilogue_only_where_the_target_has_them() {
+        // Without the sum, relu is a flat kernel of its own over the product.
+        let p = program(false);
+        let product = p.steps.iter().position(|s| matches!(s.kind, StepKind::Op(_))).unwrap();
+        let with = decide(&p, &cpu_like(true));
+        assert!(with.steps[product + 1].epilogue, "{with:?}");
+        assert_eq!(with.steps.iter().filter(|s| s.epilogue).count(), 1);
+        assert!(decide(&p, &cpu_like(false)).steps.iter().all(|s| !s.epilogue));
+        assert!(decide(&p, &cpu_like(true).unfused()).steps.iter().all(|s| !s.epilogue));
+    }
+
+    #[test]
+    fn an_update_is_in_place_only_when_nothing_later_reads_the_old_value_and_nothing_runs_on_the_host() {
+        let p = program(true);
+        // The product reads w after the update's kernel may run: whether the
+        // update is in place depends on the schedule, and must say so.
+        let d = decide(&p, &cpu_like(true));
+        let (shared, value) = p.graph.updates()[0];
+        let t = p.steps.iter().position(|s| s.outputs.contains(&value)).unwrap();
+        let read_later = p.steps[t + 1..].iter().any(|s| s.inputs.contains(&shared));
+        let host_later = d.steps[t..].iter().any(|s| s.placement == Placement::Host);
+        assert_eq!(d.in_place_updates[0], !read_later && !host_later, "{d:?}");
+        // The sum's kernel reduces: on this target it runs on the host, so no
+        // update before it may be written in place.
+        let reduce = p.steps.iter().position(|s| match s.kind {
+            StepKind::Kernel(k) => p.fusion.groups[k].kernel.reduce.is_some(),
+            StepKind::Op(_) => false,
+        });
+        if reduce.is_some_and(|r| r >= t) {
+            assert!(!d.in_place_updates[0]);
+        }
+        assert!(!decide(&p, &cpu_like(true).unfused()).in_place_updates[0]);
+        // Without the sum nothing runs on the host, and the product (the only
+        // other reader of w) is scheduled before the update's kernel.
+        let p = program(false);
+        let (_, value) = p.graph.updates()[0];
+        let t = p.steps.iter().position(|s| s.outputs.contains(&value)).unwrap();
+        let product = p.steps.iter().position(|s| matches!(s.kind, StepKind::Op(_))).unwrap();
+        assert!(product < t, "{:?}", p.steps);
+        assert!(decide(&p, &cpu_like(true)).in_place_updates[0]);
+    }
+}
