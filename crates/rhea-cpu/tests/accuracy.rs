@@ -7,18 +7,14 @@
 //! algorithms, so the bounds hold there too.
 
 use rhea_cpu::CpuKernels;
-use rhea_graph::{DType, Shape, UnaryOp, Value};
+use rhea_graph::{UnaryOp, Value};
 use rhea_kernel::scalar::unary_f64;
-use rhea_kernel::{Bindings, Inst, Kernel, KernelInput, KernelOutput};
+use rhea_kernel::{Bindings, Kernel};
 
 fn kernel(op: UnaryOp, n: usize) -> Kernel {
-    Kernel {
-        domain: Shape::known(&[n]),
-        inputs: vec![KernelInput { dtype: DType::F32, shape: Shape::known(&[n]), axes: vec![Some(0)] }],
-        body: vec![(Inst::Load { input: 0 }, DType::F32), (Inst::Unary { op, x: 0 }, DType::F32)],
-        outputs: vec![KernelOutput { value: 1, reduced: false }],
-        reduce: None,
-    }
+    let text =
+        format!("kernel [{n}]\n  in0: f32[{n}]\n  %0 = load in0 : f32\n  %1 = {} %0 : f32\n  out0 = %1\n", op.name());
+    Kernel::parse(&text).unwrap()
 }
 
 fn run(op: UnaryOp, xs: &[f32]) -> Vec<f32> {

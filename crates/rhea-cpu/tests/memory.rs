@@ -1,8 +1,8 @@
 //! Dropping compiled kernels frees their machine code: compiling and
 //! dropping 10,000 of them (1,000 in debug builds) leaves memory flat.
 
-use rhea_graph::{DType, Shape, UnaryOp, Value};
-use rhea_kernel::{Bindings, Inst, Kernel, KernelInput, KernelOutput};
+use rhea_graph::Value;
+use rhea_kernel::{Bindings, Kernel};
 
 /// Resident memory of this process, in KiB (Linux).
 fn rss_kib() -> usize {
@@ -12,13 +12,14 @@ fn rss_kib() -> usize {
 }
 
 fn exp_kernel() -> Kernel {
-    Kernel {
-        domain: Shape::known(&[4]),
-        inputs: vec![KernelInput { dtype: DType::F32, shape: Shape::known(&[4]), axes: vec![Some(0)] }],
-        body: vec![(Inst::Load { input: 0 }, DType::F32), (Inst::Unary { op: UnaryOp::Exp, x: 0 }, DType::F32)],
-        outputs: vec![KernelOutput { value: 1, reduced: false }],
-        reduce: None,
-    }
+    Kernel::parse(
+        "kernel [4]
+           in0: f32[4]
+           %0 = load in0 : f32
+           %1 = exp %0 : f32
+           out0 = %1",
+    )
+    .unwrap()
 }
 
 #[test]

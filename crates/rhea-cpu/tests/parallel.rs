@@ -3,12 +3,8 @@
 //! along a kept axis (split) or along axis 0 (not split).
 
 use rhea_cpu::CpuKernels;
-use rhea_graph::{BinaryOp, DType, F64, Shape, UnaryOp, Value};
-use rhea_kernel::{Bindings, Combine, Const, Inst, Kernel, KernelInput, KernelOutput, Reduction, eval_kernel};
-
-fn input(shape: &[usize], axes: Vec<Option<usize>>) -> KernelInput {
-    KernelInput { dtype: DType::F32, shape: Shape::known(shape), axes }
-}
+use rhea_graph::Value;
+use rhea_kernel::{Bindings, Kernel, eval_kernel};
 
 fn values(shape: &[usize]) -> Value {
     let n: usize = shape.iter().product();
@@ -32,40 +28,39 @@ fn check(k: Kernel, inputs: &[Value], tol: f32) {
 #[test]
 fn split_flat_loops_cover_every_element() {
     let n = [301, 997];
-    let k = Kernel {
-        domain: Shape::known(&n),
-        inputs: vec![input(&n, vec![Some(0), Some(1)])],
-        body: vec![
-            (Inst::Load { input: 0 }, DType::F32),
-            (Inst::Unary { op: UnaryOp::Tanh, x: 0 }, DType::F32),
-            (Inst::Const { value: Const::Float(F64(0.5)) }, DType::F32),
-            (Inst::Binary { op: BinaryOp::Mul, a: 1, b: 2 }, DType::F32),
-        ],
-        outputs: vec![KernelOutput { value: 3, reduced: false }],
-        reduce: None,
-    };
+    let k = Kernel::parse(
+        "kernel [301,997]
+           in0: f32[301,997]
+           %0 = load in0 : f32
+           %1 = tanh %0 : f32
+           %2 = const 0.5 : f32
+           %3 = mul %1, %2 : f32
+           out0 = %3",
+    )
+    .unwrap();
     check(k, &[values(&n)], 1e-6);
 }
 
 #[test]
 fn split_nests_and_reductions_match_the_evaluator() {
-    let transposed = |reduce: Option<Reduction>| Kernel {
-        domain: Shape::known(&[1000, 700]),
-        inputs: vec![input(&[700, 1000], vec![Some(1), Some(0)]), input(&[700], vec![None, Some(0)])],
-        body: vec![
-            (Inst::Load { input: 0 }, DType::F32),
-            (Inst::Load { input: 1 }, DType::F32),
-            (Inst::Binary { op: BinaryOp::Add, a: 0, b: 1 }, DType::F32),
-        ],
-        outputs: vec![KernelOutput { value: 2, reduced: reduce.is_some() }],
-        reduce,
+    // `reduce` is the header's reduction, if any.
+    let transposed = |reduce: &str| {
+        let out = if reduce.is_empty() { "%2" } else { "reduce(%2)" };
+        Kernel::parse(&format!(
+            "kernel [1000,700]{reduce}
+               in0: f32[700,1000] view [1,0]
+               in1: f32[700] view [_,0]
+               %0 = load in0 : f32
+               %1 = load in1 : f32
+               %2 = add %0, %1 : f32
+               out0 = {out}"
+        ))
+        .unwrap()
     };
     let inputs = [values(&[700, 1000]), values(&[700])];
-    check(transposed(None), &inputs, 0.0);
+    check(transposed(""), &inputs, 0.0);
     // Along axis 1: each thread owns whole rows of the output.
-    let sum = Reduction { combine: Combine::Sum, axes: vec![1], keepdims: false };
-    check(transposed(Some(sum)), &inputs, 1e-5);
+    check(transposed(" reduce sum axes=[1]"), &inputs, 1e-5);
     // Along axis 0: every row accumulates into the same outputs, so it stays on one thread.
-    let max = Reduction { combine: Combine::Max, axes: vec![0], keepdims: false };
-    check(transposed(Some(max)), &inputs, 0.0);
+    check(transposed(" reduce max axes=[0]"), &inputs, 0.0);
 }

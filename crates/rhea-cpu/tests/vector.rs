@@ -5,8 +5,8 @@
 //! scalar loop must take over).
 
 use rhea_cpu::CpuKernels;
-use rhea_graph::{BinaryOp, DType, Dim, Shape, Symbol, UnaryOp, Value};
-use rhea_kernel::{Bindings, Combine, Inst, Kernel, KernelInput, KernelOutput, Reduction, eval_kernel};
+use rhea_graph::{Dim, Symbol, Value};
+use rhea_kernel::{Bindings, Kernel, eval_kernel};
 
 fn values(shape: &[usize], stream: usize) -> Value {
     let n: usize = shape.iter().product();
@@ -30,25 +30,21 @@ fn check(k: &Kernel, inputs: &[Value], bindings: &Bindings, tol: f32) {
 
 /// `tanh(a + row) * col`, and its sum over axis 0, over `[rows, cols]`.
 fn kernel(rows: Dim, cols: Dim, col_cols: Dim, reduce: bool) -> Kernel {
-    let f32_in = |shape: Vec<Dim>, axes| KernelInput { dtype: DType::F32, shape: Shape::from(shape), axes };
-    Kernel {
-        domain: Shape::from(vec![rows, cols]),
-        inputs: vec![
-            f32_in(vec![rows, cols], vec![Some(0), Some(1)]),
-            f32_in(vec![cols], vec![None, Some(0)]),
-            f32_in(vec![rows, col_cols], vec![Some(0), Some(1)]),
-        ],
-        body: vec![
-            (Inst::Load { input: 0 }, DType::F32),
-            (Inst::Load { input: 1 }, DType::F32),
-            (Inst::Load { input: 2 }, DType::F32),
-            (Inst::Binary { op: BinaryOp::Add, a: 0, b: 1 }, DType::F32),
-            (Inst::Unary { op: UnaryOp::Tanh, x: 3 }, DType::F32),
-            (Inst::Binary { op: BinaryOp::Mul, a: 4, b: 2 }, DType::F32),
-        ],
-        outputs: vec![KernelOutput { value: 5, reduced: reduce }],
-        reduce: reduce.then(|| Reduction { combine: Combine::Sum, axes: vec![0], keepdims: false }),
-    }
+    let (header, out) = if reduce { (" reduce sum axes=[0]", "reduce(%5)") } else { ("", "%5") };
+    Kernel::parse(&format!(
+        "kernel [{rows},{cols}]{header}
+           in0: f32[{rows},{cols}]
+           in1: f32[{cols}] view [_,0]
+           in2: f32[{rows},{col_cols}]
+           %0 = load in0 : f32
+           %1 = load in1 : f32
+           %2 = load in2 : f32
+           %3 = add %0, %1 : f32
+           %4 = tanh %3 : f32
+           %5 = mul %4, %2 : f32
+           out0 = {out}"
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -83,26 +79,25 @@ fn broadcast_kernels_and_outer_reductions_match_the_evaluator() {
 #[test]
 fn innermost_reductions_run_on_vectors_and_match_the_evaluator() {
     let none = Bindings::new();
-    for combine in [Combine::Sum, Combine::Mean, Combine::Max, Combine::Min, Combine::Prod] {
-        for axes in [vec![1], vec![0, 1]] {
+    for combine in ["sum", "mean", "max", "min", "prod"] {
+        for axes in ["[1]", "[0,1]"] {
             for (rows, cols) in [(3, 1), (2, 3), (4, 4), (5, 37), (2, 64)] {
-                let f32_in =
-                    |shape: &[usize], axes| KernelInput { dtype: DType::F32, shape: Shape::known(shape), axes };
-                let k = Kernel {
-                    domain: Shape::known(&[rows, cols]),
-                    inputs: vec![f32_in(&[rows, cols], vec![Some(0), Some(1)]), f32_in(&[cols], vec![None, Some(0)])],
-                    body: vec![
-                        (Inst::Load { input: 0 }, DType::F32),
-                        (Inst::Load { input: 1 }, DType::F32),
-                        (Inst::Binary { op: BinaryOp::Mul, a: 0, b: 1 }, DType::F32),
-                    ],
-                    outputs: vec![KernelOutput { value: 2, reduced: true }, KernelOutput { value: 2, reduced: false }],
-                    reduce: Some(Reduction { combine, axes: axes.clone(), keepdims: axes.len() == 1 }),
-                };
+                let keepdims = if axes == "[1]" { " keepdims" } else { "" };
+                let k = Kernel::parse(&format!(
+                    "kernel [{rows},{cols}] reduce {combine} axes={axes}{keepdims}
+                       in0: f32[{rows},{cols}]
+                       in1: f32[{cols}] view [_,0]
+                       %0 = load in0 : f32
+                       %1 = load in1 : f32
+                       %2 = mul %0, %1 : f32
+                       out0 = reduce(%2)
+                       out1 = %2"
+                ))
+                .unwrap();
                 assert_eq!(rhea_cpu::inner_reduce_vector_dtype(&k).is_some(), cols >= 4);
                 // Products of many values need values near 1 to stay finite.
                 let scale = |v: Value| match (combine, v) {
-                    (Combine::Prod, Value::F32(a)) => Value::F32(a.mapv(|x| 1.0 + x / 16.0)),
+                    ("prod", Value::F32(a)) => Value::F32(a.mapv(|x| 1.0 + x / 16.0)),
                     (_, v) => v,
                 };
                 let inputs = [scale(values(&[rows, cols], 3)), scale(values(&[cols], 4))];
@@ -111,15 +106,13 @@ fn innermost_reductions_run_on_vectors_and_match_the_evaluator() {
         }
     }
     // NaN wins a max wherever it sits, in a vector or in the tail.
-    let f32_in =
-        |shape: &[usize]| KernelInput { dtype: DType::F32, shape: Shape::known(shape), axes: vec![Some(0), Some(1)] };
-    let k = Kernel {
-        domain: Shape::known(&[3, 9]),
-        inputs: vec![f32_in(&[3, 9])],
-        body: vec![(Inst::Load { input: 0 }, DType::F32)],
-        outputs: vec![KernelOutput { value: 0, reduced: true }],
-        reduce: Some(Reduction { combine: Combine::Max, axes: vec![1], keepdims: false }),
-    };
+    let k = Kernel::parse(
+        "kernel [3,9] reduce max axes=[1]
+           in0: f32[3,9]
+           %0 = load in0 : f32
+           out0 = reduce(%0)",
+    )
+    .unwrap();
     let mut x = vec![0.5f32; 27];
     x[2] = f32::NAN; // row 0, inside the first vector
     x[9 + 8] = f32::NAN; // row 1, in the scalar tail

@@ -4,60 +4,53 @@
 //! block per output. `RHEA_BLESS=1` rewrites the files after a deliberate
 //! change; review the diff. Each is also assembled when `ptxas` exists.
 
-use rhea_graph::{BinaryOp, DType, F64, Shape, UnaryOp};
-use rhea_kernel::{Combine, Const, Inst, Kernel, KernelInput, KernelOutput, Reduction};
-
-fn input(shape: &[usize], axes: Vec<Option<usize>>) -> KernelInput {
-    KernelInput { dtype: DType::F32, shape: Shape::known(shape), axes }
-}
+use rhea_kernel::Kernel;
 
 /// relu(x + b) * exp(x), x [4,5] and b [5] broadcast over rows.
 fn bias_relu_exp() -> (Kernel, Vec<usize>) {
-    let k = Kernel {
-        domain: Shape::known(&[4, 5]),
-        inputs: vec![input(&[4, 5], vec![Some(0), Some(1)]), input(&[5], vec![None, Some(0)])],
-        body: vec![
-            (Inst::Load { input: 0 }, DType::F32),
-            (Inst::Load { input: 1 }, DType::F32),
-            (Inst::Binary { op: BinaryOp::Add, a: 0, b: 1 }, DType::F32),
-            (Inst::Unary { op: UnaryOp::Relu, x: 2 }, DType::F32),
-            (Inst::Unary { op: UnaryOp::Exp, x: 0 }, DType::F32),
-            (Inst::Binary { op: BinaryOp::Mul, a: 3, b: 4 }, DType::F32),
-        ],
-        outputs: vec![KernelOutput { value: 5, reduced: false }],
-        reduce: None,
-    };
+    let k = Kernel::parse(
+        "kernel [4,5]
+           in0: f32[4,5]
+           in1: f32[5] view [_,0]
+           %0 = load in0 : f32
+           %1 = load in1 : f32
+           %2 = add %0, %1 : f32
+           %3 = relu %2 : f32
+           %4 = exp %0 : f32
+           %5 = mul %3, %4 : f32
+           out0 = %5",
+    )
+    .unwrap();
     (k, vec![4, 5])
 }
 
 /// x * 0.5 + y over 1024 contiguous elements.
 fn axpy() -> (Kernel, Vec<usize>) {
-    let k = Kernel {
-        domain: Shape::known(&[1024]),
-        inputs: vec![input(&[1024], vec![Some(0)]), input(&[1024], vec![Some(0)])],
-        body: vec![
-            (Inst::Load { input: 0 }, DType::F32),
-            (Inst::Const { value: Const::Float(F64(0.5)) }, DType::F32),
-            (Inst::Binary { op: BinaryOp::Mul, a: 0, b: 1 }, DType::F32),
-            (Inst::Load { input: 1 }, DType::F32),
-            (Inst::Binary { op: BinaryOp::Add, a: 2, b: 3 }, DType::F32),
-        ],
-        outputs: vec![KernelOutput { value: 4, reduced: false }],
-        reduce: None,
-    };
+    let k = Kernel::parse(
+        "kernel [1024]
+           in0: f32[1024]
+           in1: f32[1024]
+           %0 = load in0 : f32
+           %1 = const 0.5 : f32
+           %2 = mul %0, %1 : f32
+           %3 = load in1 : f32
+           %4 = add %2, %3 : f32
+           out0 = %4",
+    )
+    .unwrap();
     (k, vec![1024])
 }
 
 /// The row means of a [6, n] matrix: a thread per row for small n, a block
 /// per row for large.
 fn row_mean(n: usize) -> (Kernel, Vec<usize>) {
-    let k = Kernel {
-        domain: Shape::known(&[6, n]),
-        inputs: vec![input(&[6, n], vec![Some(0), Some(1)])],
-        body: vec![(Inst::Load { input: 0 }, DType::F32)],
-        outputs: vec![KernelOutput { value: 0, reduced: true }],
-        reduce: Some(Reduction { combine: Combine::Mean, axes: vec![1], keepdims: false }),
-    };
+    let k = Kernel::parse(&format!(
+        "kernel [6,{n}] reduce mean axes=[1]
+           in0: f32[6,{n}]
+           %0 = load in0 : f32
+           out0 = reduce(%0)"
+    ))
+    .unwrap();
     (k, vec![6, n])
 }
 

@@ -190,28 +190,23 @@ pub fn eval_kernel(k: &Kernel, inputs: &[&Value], bindings: &Bindings) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{KernelInput, KernelOutput, Reduction};
     use ndarray::array;
-    use rhea_graph::{BinaryOp, F64, UnaryOp};
-
-    fn input(shape: &[usize], axes: Vec<Option<usize>>) -> KernelInput {
-        KernelInput { dtype: DType::F32, shape: Shape::known(shape), axes }
-    }
+    use rhea_graph::BinaryOp;
 
     /// relu(x + b) for x [2,3] and b [3], with its row sums.
+    const BIAS_RELU_SUM: &str = "kernel [2,3] reduce sum axes=[1]
+  in0: f32[2,3]
+  in1: f32[3] view [_,0]
+  %0 = load in0 : f32
+  %1 = load in1 : f32
+  %2 = add %0, %1 : f32
+  %3 = relu %2 : f32
+  out0 = %3
+  out1 = reduce(%3)
+";
+
     fn bias_relu_sum() -> Kernel {
-        Kernel {
-            domain: Shape::known(&[2, 3]),
-            inputs: vec![input(&[2, 3], vec![Some(0), Some(1)]), input(&[3], vec![None, Some(0)])],
-            body: vec![
-                (Inst::Load { input: 0 }, DType::F32),
-                (Inst::Load { input: 1 }, DType::F32),
-                (Inst::Binary { op: BinaryOp::Add, a: 0, b: 1 }, DType::F32),
-                (Inst::Unary { op: UnaryOp::Relu, x: 2 }, DType::F32),
-            ],
-            outputs: vec![KernelOutput { value: 3, reduced: false }, KernelOutput { value: 3, reduced: true }],
-            reduce: Some(Reduction { combine: Combine::Sum, axes: vec![1], keepdims: false }),
-        }
+        Kernel::parse(BIAS_RELU_SUM).unwrap()
     }
 
     #[test]
@@ -232,17 +227,15 @@ mod tests {
     #[test]
     fn transposed_views_and_constants() {
         // y[i, j] = x[j, i] * 2 over a [3,2] domain from x [2,3].
-        let k = Kernel {
-            domain: Shape::known(&[3, 2]),
-            inputs: vec![input(&[2, 3], vec![Some(1), Some(0)])],
-            body: vec![
-                (Inst::Load { input: 0 }, DType::F32),
-                (Inst::Const { value: Const::Float(F64(2.0)) }, DType::F32),
-                (Inst::Binary { op: BinaryOp::Mul, a: 0, b: 1 }, DType::F32),
-            ],
-            outputs: vec![KernelOutput { value: 2, reduced: false }],
-            reduce: None,
-        };
+        let k = Kernel::parse(
+            "kernel [3,2]
+               in0: f32[2,3] view [1,0]
+               %0 = load in0 : f32
+               %1 = const 2 : f32
+               %2 = mul %0, %1 : f32
+               out0 = %2",
+        )
+        .unwrap();
         let x = Value::from(array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]);
         let out = eval_kernel(&k, &[&x], &Bindings::new()).unwrap();
         assert_eq!(out[0], Value::from(array![[2.0f32, 8.0], [4.0, 10.0], [6.0, 12.0]]));
@@ -256,11 +249,18 @@ mod tests {
         assert!(eval_kernel(&k, &[&x, &b], &Bindings::new()).unwrap_err().contains("input 0"));
         k.body[2] = (Inst::Binary { op: BinaryOp::Add, a: 0, b: 5 }, DType::F32);
         assert!(k.verify().unwrap_err().contains("before it is defined"));
-        let mut k = bias_relu_sum();
-        k.domain = Shape::known(&[2, 0]);
-        k.inputs[0].shape = Shape::known(&[2, 0]);
-        k.inputs[1].shape = Shape::known(&[0]);
-        k.reduce.as_mut().unwrap().combine = Combine::Max;
+        let k = Kernel::parse(
+            "kernel [2,0] reduce max axes=[1]
+               in0: f32[2,0]
+               in1: f32[0] view [_,0]
+               %0 = load in0 : f32
+               %1 = load in1 : f32
+               %2 = add %0, %1 : f32
+               %3 = relu %2 : f32
+               out0 = %3
+               out1 = reduce(%3)",
+        )
+        .unwrap();
         let x = Value::from(ndarray::Array2::<f32>::zeros((2, 0)));
         let b = Value::from(ndarray::Array1::<f32>::zeros(0));
         assert!(eval_kernel(&k, &[&x, &b], &Bindings::new()).unwrap_err().contains("no identity"));

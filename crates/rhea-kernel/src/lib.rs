@@ -8,6 +8,7 @@ mod eval;
 mod ir;
 pub mod math;
 pub mod num;
+mod parse;
 pub mod scalar;
 
 pub use eval::{Bindings, eval_kernel, resolve};

@@ -737,20 +737,15 @@ fn int_reg(e: &mut Emitter, ix: Ix, v: usize) -> R {
 
 #[cfg(test)]
 mod tests {
-    use rhea_graph::{Shape, UnaryOp};
-    use rhea_kernel::{KernelInput, KernelOutput, Reduction};
-
     use super::*;
 
-    fn sum(dims: &[usize], axes: Vec<usize>) -> Kernel {
-        let all: Vec<Option<usize>> = (0..dims.len()).map(Some).collect();
-        Kernel {
-            domain: Shape::known(dims),
-            inputs: vec![KernelInput { dtype: DType::F32, shape: Shape::known(dims), axes: all }],
-            body: vec![(Inst::Load { input: 0 }, DType::F32)],
-            outputs: vec![KernelOutput { value: 0, reduced: true }],
-            reduce: Some(Reduction { combine: Combine::Sum, axes, keepdims: false }),
-        }
+    /// The sums of an f32 tensor of shape `dims` over `axes` (as `[0]`).
+    fn sum(dims: &[usize], axes: &str) -> Kernel {
+        let shape = rhea_graph::Shape::known(dims);
+        let text = format!(
+            "kernel {shape} reduce sum axes={axes}\n  in0: f32{shape}\n  %0 = load in0 : f32\n  out0 = reduce(%0)"
+        );
+        Kernel::parse(&text).unwrap()
     }
 
     fn shape_of(k: &Kernel, dims: &[usize]) -> &'static str {
@@ -760,16 +755,16 @@ mod tests {
     #[test]
     fn reductions_pick_their_organization_by_size_and_layout() {
         // Few elements per output: a thread each.
-        assert_eq!(shape_of(&sum(&[10, 60], vec![0]), &[10, 60]), "reduction, a thread per output");
+        assert_eq!(shape_of(&sum(&[10, 60], "[0]"), &[10, 60]), "reduction, a thread per output");
         // Many, along rows: a block each.
-        assert_eq!(shape_of(&sum(&[6, 1000], vec![1]), &[6, 1000]), "reduction, a block per output");
+        assert_eq!(shape_of(&sum(&[6, 1000], "[1]"), &[6, 1000]), "reduction, a block per output");
         // Many, down columns, with many columns: a thread each reads coalesced.
-        assert_eq!(shape_of(&sum(&[500, 2048], vec![0]), &[500, 2048]), "reduction, a thread per output");
+        assert_eq!(shape_of(&sum(&[500, 2048], "[0]"), &[500, 2048]), "reduction, a thread per output");
         // ...but few columns would leave the GPU idle: a block each.
-        assert_eq!(shape_of(&sum(&[500, 16], vec![0]), &[500, 16]), "reduction, a block per output");
+        assert_eq!(shape_of(&sum(&[500, 16], "[0]"), &[500, 16]), "reduction, a block per output");
         // Few outputs of many elements: several blocks each, then a
         // second stage, with scratch for the parts.
-        let k = sum(&[6, 20000], vec![1]);
+        let k = sum(&[6, 20000], "[1]");
         let l = lower_kernel(&k, "k", &[6, 20000], &[vec![6, 20000]]).unwrap();
         assert_eq!(l.shape, "reduction, several blocks per output");
         assert_eq!((l.grid, l.scratch), (12, 12 * 8));
@@ -779,17 +774,14 @@ mod tests {
 
     #[test]
     fn size_one_axes_keep_the_vector_path() {
-        let k = Kernel {
-            domain: Shape::known(&[1, 1024]),
-            inputs: vec![KernelInput {
-                dtype: DType::F32,
-                shape: Shape::known(&[1, 1024]),
-                axes: vec![Some(0), Some(1)],
-            }],
-            body: vec![(Inst::Load { input: 0 }, DType::F32), (Inst::Unary { op: UnaryOp::Neg, x: 0 }, DType::F32)],
-            outputs: vec![KernelOutput { value: 1, reduced: false }],
-            reduce: None,
-        };
+        let k = Kernel::parse(
+            "kernel [1,1024]
+               in0: f32[1,1024]
+               %0 = load in0 : f32
+               %1 = neg %0 : f32
+               out0 = %1",
+        )
+        .unwrap();
         let l = lower_kernel(&k, "k", &[1, 1024], &[vec![1, 1024]]).unwrap();
         assert_eq!(l.shape, "elementwise, 16-byte vectors");
         assert_eq!(l.grid, 1);
@@ -798,13 +790,14 @@ mod tests {
     #[test]
     fn float_to_integer_casts_map_nan_to_zero_where_cvt_does_not() {
         let cast = |from: DType, to: DType| {
-            let k = Kernel {
-                domain: Shape::known(&[4]),
-                inputs: vec![KernelInput { dtype: from, shape: Shape::known(&[4]), axes: vec![Some(0)] }],
-                body: vec![(Inst::Load { input: 0 }, from), (Inst::Cast { x: 0 }, to)],
-                outputs: vec![KernelOutput { value: 1, reduced: false }],
-                reduce: None,
-            };
+            let k = Kernel::parse(&format!(
+                "kernel [4]
+                   in0: {from}[4]
+                   %0 = load in0 : {from}
+                   %1 = cast %0 : {to}
+                   out0 = %1"
+            ))
+            .unwrap();
             lower_kernel(&k, "k", &[4], &[vec![4]]).unwrap().text
         };
         // cvt gives 0 for NaN only from f32 to a 32-bit integer.
