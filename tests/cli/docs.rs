@@ -65,13 +65,15 @@ fn tag(op: &Op) -> &'static str {
         Op::Conv2dWeightGrad(_) => "conv2d_weight_grad",
         Op::MaxPool2dGrad(_) => "max_pool2d_grad",
         Op::AvgPool2dGrad(_) => "avg_pool2d_grad",
+        Op::MaxPool2dGather(_) => "max_pool2d_gather",
+        Op::StopGradient => "stop_gradient",
         Op::Dropout { .. } => "dropout",
         Op::RandomUniform(_) => "random_uniform",
         Op::RandomNormal(_) => "random_normal",
     }
 }
 
-const ALL_TAGS: [&str; 31] = [
+const ALL_TAGS: [&str; 33] = [
     "input",
     "shared",
     "const",
@@ -100,6 +102,8 @@ const ALL_TAGS: [&str; 31] = [
     "conv2d_weight_grad",
     "max_pool2d_grad",
     "avg_pool2d_grad",
+    "max_pool2d_gather",
+    "stop_gradient",
     "dropout",
     "random_uniform",
     "random_normal",

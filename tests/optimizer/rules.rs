@@ -47,6 +47,7 @@ fn useless_rules() {
     check("reshape_chain", v(), |_, x| x.reshape(&[6]).unwrap().reshape(&[3, 2]).unwrap(), "reshape");
     check("reduce_size1", v(), |_, x| x.expand_dims(0).unwrap().sum(&[0], false).unwrap().exp().unwrap(), "exp");
     check("cast_same", v(), |_, x| x.cast(DType::F32).unwrap().exp().unwrap(), "exp");
+    check("stop_gradient", v(), |_, x| x.stop_gradient().unwrap().exp().unwrap(), "exp");
 }
 
 #[test]

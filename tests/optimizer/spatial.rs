@@ -3,11 +3,12 @@
 //! dtypes: on the CPU backend's native kernels, and on the CUDA backend's
 //! (im2col and col2im kernels with batched cuBLAS products, window
 //! kernels for pooling) on the emulated GPU and, where there is one, a GPU.
+//! Second derivatives (a gradient penalty) and forward mode run there too.
 
 use std::collections::HashMap;
 
 use rhea::opt::Mode;
-use rhea::{Builder, Conv2d, DType, Pool2d, Value, grad, rng};
+use rhea::{Builder, Conv2d, DType, Pool2d, Value, grad, jvp, rng};
 
 use crate::kit::*;
 
@@ -70,6 +71,77 @@ fn check(on: On, dtype: DType, x_shape: [usize; 4], w_shape: [usize; 4], conv: C
             panic!("{name} of {dtype} x{x_shape:?} w{w_shape:?} {conv:?} {pool:?} max={max}: {e}");
         }
     }
+}
+
+/// A gradient penalty, `sum(gx^2) + sum(gw^2)` of the gradients of
+/// `sum(pool(conv(x, w)) * r)`, with its own gradients (second
+/// derivatives through every convolution and pooling gradient op), and the
+/// JVP of `pool(conv(x, w))` along `(vx, vw)`: on the interpreter and `on`.
+fn check_higher(on: On, dtype: DType, x_shape: [usize; 4], w_shape: [usize; 4], conv: Conv2d, pool: Pool2d, max: bool) {
+    let g = Builder::new();
+    let x = g.input("x", dtype, x_shape).unwrap();
+    let w = g.input("w", dtype, w_shape).unwrap();
+    let y = x.conv2d(&w, conv.clone()).unwrap().tanh().unwrap();
+    let p = if max { y.max_pool2d(pool.clone()) } else { y.avg_pool2d(pool.clone()) }.unwrap();
+    let shape = p.shape().to_known().unwrap();
+    let r = g.input("r", dtype, shape.as_slice()).unwrap();
+    let cost = (&p * &r).sum_all().unwrap();
+    let first = grad(&cost, &[&x, &w]).unwrap();
+    let penalty = first[0].square().unwrap().sum_all().unwrap() + first[1].square().unwrap().sum_all().unwrap();
+    let second = grad(&penalty, &[&x, &w]).unwrap();
+    let vx = g.input("vx", dtype, x_shape).unwrap();
+    let vw = g.input("vw", dtype, w_shape).unwrap();
+    let tangent = jvp(&[&p], &[&x, &w], &[&vx, &vw]).unwrap().remove(0);
+    let mut graph = g.graph().clone();
+    let names = ["penalty", "hx", "hw", "tangent"];
+    for (name, v) in names.iter().zip([&penalty, &second[0], &second[1], &tangent]) {
+        graph.set_output(name, v.id());
+    }
+    let feeds: HashMap<String, Value> = [
+        ("x".to_string(), random(dtype, &x_shape, 1)),
+        ("w".to_string(), random(dtype, &w_shape, 2)),
+        ("r".to_string(), random(dtype, &shape, 3)),
+        ("vx".to_string(), random(dtype, &x_shape, 4)),
+        ("vw".to_string(), random(dtype, &w_shape, 5)),
+    ]
+    .into();
+    let want = run_raw(&graph, &feeds);
+    let got = on.run(&program(&graph, &options(Mode::Fast, &[])), &feeds).unwrap();
+    let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+    for (name, (a, b)) in names.iter().zip(want.iter().zip(&got)) {
+        if let Err(e) = close(a, b, tol) {
+            panic!("{name} of {dtype} x{x_shape:?} w{w_shape:?} {conv:?} {pool:?} max={max}: {e}");
+        }
+    }
+}
+
+/// The higher-order cases every backend runs.
+fn higher_cases(on: On) {
+    for dtype in [DType::F32, DType::F64] {
+        check_higher(on, dtype, [2, 3, 6, 6], [4, 3, 3, 3], conv([1, 1], [1, 1], [1, 1], 1), pool(2, 2, 0, true), true);
+        check_higher(
+            on,
+            dtype,
+            [1, 4, 7, 5],
+            [4, 2, 3, 2],
+            conv([2, 1], [1, 0], [1, 2], 2),
+            pool(3, 1, 1, false),
+            false,
+        );
+        check_higher(on, dtype, [1, 2, 7, 7], [2, 2, 2, 2], conv([1, 1], [0, 0], [1, 1], 1), pool(3, 2, 1, true), true);
+    }
+}
+
+#[test]
+fn second_derivatives_and_forward_mode_match_the_interpreter() {
+    higher_cases(On::Cpu);
+    higher_cases(On::Emulator(rhea_cuda::EMULATED_MEMORY));
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU (scripts/gpu-check runs it)"]
+fn second_derivatives_and_forward_mode_on_the_gpu_match_the_interpreter() {
+    higher_cases(On::Gpu);
 }
 
 fn conv(stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], groups: usize) -> Conv2d {

@@ -357,6 +357,16 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> Rule {
             need(y == *gy, || format!("{}: the output gradient is {gy}, but the forward output is {y}", op.name()))?;
             Ok(x.clone())
         }
+        Op::MaxPool2dGather(p) => {
+            arity(op, inputs, 2)?;
+            let (x, g) = (inputs[0], inputs[1]);
+            need(x == g, || format!("{}: the gathered tensor is {g}, but the forward input is {x}", op.name()))?;
+            pool_shape(op, p, x)
+        }
+        Op::StopGradient => {
+            arity(op, inputs, 1)?;
+            Ok(inputs[0].clone())
+        }
         Op::AvgPool2dGrad(g) => {
             arity(op, inputs, 1)?;
             let gy = inputs[0];

@@ -44,7 +44,9 @@ pub use builder::{Builder, Operand, Var, concat, stack, where_};
 pub use dot::to_dot;
 pub use dtype::DType;
 pub use error::GraphError;
-pub use grad::{Disconnected, grad, grad_nodes, grad_with};
+pub use grad::{
+    Disconnected, GradOptions, grad, grad_nodes, grad_opts, grad_with, hessian_vector_product, jvp, jvp_nodes, lop,
+};
 pub use graph::{Fetch, Graph, Loc, Node, NodeId, check_value};
 pub use infer::{infer, matmul_shape, reduced_shape, window_count};
 pub use json::{FORMAT, INLINE_LIMIT, VERSION, from_json, to_json, to_json_with};

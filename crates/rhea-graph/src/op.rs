@@ -156,9 +156,17 @@ pub enum Op {
     /// Gradient of [`Op::MaxPool2d`]: inputs are the forward input and the
     /// output gradient, which flows to the first maximum of each window.
     MaxPool2dGrad(Box<Pool2d>),
+    /// Transpose of [`Op::MaxPool2dGrad`] in its output gradient (XLA's
+    /// `select_and_gather_add`): inputs are the forward input `x` and a
+    /// tensor `g` of its shape; each window's result is `g` at the first
+    /// maximum of `x` in that window. The second derivative of max pooling.
+    MaxPool2dGather(Box<Pool2d>),
     /// Gradient of [`Op::AvgPool2d`]: the input is the output gradient;
     /// `size` is the forward input's `[H, W]`.
     AvgPool2dGrad(Box<PoolGrad>),
+    /// The identity whose gradient is zero (JAX's `stop_gradient`, Theano's
+    /// `consider_constant` and `disconnected_grad`). The optimizer removes it.
+    StopGradient,
     /// Inverted dropout: with `training`, each element is zeroed with
     /// probability `rate` and the rest scaled by `1/(1-rate)`; otherwise the
     /// identity. The mask is a pure function of `seed`, an optional `i64`
@@ -622,7 +630,9 @@ impl Op {
             Op::Conv2dInputGrad(_) => "conv2d_input_grad",
             Op::Conv2dWeightGrad(_) => "conv2d_weight_grad",
             Op::MaxPool2dGrad(_) => "max_pool2d_grad",
+            Op::MaxPool2dGather(_) => "max_pool2d_gather",
             Op::AvgPool2dGrad(_) => "avg_pool2d_grad",
+            Op::StopGradient => "stop_gradient",
             Op::Dropout { .. } => "dropout",
             Op::RandomUniform(_) => "random_uniform",
             Op::RandomNormal(_) => "random_normal",
@@ -643,7 +653,7 @@ impl Op {
         match self {
             Op::Input { name } | Op::Shared { name } => format!("{name:?}"),
             Op::Const { value } => value.to_string(),
-            Op::Unary { .. } | Op::Binary { .. } | Op::Where | Op::Dot => String::new(),
+            Op::Unary { .. } | Op::Binary { .. } | Op::Where | Op::Dot | Op::StopGradient => String::new(),
             Op::Cast { to } => to.to_string(),
             Op::Gemm { alpha, beta, trans_a, trans_b } => format!(
                 "alpha={alpha}, beta={beta}{}{}",
@@ -675,7 +685,7 @@ impl Op {
             Op::Conv2dInputGrad(g) | Op::Conv2dWeightGrad(g) => {
                 format!("{}, size={}", conv_attrs(&g.conv), pair(g.size))
             }
-            Op::MaxPool2d(p) | Op::MaxPool2dGrad(p) => {
+            Op::MaxPool2d(p) | Op::MaxPool2dGrad(p) | Op::MaxPool2dGather(p) => {
                 format!("kernel={}, stride={}, padding={}", pair(p.kernel), pair(p.stride), pair(p.padding))
             }
             Op::AvgPool2d(p) => pool_attrs(p),

@@ -22,6 +22,7 @@ mod guard;
 mod ops;
 mod program;
 mod verify;
+mod window;
 
 pub use error::InterpError;
 pub use eval::{Bindings, RunOptions, bind_inputs, eval_op, run, run_all, run_checked, run_with};

@@ -17,6 +17,8 @@ pub const RULES: &[Rule] = &[
     Rule { name: "reshape_chain", identity: "reshape(reshape(x)) -> reshape(x)", apply: reshape_chain },
     Rule { name: "reduce_size1", identity: "sum over size-1 axes -> reshape", apply: reduce_size1 },
     Rule { name: "cast_same", identity: "cast to the same dtype -> x", apply: cast_same },
+    // Graphs are differentiated before they are optimized, so the marker has done its work.
+    Rule { name: "stop_gradient", identity: "stop_gradient(x) -> x", apply: stop_gradient },
 ];
 
 /// `x` if it has the node's type (a broadcast does not stretch it).
@@ -115,4 +117,9 @@ fn cast_same(cx: &mut Ctx) -> Option<rhea_graph::NodeId> {
         Op::Cast { to } if *to == cx.ty(cx.input(0)).dtype => Some(cx.input(0)),
         _ => None,
     }
+}
+
+// stop_gradient(x) -> x
+fn stop_gradient(cx: &mut Ctx) -> Option<rhea_graph::NodeId> {
+    matches!(cx.op(), Op::StopGradient).then(|| cx.input(0))
 }

@@ -1,214 +1,21 @@
-//! Reverse-mode automatic differentiation as a graph-to-graph transform.
-//!
-//! [`vjp`] states each op's vector-Jacobian product as more graph ops, so a
-//! gradient graph dumps, optimizes and compiles like any other graph.
+//! Each op's vector-Jacobian product, stated as more graph ops.
 
-use std::collections::{HashMap, HashSet};
-
+use super::emit::Emit;
 use crate::shape::dim_product;
 use crate::{
-    BinaryOp, ConvGrad, Dim, Graph, GraphError, Loc, Node, NodeId, Op, PoolGrad, ReduceOp, Shape, SliceSpec,
-    TensorType, UnaryOp, Value, Var, reduced_shape,
+    BinaryOp, ConvGrad, Dim, GraphError, Node, NodeId, Op, PoolGrad, ReduceOp, Shape, SliceSpec, TensorType, UnaryOp,
+    Value,
 };
 
 type Result<T> = std::result::Result<T, GraphError>;
 
-/// What to do with a `wrt` variable the cost does not depend on (Theano's
-/// `disconnected_inputs`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Disconnected {
-    /// An error naming the variable.
-    #[default]
-    Raise,
-    /// A zero gradient.
-    Zero,
-}
-
-/// Gradients of the scalar `cost` with respect to each of `wrt`.
-///
-/// ```
-/// use rhea_graph::{Builder, DType, grad};
-/// let g = Builder::new();
-/// let x = g.input("x", DType::F64, [3])?;
-/// let cost = x.square()?.sum_all()?;
-/// let dx = grad(&cost, &[&x])?;
-/// assert_eq!(dx[0].ty().to_string(), "f64[3]");
-/// # Ok::<(), rhea_graph::GraphError>(())
-/// ```
-pub fn grad(cost: &Var, wrt: &[&Var]) -> Result<Vec<Var>> {
-    grad_with(cost, wrt, Disconnected::Raise)
-}
-
-/// [`grad`] with a policy for variables the cost does not depend on.
-pub fn grad_with(cost: &Var, wrt: &[&Var], disconnected: Disconnected) -> Result<Vec<Var>> {
-    let b = cost.builder();
-    if wrt.iter().any(|w| !w.builder().same_graph(b)) {
-        return Err(GraphError::ForeignVar);
-    }
-    let ids: Vec<NodeId> = wrt.iter().map(|w| w.id()).collect();
-    let grads = grad_nodes(&mut b.graph_mut(), cost.id(), &ids, disconnected)?;
-    Ok(grads.into_iter().map(|id| b.var(id)).collect())
-}
-
-/// [`grad`] on a [`Graph`] by node ids.
-pub fn grad_nodes(g: &mut Graph, cost: NodeId, wrt: &[NodeId], disconnected: Disconnected) -> Result<Vec<NodeId>> {
-    let cty = g.ty(cost).clone();
-    if !cty.dtype.is_float() || cty.shape.rank() != 0 {
-        return Err(GraphError::Mismatch(format!("grad needs a float scalar cost, got {cty} (reduce it first)")));
-    }
-    for &w in wrt {
-        let ty = g.ty(w);
-        if !ty.dtype.is_float() {
-            return Err(GraphError::Mismatch(format!(
-                "cannot differentiate with respect to {} ({ty}): only float tensors have gradients",
-                describe(g, w)
-            )));
-        }
-    }
-    let order = g.ancestors(&[cost]);
-    let mut reaches: HashSet<NodeId> = wrt.iter().copied().collect();
-    for &id in &order {
-        if g.node(id).inputs.iter().any(|i| reaches.contains(i)) {
-            reaches.insert(id);
-        }
-    }
-    let mut adjoint: HashMap<NodeId, NodeId> = HashMap::new();
-    adjoint.insert(cost, g.add_const(Value::scalar(1.0, cty.dtype), g.node(cost).loc.clone()));
-    for &id in order.iter().rev() {
-        let Some(&gy) = adjoint.get(&id) else { continue };
-        let node = g.node(id).clone();
-        if node.op.is_leaf() || !reaches.contains(&id) {
-            continue;
-        }
-        let need: Vec<bool> = node.inputs.iter().map(|i| reaches.contains(i)).collect();
-        let mut e = Emit { g, loc: node.loc.clone() };
-        let grads = vjp(&mut e, id, &node, gy, &need)?;
-        for ((&input, gx), needed) in node.inputs.iter().zip(grads).zip(need) {
-            let (Some(gx), true) = (gx, needed) else { continue };
-            let total = match adjoint.get(&input) {
-                Some(&prev) => e.bin(BinaryOp::Add, prev, gx)?,
-                None => gx,
-            };
-            adjoint.insert(input, total);
-        }
-    }
-    let in_graph: HashSet<NodeId> = order.iter().copied().collect();
-    wrt.iter()
-        .map(|&w| match adjoint.get(&w) {
-            Some(&gw) => Ok(gw),
-            None if in_graph.contains(&w) || disconnected == Disconnected::Zero => {
-                let ty = g.ty(w).clone();
-                Emit { g, loc: None }.zeros(&ty)
-            }
-            None => Err(GraphError::Mismatch(format!(
-                "the cost does not depend on {}; pass Disconnected::Zero to get a zero gradient",
-                describe(g, w)
-            ))),
-        })
-        .collect()
-}
-
-fn describe(g: &Graph, id: NodeId) -> String {
-    match g.leaf_name(id) {
-        Some(name) => format!("{name:?}"),
-        None => format!("node {id} ({})", g.node(id).op.name()),
-    }
-}
-
-/// Adds gradient nodes, each tagged with the forward node's source line.
-struct Emit<'g> {
-    g: &'g mut Graph,
-    loc: Option<Loc>,
-}
-
-impl Emit<'_> {
-    fn op(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
-        self.g.add(op, inputs, self.loc.clone())
-    }
-    fn ty(&self, id: NodeId) -> TensorType {
-        self.g.ty(id).clone()
-    }
-    fn un(&mut self, fun: UnaryOp, x: NodeId) -> Result<NodeId> {
-        self.op(Op::Unary { fun }, &[x])
-    }
-    fn bin(&mut self, fun: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId> {
-        self.op(Op::Binary { fun }, &[a, b])
-    }
-    fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
-        self.bin(BinaryOp::Mul, a, b)
-    }
-    fn scalar(&mut self, x: f64, like: NodeId) -> NodeId {
-        let dtype = self.g.ty(like).dtype;
-        self.g.add_const(Value::scalar(x, dtype), self.loc.clone())
-    }
-    /// `x * c` for a Rust scalar `c`.
-    fn scale(&mut self, x: NodeId, c: f64) -> Result<NodeId> {
-        let c = self.scalar(c, x);
-        self.mul(x, c)
-    }
-    fn select(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
-        self.op(Op::Where, &[cond, a, b])
-    }
-    fn sum(&mut self, x: NodeId, axes: Vec<usize>, keepdims: bool) -> Result<NodeId> {
-        self.op(Op::Reduce { fun: ReduceOp::Sum, axes: axes.into(), keepdims }, &[x])
-    }
-    fn reshape(&mut self, x: NodeId, shape: &Shape) -> Result<NodeId> {
-        if &self.ty(x).shape == shape { Ok(x) } else { self.op(Op::Reshape { shape: shape.clone() }, &[x]) }
-    }
-    fn dimshuffle(&mut self, x: NodeId, pattern: Vec<Option<usize>>) -> Result<NodeId> {
-        self.op(Op::DimShuffle { pattern: pattern.into() }, &[x])
-    }
-    fn transpose_last2(&mut self, x: NodeId) -> Result<NodeId> {
-        let r = self.ty(x).shape.rank();
-        let mut pattern: Vec<Option<usize>> = (0..r).map(Some).collect();
-        pattern.swap(r - 2, r - 1);
-        self.dimshuffle(x, pattern)
-    }
-    fn broadcast_to(&mut self, x: NodeId, shape: &Shape) -> Result<NodeId> {
-        if &self.ty(x).shape == shape { Ok(x) } else { self.op(Op::BroadcastTo { shape: shape.clone() }, &[x]) }
-    }
-    fn zeros(&mut self, ty: &TensorType) -> Result<NodeId> {
-        let z = self.g.add_const(Value::scalar(0.0, ty.dtype), self.loc.clone());
-        self.broadcast_to(z, &ty.shape)
-    }
-    fn slice(&mut self, x: NodeId, specs: Vec<SliceSpec>) -> Result<NodeId> {
-        self.op(Op::Slice { specs: specs.into() }, &[x])
-    }
-    fn pad_axis(&mut self, x: NodeId, axis: usize, before: usize, after: usize) -> Result<NodeId> {
-        let mut widths = vec![(0, 0); self.ty(x).shape.rank()];
-        widths[axis] = (before, after);
-        self.op(Op::Pad { widths: widths.into(), value: crate::F64(0.0) }, &[x])
-    }
-
-    /// Sums a gradient of a broadcast result back to the operand's shape.
-    fn unbroadcast(&mut self, adj: NodeId, target: &Shape) -> Result<NodeId> {
-        let shape = self.ty(adj).shape;
-        if &shape == target {
-            return Ok(adj);
-        }
-        let lead = shape.rank() - target.rank();
-        let mut axes: Vec<usize> = (0..lead).collect();
-        axes.extend(
-            (0..target.rank())
-                .filter(|&i| target[i] == Dim::Known(1) && shape[lead + i] != Dim::Known(1))
-                .map(|i| lead + i),
-        );
-        let summed = if axes.is_empty() { adj } else { self.sum(adj, axes, true)? };
-        self.reshape(summed, target)
-    }
-
-    /// `gy` reshaped to the keepdims form of a reduction's output.
-    fn keep(&mut self, gy: NodeId, x: &Shape, axes: &[usize], keepdims: bool) -> Result<NodeId> {
-        if keepdims { Ok(gy) } else { self.reshape(gy, &reduced_shape(x, axes, true)) }
-    }
-}
-
 /// Gradients with respect to each input of `node` (whose id is `y`) given
 /// the gradient `gy` of its output; `None` where the op is not
 /// differentiable in that input or `need` says it is not wanted.
-fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool]) -> Result<Vec<Option<NodeId>>> {
+pub(super) fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool]) -> Result<Vec<Option<NodeId>>> {
     let x = &node.inputs;
     let xt: Vec<TensorType> = x.iter().map(|&i| e.ty(i)).collect();
+    let known = |t: &TensorType, i: usize| t.shape[i].known().expect("convolution's spatial dims are known");
     let not_supported =
         |what: &str| GraphError::Mismatch(format!("gradient of {} is not supported ({what})", node.op.name()));
     Ok(match &node.op {
@@ -479,7 +286,6 @@ fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool]) -> Resul
             vec![Some(e.bin(BinaryOp::Sub, gy, ps)?)]
         }
         Op::Conv2d(c) => {
-            let known = |t: &TensorType, i: usize| t.shape[i].known().expect("conv2d spatial dims are known");
             let gx = if need[0] {
                 let size = [known(&xt[0], 2), known(&xt[0], 3)];
                 Some(e.op(Op::Conv2dInputGrad(Box::new(ConvGrad { conv: (**c).clone(), size })), &[gy, x[1]])?)
@@ -510,9 +316,40 @@ fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool]) -> Resul
         }
         Op::RandomUniform(_) | Op::RandomNormal(_) => x.iter().map(|_| None).collect(),
         Op::Gemm { .. } => return Err(not_supported("gemm is made by the optimizer; differentiate before optimizing")),
-        Op::Conv2dInputGrad(_) | Op::Conv2dWeightGrad(_) | Op::MaxPool2dGrad(_) | Op::AvgPool2dGrad(_) => {
-            return Err(not_supported("second derivatives of convolution and pooling"));
+        // The gradients of convolution and pooling are linear in each input:
+        // each one's gradient is its forward op or the other gradient, with
+        // the roles of the tensors exchanged (the second derivatives).
+        Op::Conv2dInputGrad(cg) => {
+            // dx = conv2d_input_grad(gy, w): <g, dx> = <conv2d(g, w), gy>.
+            let (gyn, w) = (x[0], x[1]);
+            let size = [known(&xt[1], 2), known(&xt[1], 3)];
+            vec![
+                if need[0] { Some(e.op(Op::Conv2d(Box::new(cg.conv.clone())), &[gy, w])?) } else { None },
+                if need[1] {
+                    Some(e.op(Op::Conv2dWeightGrad(Box::new(ConvGrad { conv: cg.conv.clone(), size })), &[gy, gyn])?)
+                } else {
+                    None
+                },
+            ]
         }
+        Op::Conv2dWeightGrad(cg) => {
+            // dw = conv2d_weight_grad(x, gy): <g, dw> = <conv2d(x, g), gy>.
+            let (xn, gyn) = (x[0], x[1]);
+            let size = [known(&xt[0], 2), known(&xt[0], 3)];
+            vec![
+                if need[0] {
+                    Some(e.op(Op::Conv2dInputGrad(Box::new(ConvGrad { conv: cg.conv.clone(), size })), &[gyn, gy])?)
+                } else {
+                    None
+                },
+                if need[1] { Some(e.op(Op::Conv2d(Box::new(cg.conv.clone())), &[xn, gy])?) } else { None },
+            ]
+        }
+        // Where the maxima are does not move under a small change of x.
+        Op::MaxPool2dGrad(p) => vec![None, Some(e.op(Op::MaxPool2dGather(p.clone()), &[x[0], gy])?)],
+        Op::MaxPool2dGather(p) => vec![None, Some(e.op(Op::MaxPool2dGrad(p.clone()), &[x[0], gy])?)],
+        Op::AvgPool2dGrad(pg) => vec![Some(e.op(Op::AvgPool2d(Box::new(pg.pool.clone())), &[gy])?)],
+        Op::StopGradient => vec![None],
     })
 }
 
@@ -650,43 +487,4 @@ fn gather_vjp(
     back.push(Some(rank - 1));
     back.extend((axis..rank - 1).map(Some));
     e.dimshuffle(summed, back).map_err(err)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{Builder, DType};
-
-    #[test]
-    fn gradients_are_ordinary_typed_nodes() {
-        let g = Builder::new();
-        let b = g.dim("batch").unwrap();
-        let x = g.input("x", DType::F32, [b, Dim::Known(3)]).unwrap();
-        let w = g.shared("w", ndarray::Array2::<f32>::zeros((3, 2))).unwrap();
-        let bias = g.shared("b", ndarray::Array1::<f32>::zeros(2)).unwrap();
-        let cost = (&x.dot(&w).unwrap() + &bias).sigmoid().unwrap().mean_all().unwrap();
-        let grads = grad(&cost, &[&w, &bias]).unwrap();
-        assert_eq!(grads[0].ty().to_string(), "f32[3,2]");
-        assert_eq!(grads[1].ty().to_string(), "f32[2]");
-    }
-
-    #[test]
-    fn bad_requests_are_clear_errors() {
-        let g = Builder::new();
-        let x = g.input("x", DType::F32, [3]).unwrap();
-        let z = g.input("z", DType::F32, [3]).unwrap();
-        let i = g.input("i", DType::I32, [3]).unwrap();
-        let cost = x.sum_all().unwrap();
-        let e = grad(&x, &[&x]).unwrap_err().to_string();
-        assert_eq!(e, "grad needs a float scalar cost, got f32[3] (reduce it first)");
-        let e = grad(&cost, &[&i]).unwrap_err().to_string();
-        assert!(e.contains("cannot differentiate with respect to \"i\" (i32[3])"), "{e}");
-        let e = grad(&cost, &[&z]).unwrap_err().to_string();
-        assert!(e.contains("the cost does not depend on \"z\""), "{e}");
-        let zero = grad_with(&cost, &[&z], Disconnected::Zero).unwrap();
-        assert_eq!(zero[0].ty().to_string(), "f32[3]");
-        // Connected only through a non-differentiable op: a zero gradient, no error.
-        let c2 = x.floor().unwrap().sum_all().unwrap();
-        assert!(grad(&c2, &[&x]).is_ok());
-    }
 }
