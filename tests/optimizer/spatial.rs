@@ -53,22 +53,30 @@ fn check(on: On, dtype: DType, x_shape: [usize; 4], w_shape: [usize; 4], conv: C
     let r = g.input("r", dtype, shape.as_slice()).unwrap();
     let cost = (&p * &r).sum_all().unwrap();
     let grads = grad(&cost, &[&x, &w]).unwrap();
-    let mut graph = g.graph().clone();
-    for (name, v) in [("y", &y), ("p", &p), ("gx", &grads[0]), ("gw", &grads[1])] {
-        graph.set_output(name, v.id());
-    }
     let feeds: HashMap<String, Value> = [
         ("x".to_string(), random(dtype, &x_shape, 1)),
         ("w".to_string(), random(dtype, &w_shape, 2)),
         ("r".to_string(), random(dtype, &shape, 3)),
     ]
     .into();
-    let want = run_raw(&graph, &feeds);
-    let got = on.run(&program(&graph, &options(Mode::Fast, &[])), &feeds).unwrap();
-    let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
-    for (name, (a, b)) in ["y", "p", "gx", "gw"].iter().zip(want.iter().zip(&got)) {
+    let outputs = [("y", &y), ("p", &p), ("gx", &grads[0]), ("gw", &grads[1])];
+    let what = format!("{dtype} x{x_shape:?} w{w_shape:?} {conv:?} {pool:?} max={max}");
+    compare(on, &g, &outputs, &feeds, &what);
+}
+
+/// The `outputs` of `g`'s graph on the interpreter and, optimized, `on` a
+/// backend: the same within a tolerance of the dtype.
+fn compare(on: On, g: &Builder, outputs: &[(&str, &rhea::Var)], feeds: &HashMap<String, Value>, what: &str) {
+    let mut graph = g.graph().clone();
+    for (name, v) in outputs {
+        graph.set_output(name, v.id());
+    }
+    let want = run_raw(&graph, feeds);
+    let got = on.run(&program(&graph, &options(Mode::Fast, &[])), feeds).unwrap();
+    for ((name, v), (a, b)) in outputs.iter().zip(want.iter().zip(&got)) {
+        let tol = if v.ty().dtype == DType::F32 { 1e-4 } else { 1e-10 };
         if let Err(e) = close(a, b, tol) {
-            panic!("{name} of {dtype} x{x_shape:?} w{w_shape:?} {conv:?} {pool:?} max={max}: {e}");
+            panic!("{name} of {what}: {e}");
         }
     }
 }
@@ -92,11 +100,6 @@ fn check_higher(on: On, dtype: DType, x_shape: [usize; 4], w_shape: [usize; 4], 
     let vx = g.input("vx", dtype, x_shape).unwrap();
     let vw = g.input("vw", dtype, w_shape).unwrap();
     let tangent = jvp(&[&p], &[&x, &w], &[&vx, &vw]).unwrap().remove(0);
-    let mut graph = g.graph().clone();
-    let names = ["penalty", "hx", "hw", "tangent"];
-    for (name, v) in names.iter().zip([&penalty, &second[0], &second[1], &tangent]) {
-        graph.set_output(name, v.id());
-    }
     let feeds: HashMap<String, Value> = [
         ("x".to_string(), random(dtype, &x_shape, 1)),
         ("w".to_string(), random(dtype, &w_shape, 2)),
@@ -105,14 +108,9 @@ fn check_higher(on: On, dtype: DType, x_shape: [usize; 4], w_shape: [usize; 4], 
         ("vw".to_string(), random(dtype, &w_shape, 5)),
     ]
     .into();
-    let want = run_raw(&graph, &feeds);
-    let got = on.run(&program(&graph, &options(Mode::Fast, &[])), &feeds).unwrap();
-    let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
-    for (name, (a, b)) in names.iter().zip(want.iter().zip(&got)) {
-        if let Err(e) = close(a, b, tol) {
-            panic!("{name} of {dtype} x{x_shape:?} w{w_shape:?} {conv:?} {pool:?} max={max}: {e}");
-        }
-    }
+    let outputs = [("penalty", &penalty), ("hx", &second[0]), ("hw", &second[1]), ("tangent", &tangent)];
+    let what = format!("{dtype} x{x_shape:?} w{w_shape:?} {conv:?} {pool:?} max={max}");
+    compare(on, &g, &outputs, &feeds, &what);
 }
 
 /// The higher-order cases every backend runs.

@@ -2,49 +2,14 @@
 //! (`verify_grad`), on several shapes, with broadcasting; and its second
 //! derivative, by checking the gradient graph's own gradient the same way.
 
-use rhea_graph::{
-    Builder, Conv2d, DType, Dim, GraphError, Pool2d, SliceSpec, UnaryOp, Value, Var, concat, grad, rng, where_,
-};
+use rhea_graph::{Builder, Conv2d, DType, Dim, Pool2d, SliceSpec, UnaryOp, Value, concat, grad, where_};
 use rhea_interp::{VerifyOptions, verify_grad};
 
-type Build = Box<dyn Fn(&Builder, &[Var]) -> Result<Var, GraphError>>;
+mod support;
+use support::{Build, away, derivative, pos, pt};
+
 /// Makes test points of a shape from a seed.
 type Domain = fn(&[usize], u64) -> Value;
-
-/// Deterministic f64 points in `[lo, hi)`, with a random sign if `signed`.
-fn pt(shape: &[usize], lo: f64, hi: f64, signed: bool, seed: u64) -> Value {
-    let s = rng::stream(seed, 0);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n)
-        .map(|i| {
-            let v = lo + (hi - lo) * rng::uniform01(s, 2 * i as u64);
-            if signed && rng::uniform01(s, 2 * i as u64 + 1) < 0.5 { -v } else { v }
-        })
-        .collect();
-    Value::from_f64(DType::F64, shape, &data).unwrap()
-}
-
-/// Values bounded away from zero, either sign.
-fn away(shape: &[usize], seed: u64) -> Value {
-    pt(shape, 0.2, 1.5, true, seed)
-}
-
-/// Strictly positive values.
-fn pos(shape: &[usize], seed: u64) -> Value {
-    pt(shape, 0.2, 2.0, false, seed)
-}
-
-/// The gradient, with respect to every input, of `sum(build(x)^2)`, the
-/// gradients flattened and joined: its own gradient is the second
-/// derivative of `build`, through the gradient rules of every op in it.
-fn first_derivative(build: &Build) -> impl Fn(&Builder, &[Var]) -> Result<Var, GraphError> + '_ {
-    move |g, v| {
-        let cost = build(g, v)?.cast(DType::F64)?.square()?.sum_all()?;
-        let grads = grad(&cost, &v.iter().collect::<Vec<_>>())?;
-        let flat = grads.iter().map(|d| d.reshape(&[-1])).collect::<Result<Vec<_>, _>>()?;
-        concat(&flat.iter().collect::<Vec<_>>(), 0)
-    }
-}
 
 /// Checks each case's gradient and, unless `order` is 1, its second derivative.
 fn run_cases_to(order: usize, cases: Vec<(&str, Build, Vec<Value>)>, opts: VerifyOptions) {
@@ -55,7 +20,7 @@ fn run_cases_to(order: usize, cases: Vec<(&str, Build, Vec<Value>)>, opts: Verif
             failures.push(format!("{name}: {e}"));
         }
         if order > 1
-            && let Err(e) = verify_grad(first_derivative(&build), &points, opts)
+            && let Err(e) = verify_grad(derivative(2, &build), &points, opts)
         {
             failures.push(format!("{name}, second derivative: {e}"));
         }

@@ -7,24 +7,13 @@ use std::collections::HashMap;
 use ndarray::array;
 use rhea_graph::{
     Builder, Conv2d, DType, Disconnected, GradOptions, GraphError, Pool2d, Shape, Value, Var, grad, grad_opts,
-    hessian_vector_product, jvp, lop, rng,
+    hessian_vector_product, jvp, lop,
 };
 use rhea_interp::{VerifyOptions, run, verify_grad};
 
-type Build = Box<dyn Fn(&Builder, &[Var]) -> Result<Var, GraphError>>;
-
-/// Deterministic f64 points in `±[0.2, 1.5)`.
-fn away(shape: &[usize], seed: u64) -> Value {
-    let s = rng::stream(seed, 0);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n)
-        .map(|i| {
-            let v = 0.2 + 1.3 * rng::uniform01(s, 2 * i as u64);
-            if rng::uniform01(s, 2 * i as u64 + 1) < 0.5 { -v } else { v }
-        })
-        .collect();
-    Value::from_f64(DType::F64, shape, &data).unwrap()
-}
+#[allow(dead_code, reason = "each test binary uses a part of it")]
+mod support;
+use support::{Build, away, derivative};
 
 fn conv(stride: [usize; 2], padding: [usize; 2]) -> Conv2d {
     Conv2d { stride, padding, ..Conv2d::default() }
@@ -37,12 +26,17 @@ fn pool(k: usize, s: usize, p: usize) -> Pool2d {
 /// Inputs `x0, x1, ...` of the points' shapes, in a new builder.
 fn inputs(points: &[Value]) -> (Builder, Vec<Var>) {
     let g = Builder::new();
-    let vars = points
+    let vars = inputs_in(&g, "x", points);
+    (g, vars)
+}
+
+/// Inputs `{prefix}0, {prefix}1, ...` of the values' shapes.
+fn inputs_in(g: &Builder, prefix: &str, values: &[Value]) -> Vec<Var> {
+    values
         .iter()
         .enumerate()
-        .map(|(i, p)| g.input(&format!("x{i}"), DType::F64, Shape::known(p.shape())).unwrap())
-        .collect();
-    (g, vars)
+        .map(|(i, p)| g.input(&format!("{prefix}{i}"), DType::F64, Shape::known(p.shape())).unwrap())
+        .collect()
 }
 
 fn named(prefix: &str, values: &[Value]) -> HashMap<String, Value> {
@@ -78,11 +72,7 @@ fn moved(points: &[Value], dirs: &[Value], h: f64) -> Vec<Value> {
 /// `<u, J v> = <J^T u, v>` for a random `u`.
 fn check_jvp(name: &str, build: &Build, points: &[Value], dirs: &[Value]) {
     let (g, xs) = inputs(points);
-    let vs: Vec<Var> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| g.input(&format!("v{i}"), DType::F64, Shape::known(d.shape())).unwrap())
-        .collect();
+    let vs = inputs_in(&g, "v", dirs);
     let y = build(&g, &xs).unwrap();
     let xr: Vec<&Var> = xs.iter().collect();
     let vr: Vec<&Var> = vs.iter().collect();
@@ -185,11 +175,7 @@ fn hessian_vector_products_match_closed_forms_and_finite_differences() {
     let points = [away(&[1, 2, 4, 4], 20), away(&[2, 2, 3, 3], 21)];
     let dirs = [away(&[1, 2, 4, 4], 22), away(&[2, 2, 3, 3], 23)];
     let (g, xs) = inputs(&points);
-    let vs: Vec<Var> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| g.input(&format!("v{i}"), DType::F64, Shape::known(d.shape())).unwrap())
-        .collect();
+    let vs = inputs_in(&g, "v", &dirs);
     let cost = build(&g, &xs).unwrap();
     let hv = hessian_vector_product(&cost, &[&xs[0], &xs[1]], &[&vs[0], &vs[1]]).unwrap();
     let grads = grad(&cost, &[&xs[0], &xs[1]]).unwrap();
@@ -209,37 +195,23 @@ fn hessian_vector_products_match_closed_forms_and_finite_differences() {
     }
 }
 
-/// The gradient, with respect to every input, of `sum(f(x)^2)`, flattened
-/// and joined, taken `order - 1` times: `verify_grad` of it checks the
-/// `order`-th derivative.
-fn derivative(order: usize, f: fn(&Builder, &[Var]) -> Result<Var, GraphError>) -> Build {
-    Box::new(move |g, v| {
-        let mut y = f(g, v)?;
-        for _ in 1..order {
-            let cost = y.square()?.sum_all()?;
-            let grads = grad(&cost, &v.iter().collect::<Vec<_>>())?;
-            let flat = grads.iter().map(|d| d.reshape(&[-1])).collect::<Result<Vec<_>, _>>()?;
-            y = rhea_graph::concat(&flat.iter().collect::<Vec<_>>(), 0)?;
-        }
-        Ok(y)
-    })
-}
-
 #[test]
 fn third_derivatives_through_convolution_and_pooling() {
     // The second derivative of max_pool2d_grad is max_pool2d_gather's gradient, and so on.
     let cases: Vec<(&str, Build, Vec<Value>)> = vec![
         (
             "conv2d",
-            derivative(3, |_, v| v[0].conv2d(&v[1], conv([2, 1], [1, 0]))),
+            Box::new(|_, v| v[0].conv2d(&v[1], conv([2, 1], [1, 0]))),
             vec![away(&[1, 2, 4, 3], 30), away(&[2, 2, 2, 2], 31)],
         ),
-        ("max_pool2d", derivative(3, |_, v| v[0].max_pool2d(pool(2, 1, 0))), vec![away(&[1, 1, 4, 4], 32)]),
-        ("avg_pool2d", derivative(3, |_, v| v[0].avg_pool2d(pool(3, 2, 1))), vec![away(&[1, 2, 5, 5], 33)]),
+        ("max_pool2d", Box::new(|_, v| v[0].max_pool2d(pool(2, 1, 0))), vec![away(&[1, 1, 4, 4], 32)]),
+        ("avg_pool2d", Box::new(|_, v| v[0].avg_pool2d(pool(3, 2, 1))), vec![away(&[1, 2, 5, 5], 33)]),
     ];
     let mut failures = Vec::new();
     for (name, build, points) in cases {
-        if let Err(e) = verify_grad(&build, &points, VerifyOptions { atol: 1e-5, ..VerifyOptions::default() }) {
+        if let Err(e) =
+            verify_grad(derivative(3, &build), &points, VerifyOptions { atol: 1e-5, ..VerifyOptions::default() })
+        {
             failures.push(format!("{name}: {e}"));
         }
     }

@@ -9,7 +9,7 @@
 //! removed again before [`jvp`] returns.
 
 use super::emit::Emit;
-use super::{Disconnected, GradOptions, backprop, cost_seed, describe, grad_opts};
+use super::{Disconnected, GradOptions, backprop, cost_seed, describe, grad_opts, ids_in};
 use crate::{BinaryOp, Graph, GraphError, NodeId, Op, ReduceOp, Var};
 
 type Result<T> = std::result::Result<T, GraphError>;
@@ -55,11 +55,8 @@ pub fn jvp(f: &[&Var], wrt: &[&Var], v: &[&Var]) -> Result<Vec<Var>> {
     let Some(b) = f.first().map(|x| x.builder()) else {
         return Err(GraphError::Mismatch("jvp needs at least one output".into()));
     };
-    if f.iter().chain(wrt).chain(v).any(|x| !x.builder().same_graph(b)) {
-        return Err(GraphError::ForeignVar);
-    }
-    let ids = |xs: &[&Var]| -> Vec<NodeId> { xs.iter().map(|x| x.id()).collect() };
-    let out = jvp_nodes(&mut b.graph_mut(), &ids(f), &ids(wrt), &ids(v))?;
+    let (f, wrt, v) = (ids_in(b, f)?, ids_in(b, wrt)?, ids_in(b, v)?);
+    let out = jvp_nodes(&mut b.graph_mut(), &f, &wrt, &v)?;
     Ok(out.into_iter().map(|id| b.var(id)).collect())
 }
 
@@ -97,10 +94,7 @@ pub fn jvp_nodes(g: &mut Graph, f: &[NodeId], wrt: &[NodeId], v: &[NodeId]) -> R
 /// `<J^T u, v>`.
 fn transpose_vjp(g: &mut Graph, f: &[NodeId], wrt: &[NodeId], v: &[NodeId], u: &[NodeId]) -> Result<Vec<NodeId>> {
     let seeds: Vec<(NodeId, NodeId)> = f.iter().copied().zip(u.iter().copied()).collect();
-    let vjps = backprop(g, &seeds, wrt, &[], Disconnected::Zero)?;
-    let s = inner(g, &vjps, v)?;
-    let seed = cost_seed(g, s)?;
-    let out = backprop(g, &[seed], u, &[], Disconnected::Zero)?;
+    let out = grad_of_inner(g, &seeds, wrt, v, u)?;
     let needed = g.ancestors(&out);
     if let Some(&bad) = needed.iter().find(|n| g.node(**n).inputs.iter().any(|i| u.contains(i))) {
         return Err(GraphError::Mismatch(format!(
@@ -128,20 +122,29 @@ fn transpose_vjp(g: &mut Graph, f: &[NodeId], wrt: &[NodeId], v: &[NodeId], u: &
 /// ```
 pub fn hessian_vector_product(cost: &Var, wrt: &[&Var], v: &[&Var]) -> Result<Vec<Var>> {
     let b = cost.builder();
-    if wrt.iter().chain(v).any(|x| !x.builder().same_graph(b)) {
-        return Err(GraphError::ForeignVar);
-    }
-    let wrt: Vec<NodeId> = wrt.iter().map(|x| x.id()).collect();
-    let v: Vec<NodeId> = v.iter().map(|x| x.id()).collect();
+    let (wrt, v) = (ids_in(b, wrt)?, ids_in(b, v)?);
     let mut g = b.graph_mut();
     check_tangents("hessian_vector_product", &g, &wrt, &v)?;
     let seed = cost_seed(&mut g, cost.id())?;
-    let grads = backprop(&mut g, &[seed], &wrt, &[], Disconnected::Zero)?;
-    let s = inner(&mut g, &grads, &v)?;
-    let seed = cost_seed(&mut g, s)?;
-    let out = backprop(&mut g, &[seed], &wrt, &[], Disconnected::Zero)?;
+    let out = grad_of_inner(&mut g, &[seed], &wrt, &v, &wrt)?;
     drop(g);
     Ok(out.into_iter().map(|id| b.var(id)).collect())
+}
+
+/// The gradient with respect to `by` of `<backprop(seeds) at wrt, v>`:
+/// reverse mode over reverse mode, which both [`jvp`] and
+/// [`hessian_vector_product`] are.
+fn grad_of_inner(
+    g: &mut Graph,
+    seeds: &[(NodeId, NodeId)],
+    wrt: &[NodeId],
+    v: &[NodeId],
+    by: &[NodeId],
+) -> Result<Vec<NodeId>> {
+    let grads = backprop(g, seeds, wrt, &[], Disconnected::Zero)?;
+    let s = inner(g, &grads, v)?;
+    let seed = cost_seed(g, s)?;
+    backprop(g, &[seed], by, &[], Disconnected::Zero)
 }
 
 /// One vector per variable, each of its variable's type.

@@ -90,18 +90,10 @@ pub fn grad_opts(cost: Option<&Var>, wrt: &[&Var], opts: &GradOptions) -> Result
     let Some(b) = cost.or(opts.known_grads.first().map(|(v, _)| *v)).map(Var::builder) else {
         return Err(GraphError::Mismatch("grad needs a cost or known_grads".into()));
     };
-    let known = opts.known_grads.iter().flat_map(|(v, gv)| [*v, *gv]);
-    if wrt
-        .iter()
-        .copied()
-        .chain(opts.consider_constant.iter().copied())
-        .chain(known)
-        .any(|w| !w.builder().same_graph(b))
-    {
-        return Err(GraphError::ForeignVar);
-    }
-    let ids: Vec<NodeId> = wrt.iter().map(|w| w.id()).collect();
-    let constant: Vec<NodeId> = opts.consider_constant.iter().map(|c| c.id()).collect();
+    let known: Vec<&Var> = opts.known_grads.iter().flat_map(|(v, gv)| [*v, *gv]).collect();
+    ids_in(b, &known)?;
+    let ids = ids_in(b, wrt)?;
+    let constant = ids_in(b, opts.consider_constant)?;
     let mut g = b.graph_mut();
     let mut seeds = Vec::new();
     if let Some(cost) = cost {
@@ -120,6 +112,11 @@ pub fn grad_opts(cost: Option<&Var>, wrt: &[&Var], opts: &GradOptions) -> Result
     let grads = backprop(&mut g, &seeds, &ids, &constant, opts.disconnected)?;
     drop(g);
     Ok(grads.into_iter().map(|id| b.var(id)).collect())
+}
+
+/// The node ids of `vars`, which must all be of `b`'s graph.
+fn ids_in(b: &crate::Builder, vars: &[&Var]) -> Result<Vec<NodeId>> {
+    vars.iter().map(|v| if v.builder().same_graph(b) { Ok(v.id()) } else { Err(GraphError::ForeignVar) }).collect()
 }
 
 /// [`grad`] on a [`Graph`] by node ids.
