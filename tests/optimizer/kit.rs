@@ -112,8 +112,11 @@ pub fn run_cuda_on(
     feeds: &HashMap<String, Value>,
 ) -> Result<Vec<Value>, String> {
     let ids: Vec<_> = p.graph.outputs().iter().map(|(_, id)| *id).collect();
-    let engine = rhea_cuda::CudaEngine::new(gpu, false);
-    rhea::run_on(p, &engine, feeds, &ids, None).map_err(|e| e.to_string())
+    let make = |_: &Program| -> Result<Box<dyn rhea_exec::Engine>, String> {
+        Ok(Box::new(rhea_cuda::CudaEngine::new(gpu.clone(), false)))
+    };
+    let engines = rhea_exec::Engines::new(p, &make)?;
+    rhea::run_on(p, &engines, feeds, &ids, None).map_err(|e| e.to_string())
 }
 
 /// A file of the repository: under `$RHEA_REPO` when set (test binaries

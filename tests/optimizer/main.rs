@@ -8,6 +8,7 @@ mod golden_cpu;
 mod gpu;
 mod kept;
 mod kit;
+mod loops;
 mod nan_guard;
 mod plan;
 mod precision;

@@ -99,14 +99,17 @@ pub enum Work {
         /// Where it goes.
         to: Operand,
     },
-    /// A library op on the host, through the interpreter's semantics.
+    /// A library op on the host, through the interpreter's semantics
+    /// (`eval_step`: one value, or a scan's step count and results).
     HostOp {
         /// The op.
         op: Op,
         /// Its inputs.
         inputs: Vec<Operand>,
-        /// Its output.
-        out: Operand,
+        /// What it writes: each operand with the number of the op's value
+        /// it takes (0 for the op's own value, `1 + index` for a scan's
+        /// result `index`).
+        outputs: Vec<(usize, Operand)>,
     },
     /// A kernel on the host, through the kernel-IR evaluator.
     HostKernel {
@@ -117,6 +120,8 @@ pub enum Work {
         /// Its outputs.
         outputs: Vec<Operand>,
     },
+    /// A loop: its body's plan run once per step.
+    Loop(Box<crate::looping::LoopStep>),
     /// Nothing: its kernel runs as the epilogue of the step before.
     Merged,
 }
@@ -137,15 +142,17 @@ impl Work {
                 }
                 (reads, writes)
             }
-            Work::HostOp { inputs, out, .. } => (inputs.iter().collect(), vec![out]),
+            Work::HostOp { inputs, outputs, .. } => (inputs.iter().collect(), outputs.iter().map(|(_, o)| o).collect()),
             Work::Copy { from, to } => (vec![from], vec![to]),
+            Work::Loop(l) => (l.inputs.iter().collect(), l.outputs.iter().map(|(_, o)| o).collect()),
             Work::Merged => (Vec::new(), Vec::new()),
         }
     }
 
-    /// True if it runs on the host.
+    /// True if the host takes part (its values cross over): a host step,
+    /// or a loop, which the host drives step by step.
     pub fn on_host(&self) -> bool {
-        matches!(self, Work::HostOp { .. } | Work::HostKernel { .. })
+        matches!(self, Work::HostOp { .. } | Work::HostKernel { .. } | Work::Loop(_))
     }
 }
 
@@ -290,13 +297,27 @@ impl Layout {
                 StepKind::Kernel(k) => {
                     Work::HostKernel { kernel: Box::new(p.fusion.groups[*k].kernel.clone()), inputs, outputs }
                 }
+                StepKind::Op(id) if matches!(g.node(*id).op, Op::Scan(_)) => {
+                    let Op::Scan(scan) = &g.node(*id).op else {
+                        return Err(ExecError::plan("a loop step without its scan"));
+                    };
+                    let outputs = outputs
+                        .into_iter()
+                        .map(|o| match g.node(o.node).op {
+                            Op::ScanResult { index } => (index + 1, o),
+                            _ => (0, o),
+                        })
+                        .collect();
+                    let scan = (**scan).clone();
+                    Work::Loop(Box::new(crate::looping::LoopStep { node: *id, scan, inputs, outputs, body: None }))
+                }
                 StepKind::Op(id) => {
                     let op = g.node(*id).op.clone();
                     let out = outputs.into_iter().next().ok_or_else(|| ExecError::plan("an op without output"))?;
                     match op {
                         Op::Reshape { .. } => Work::Copy { from: inputs[0].clone(), to: out },
                         op if device => Work::Library { op, inputs, out, epilogue: None },
-                        op => Work::HostOp { op, inputs, out },
+                        op => Work::HostOp { op, inputs, outputs: vec![(0, out)] },
                     }
                 }
             };
@@ -370,7 +391,7 @@ impl Layout {
             Work::Kernel { kernel, inputs, outputs } => {
                 Work::HostKernel { kernel: Box::new(p.fusion.groups[kernel].kernel.clone()), inputs, outputs }
             }
-            Work::Library { op, inputs, out, epilogue: None } => Work::HostOp { op, inputs, out },
+            Work::Library { op, inputs, out, epilogue: None } => Work::HostOp { op, inputs, outputs: vec![(0, out)] },
             other => other,
         };
     }

@@ -20,6 +20,7 @@ mod error;
 pub mod host;
 mod ids;
 mod layout;
+mod looping;
 mod run;
 
 pub use engine::{Engine, Io, Plan, SharedValues};
@@ -27,6 +28,7 @@ pub use error::{ErrorKind, ExecError};
 pub use host::{Interp, SharedSlot};
 pub use ids::{BufferId, ConstId, FeedId, IdVec, SharedId, StepId};
 pub use layout::{Epilogue, FeedSlot, Layout, Operand, PlanStep, SharedVar, Source, Update, Work};
+pub use looping::{BodyPlan, Engines, LoopStep};
 pub use run::{Control, Device, Prepped, outputs, run_steps, write_updates};
 
 pub use rhea_opt::NanCheck;

@@ -108,11 +108,14 @@ pub fn run_steps<D: Device>(
             (Work::Copy { from, to }, _) => {
                 dev.copy(dev.addr(to.src), dev.addr(from.src), from.bytes()).map_err(device)?;
             }
-            (Work::HostOp { op, inputs, out }, _) => {
+            (Work::HostOp { op, inputs, outputs }, _) => {
                 let values = download_all(dev, inputs).map_err(device)?;
                 let refs: Vec<&Value> = values.iter().collect();
-                let v = rhea_interp::eval_op(op, &refs, &layout.bindings).map_err(fail)?;
-                store(dev, out, &v).map_err(fail)?;
+                let results = rhea_interp::eval_step(op, &refs, &layout.bindings).map_err(fail)?;
+                for (k, o) in outputs {
+                    let v = results.get(*k).ok_or_else(|| fail(format!("it gave no value {k}")))?;
+                    store(dev, o, v).map_err(fail)?;
+                }
             }
             (Work::HostKernel { kernel, inputs, outputs }, _) => {
                 let values = download_all(dev, inputs).map_err(device)?;
@@ -120,6 +123,24 @@ pub fn run_steps<D: Device>(
                 let results = rhea_kernel::eval_kernel(kernel, &refs, &layout.bindings).map_err(fail)?;
                 for (o, v) in outputs.iter().zip(&results) {
                     store(dev, o, v).map_err(fail)?;
+                }
+            }
+            (Work::Loop(l), _) => {
+                let body = l.body.as_ref().ok_or_else(|| step.error(ErrorKind::Plan, "its body was not prepared"))?;
+                let values = download_all(dev, &l.inputs).map_err(device)?;
+                let refs: Vec<&Value> = values.iter().collect();
+                let mut keep = vec![false; 1 + l.scan.results()];
+                for (k, _) in &l.outputs {
+                    if let Some(slot) = keep.get_mut(*k) {
+                        *slot = true;
+                    }
+                }
+                let results =
+                    rhea_interp::run_scan_with(&l.scan, &refs, &layout.bindings, &keep, &mut |feeds| body.step(feeds))
+                        .map_err(fail)?;
+                for (k, o) in &l.outputs {
+                    let v = results.get(*k).and_then(Option::as_ref);
+                    store(dev, o, v.ok_or_else(|| fail(format!("it gave no value {k}")))?).map_err(fail)?;
                 }
             }
             (Work::Merged, _) => {}

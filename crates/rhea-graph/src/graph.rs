@@ -228,13 +228,30 @@ impl Graph {
             }
         }
         let types: Vec<&TensorType> = inputs.iter().map(|&i| self.ty(i)).collect();
-        let ty = infer(&op, &types).map_err(|msg| GraphError::Type {
+        let rule = self.rule(&op, inputs);
+        let ty = rule.map_err(|msg| GraphError::Type {
             op: op.name().to_string(),
             inputs: if types.is_empty() { "none".into() } else { join(&types) },
             msg,
             loc: loc.clone(),
         })?;
         Ok(self.insert(op, inputs, ty, loc))
+    }
+
+    /// The type `op` gives on the nodes `inputs` of this graph, by its
+    /// shape rule ([`infer`]); a scan result's is its scan's.
+    pub fn rule(&self, op: &Op, inputs: &[NodeId]) -> Result<TensorType, String> {
+        match (op, inputs) {
+            (Op::ScanResult { index }, [scan]) => match &self.node(*scan).op {
+                Op::Scan(s) => s.result_type(*index).and_then(|t| {
+                    crate::shape::check_size(&t.shape, t.dtype)?;
+                    Ok(t)
+                }),
+                other => Err(format!("reads {}, which is not a scan", other.name())),
+            },
+            (Op::ScanResult { .. }, _) => Err(format!("takes its scan as its one input, got {} inputs", inputs.len())),
+            _ => infer(op, &inputs.iter().map(|&i| self.ty(i)).collect::<Vec<_>>()),
+        }
     }
 
     fn insert(&mut self, op: Op, inputs: &[NodeId], ty: TensorType, loc: Option<Loc>) -> NodeId {

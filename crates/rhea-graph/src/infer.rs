@@ -5,7 +5,7 @@
 use crate::op::{BinaryKind, UnaryKind};
 use crate::op::{Normal, Uniform};
 use crate::shape::{broadcast_shapes, check_size, dim_product};
-use crate::{Conv2d, DType, Dim, Op, Pool2d, ReduceOp, Shape, TensorType};
+use crate::{Conv2d, DType, Dim, Op, Pool2d, ReduceOp, Shape, SliceSpec, TensorType};
 
 type Rule = Result<TensorType, String>;
 
@@ -263,8 +263,12 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> Rule {
             for (a, spec) in specs.iter().enumerate() {
                 out[a] = match x.shape[a] {
                     Dim::Known(n) => Dim::Known(spec.count(n)?),
-                    sym if spec.is_full() => sym,
-                    sym => return Err(format!("slice {spec} of symbolic axis {a} ({sym}): only ':' is allowed there")),
+                    sym if spec.is_full() || *spec == SliceSpec::REVERSE => sym,
+                    sym => {
+                        return Err(format!(
+                            "slice {spec} of symbolic axis {a} ({sym}): only ':' and '::-1' are allowed there"
+                        ));
+                    }
                 };
             }
             Ok(TensorType::new(x.dtype, out))
@@ -405,6 +409,8 @@ fn infer_unchecked(op: &Op, inputs: &[&TensorType]) -> Rule {
             })?;
             Ok(TensorType::new(*dtype, shape.clone()))
         }
+        Op::Scan(s) => s.infer(inputs),
+        Op::ScanResult { .. } => Err("a scan result's type is its scan's (Graph::add gives it)".into()),
     }
 }
 

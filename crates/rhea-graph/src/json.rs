@@ -18,8 +18,10 @@ const LOAD_FACTOR: usize = 5;
 
 /// The `format` field of every graph file.
 pub const FORMAT: &str = "rhea-graph";
-/// The version this crate writes and reads.
-pub const VERSION: u32 = 1;
+/// The newest version this crate writes and reads: version 2 nests the
+/// body graphs of loops (`scan`); a graph without loops is written as
+/// version 1, which every version reads.
+pub const VERSION: u32 = 2;
 /// Shared values with at most this many elements are written inline by
 /// [`to_json`]; larger ones are left to a weights file.
 pub const INLINE_LIMIT: usize = 4096;
@@ -129,8 +131,9 @@ pub fn to_json_with(g: &Graph, inline_limit: usize) -> String {
             format!("  \"{name}\": [\n    {}\n  ]", items.join(",\n    "))
         }
     };
+    let version = if order.iter().any(|&id| matches!(g.node(id).op, Op::Scan(_))) { VERSION } else { 1 };
     format!(
-        "{{\n  \"format\": \"{FORMAT}\",\n  \"version\": {VERSION},\n{},\n{},\n{},\n{}\n}}\n",
+        "{{\n  \"format\": \"{FORMAT}\",\n  \"version\": {version},\n{},\n{},\n{},\n{}\n}}\n",
         section("nodes", &nodes),
         section("shared", &shared),
         section("outputs", &outputs),
@@ -255,9 +258,9 @@ pub fn from_json(text: &str) -> Result<Graph, GraphError> {
     if file.format != FORMAT {
         return Err(format_err(format!("format is {:?}, expected {FORMAT:?}", file.format)));
     }
-    if file.version != VERSION {
+    if !(1..=VERSION).contains(&file.version) {
         return Err(format_err(format!(
-            "version {} is not supported; this rhea reads version {VERSION}",
+            "version {} is not supported; this rhea reads versions 1 to {VERSION}",
             file.version
         )));
     }

@@ -37,10 +37,11 @@ pub mod memory;
 mod op;
 mod print;
 pub mod rng;
+pub mod scan;
 mod shape;
 mod value;
 
-pub use builder::{Builder, Operand, Var, concat, stack, where_};
+pub use builder::{Builder, Operand, ScanArgs, ScanOut, State, Step, StepOut, Var, concat, stack, where_};
 pub use dot::to_dot;
 pub use dtype::DType;
 pub use error::GraphError;
@@ -55,5 +56,6 @@ pub use op::{
     UnaryOp, Uniform,
 };
 pub use print::{TextOptions, numbering, to_text};
+pub use scan::{Body, Scan, ScanPart};
 pub use shape::{Dim, Shape, Symbol, TensorType, broadcast_shapes, normalize_axis};
 pub use value::{ElementsMut, F64, Literal, Value, nan_report};

@@ -28,6 +28,8 @@ pub fn numbering(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
 /// %2 = dot(%0, %1) : f32[batch,2]
 /// output "y" = %2
 /// ```
+///
+/// A loop's body follows its `scan` line, indented and numbered on its own.
 pub fn to_text(g: &Graph, opts: TextOptions) -> String {
     let (order, number) = numbering(g);
     let mut out = String::new();
@@ -55,6 +57,11 @@ pub fn to_text(g: &Graph, opts: TextOptions) -> String {
             write!(out, "  # {}", notes.join(" ")).expect("writing to a String");
         }
         out.push('\n');
+        if let Op::Scan(scan) = &node.op {
+            for line in to_text(scan.body.graph(), opts).lines() {
+                writeln!(out, "    | {line}").expect("writing to a String");
+            }
+        }
     }
     for (name, id) in g.outputs() {
         writeln!(out, "output {name:?} = %{}", number[id]).expect("writing to a String");

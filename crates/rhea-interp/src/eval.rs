@@ -200,9 +200,20 @@ fn evaluate<'a>(
     let bindings = bind(graph, feeds, &needed)?;
     let mut held: u128 = 0;
     let mut values: HashMap<NodeId, Cow<'a, Value>> = HashMap::with_capacity(order.len());
+    // Each scan's results, read by its scan_result nodes.
+    let mut results: HashMap<NodeId, Vec<Value>> = HashMap::new();
     for &id in order {
         let node = graph.node(id);
         let value = match &node.op {
+            Op::ScanResult { index } => {
+                held += check_memory(graph, id, &bindings, held, options)? as u128;
+                let v = results.get(&node.inputs[0]).and_then(|r| r.get(index + 1)).ok_or_else(|| InterpError::Op {
+                    op: node.op.name().to_string(),
+                    loc: node.loc.clone(),
+                    msg: "its scan was not run".into(),
+                })?;
+                Cow::Owned(v.clone())
+            }
             Op::Input { name } => Cow::Borrowed(&feeds[&**name]),
             Op::Shared { name } => {
                 let v = shared(id, name).ok_or_else(|| InterpError::MissingShared(name.to_string()))?;
@@ -218,11 +229,16 @@ fn evaluate<'a>(
             op => {
                 held += check_memory(graph, id, &bindings, held, options)? as u128;
                 let args: Vec<&Value> = node.inputs.iter().map(|i| &*values[i]).collect();
-                let value = eval_op(op, &args, &bindings).map_err(|msg| InterpError::Op {
+                let mut all = eval_step(op, &args, &bindings).map_err(|msg| InterpError::Op {
                     op: op.name().to_string(),
                     loc: node.loc.clone(),
                     msg,
                 })?;
+                let value = all.remove(0);
+                if matches!(op, Op::Scan(_)) {
+                    all.insert(0, value.clone());
+                    results.insert(id, all);
+                }
                 if options.nan_guard {
                     check_finite(graph, id, &value, &args)?;
                 }
@@ -236,8 +252,18 @@ fn evaluate<'a>(
 
 /// Evaluates one op on concrete input values. `bindings` gives the sizes of
 /// symbolic dims that appear in the op's attributes (a reshape target).
+/// A scan has more than one value: see [`eval_step`].
 pub fn eval_op(op: &Op, inputs: &[&Value], bindings: &Bindings) -> Result<Value, String> {
     crate::ops::eval(op, inputs, bindings)
+}
+
+/// Evaluates one op as a step of a plan: its value, and for a scan also
+/// its results ([`crate::run_scan`]).
+pub fn eval_step(op: &Op, inputs: &[&Value], bindings: &Bindings) -> Result<Vec<Value>, String> {
+    match op {
+        Op::Scan(scan) => crate::scan::run_scan(scan, inputs, bindings),
+        op => Ok(vec![eval_op(op, inputs, bindings)?]),
+    }
 }
 
 #[cfg(test)]

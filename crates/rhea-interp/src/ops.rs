@@ -19,6 +19,9 @@ type R<T> = Result<T, String>;
 /// Evaluates `op` on `inputs` after resolving its symbolic dims and checking
 /// its type rule.
 pub(crate) fn eval(op: &Op, inputs: &[&Value], bindings: &Bindings) -> R<Value> {
+    if matches!(op, Op::Scan(_) | Op::ScanResult { .. }) {
+        return Err(format!("{} has several values: it is evaluated as a step (eval_step)", op.name()));
+    }
     let op = resolve(op, bindings)?;
     let types: Vec<TensorType> = inputs.iter().map(|v| TensorType::new(v.dtype(), Shape::known(v.shape()))).collect();
     let refs: Vec<&TensorType> = types.iter().collect();
@@ -64,6 +67,7 @@ pub(crate) fn eval(op: &Op, inputs: &[&Value], bindings: &Bindings) -> R<Value> 
         Op::Dropout { rate, seed, training } => Ok(dropout(inputs[0], rate.0, *seed, *training, key(inputs.get(1)))),
         Op::RandomUniform(u) => Ok(random_uniform(u, &out_shape, key(inputs.first()))),
         Op::RandomNormal(n) => Ok(random_normal(n, &out_shape, key(inputs.first()))),
+        Op::Scan(_) | Op::ScanResult { .. } => Err(format!("{} is evaluated as a step", op.name())),
     }
 }
 

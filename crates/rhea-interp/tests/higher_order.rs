@@ -124,6 +124,22 @@ fn jvp_matches_finite_differences_and_the_transposed_vjp() {
         ("max_pool2d", Box::new(|_, v| v[0].max_pool2d(pool(3, 2, 1))), vec![away(&[1, 2, 5, 5], 10)]),
         ("avg_pool2d", Box::new(|_, v| v[0].avg_pool2d(pool(2, 2, 1))), vec![away(&[1, 1, 4, 4], 11)]),
         ("slice_take", Box::new(|g, v| v[0].take(&g.constant(array![2i64, 0, 2]), 1)?.exp()), vec![away(&[2, 3], 12)]),
+        (
+            "scan",
+            Box::new(|g, v| {
+                let args = rhea_graph::ScanArgs {
+                    sequences: vec![v[0].clone()],
+                    states: vec![rhea_graph::State::new(&v[1])],
+                    ..Default::default()
+                };
+                let out = g.scan(args, |s| {
+                    let h = s.state(0)?.mul(&s.seq(0)?)?.tanh()?;
+                    Ok(rhea_graph::StepOut { states: vec![h.clone()], outputs: vec![h.sum_all()?], until: None })
+                })?;
+                rhea_graph::concat(&[&out.states[0].reshape(&[-1])?, &out.outputs[0]], 0)
+            }),
+            vec![away(&[4, 3], 13), away(&[3], 14)],
+        ),
     ];
     for (name, build, points) in cases {
         let dirs: Vec<Value> = points.iter().enumerate().map(|(i, p)| away(p.shape(), 100 + i as u64)).collect();

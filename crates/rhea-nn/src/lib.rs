@@ -32,6 +32,7 @@ mod layers;
 mod losses;
 pub mod models;
 mod optimizers;
+mod recurrent;
 mod train;
 
 pub use error::{NnError, Result};
@@ -51,4 +52,5 @@ pub use losses::{
     categorical_crossentropy, categorical_crossentropy_with_logits,
 };
 pub use optimizers::{Adam, Optimizer, Sgd};
+pub use recurrent::{Lstm, SimpleRnn};
 pub use train::{Callable, EpochLog, FitOptions, evaluate, fit, predict};

@@ -137,6 +137,7 @@ const PIPELINE: &[(&str, Pass)] = &[
     ("canonicalize", Pass::Rules(rules::canonicalize::RULES)),
     ("stabilize", Pass::Rules(rules::stabilize::RULES)),
     ("specialize", Pass::Rules(rules::specialize::RULES)),
+    ("loops", Pass::Rules(rules::loops::RULES)),
     ("useless_again", Pass::Rules(rules::useless::RULES)),
     ("merge_again", Pass::Merge),
 ];

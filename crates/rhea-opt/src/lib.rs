@@ -52,6 +52,9 @@ pub struct Program {
     pub steps: Vec<Step>,
     /// What the passes did.
     pub report: Report,
+    /// The body of each loop (`scan` node) of the graph, optimized and
+    /// fused once: its program runs every step.
+    pub bodies: Vec<(rhea_graph::NodeId, Program)>,
 }
 
 /// Optimizes `graph` and plans it: rewrites, fusion, schedule.
@@ -62,10 +65,23 @@ pub fn compile(mut graph: Graph, opts: &Options) -> Result<Program, OptError> {
         group.kernel.verify().map_err(|msg| OptError { pass: "fuse".into(), msg: format!("kernel {k}: {msg}") })?;
     }
     let steps = schedule(&graph, &fusion);
-    Ok(Program { graph, fusion, steps, report })
+    let mut bodies = Vec::new();
+    for id in graph.topo_order() {
+        if let rhea_graph::Op::Scan(scan) = &graph.node(id).op {
+            let body = compile(scan.body.graph().clone(), opts)
+                .map_err(|e| OptError { pass: e.pass, msg: format!("the body of loop {id}: {}", e.msg) })?;
+            bodies.push((id, body));
+        }
+    }
+    Ok(Program { graph, fusion, steps, report, bodies })
 }
 
 impl Program {
+    /// The program of loop `node`'s body.
+    pub fn body(&self, node: rhea_graph::NodeId) -> Option<&Program> {
+        self.bodies.iter().find(|(id, _)| *id == node).map(|(_, p)| p)
+    }
+
     /// The number of fused kernels.
     pub fn kernels(&self) -> usize {
         self.fusion.groups.len()

@@ -43,8 +43,27 @@ pub fn schedule(g: &Graph, fusion: &Fusion) -> Vec<Step> {
         .collect();
     for &id in &order {
         let node = g.node(id);
-        if !node.op.is_leaf() && !fusion.group_of.contains_key(&id) {
-            steps.push(Step { kind: StepKind::Op(id), inputs: node.inputs.to_vec(), outputs: vec![id] });
+        if node.op.is_leaf() || fusion.group_of.contains_key(&id) {
+            continue;
+        }
+        match node.op {
+            // Written by their scan's step.
+            Op::ScanResult { .. } => {}
+            Op::Scan(_) => {
+                let mut results: Vec<(usize, NodeId)> = g
+                    .consumers(id)
+                    .into_iter()
+                    .filter_map(|c| match g.node(c).op {
+                        Op::ScanResult { index } => Some((index, c)),
+                        _ => None,
+                    })
+                    .collect();
+                results.sort();
+                let mut outputs = vec![id];
+                outputs.extend(results.into_iter().map(|(_, c)| c));
+                steps.push(Step { kind: StepKind::Op(id), inputs: node.inputs.to_vec(), outputs });
+            }
+            _ => steps.push(Step { kind: StepKind::Op(id), inputs: node.inputs.to_vec(), outputs: vec![id] }),
         }
     }
     let producer: HashMap<NodeId, usize> =

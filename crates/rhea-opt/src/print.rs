@@ -35,7 +35,9 @@ fn text(p: &Program, d: Option<&Decisions>, opts: TextOptions) -> String {
     let n = |id: &NodeId| format!("%{}", number[id]);
     let list = |ids: &[NodeId]| ids.iter().map(n).collect::<Vec<_>>().join(", ");
     let raw = to_text(g, opts);
-    let lines: HashMap<usize, &str> = raw.lines().enumerate().filter(|(_, l)| l.starts_with('%')).collect();
+    // Node lines by number (a loop's body lines, indented, are not among them).
+    let lines: HashMap<usize, &str> =
+        raw.lines().filter_map(|l| Some((l.strip_prefix('%')?.split(' ').next()?.parse().ok()?, l))).collect();
     let mut out = String::new();
     if let Some(d) = d {
         let host = d.steps.iter().filter(|s| s.placement == Placement::Host).count();
@@ -68,7 +70,15 @@ fn text(p: &Program, d: Option<&Decisions>, opts: TextOptions) -> String {
     }
     for (s, step) in p.steps.iter().enumerate() {
         match &step.kind {
-            StepKind::Op(id) => w(&mut out, format_args!("{}{}\n", lines[&number[id]], note(s))),
+            StepKind::Op(id) => {
+                w(&mut out, format_args!("{}{}\n", lines[&number[id]], note(s)));
+                // A loop's body, optimized and fused on its own.
+                if let Some(body) = p.body(*id) {
+                    for line in text(body, None, opts).lines() {
+                        w(&mut out, format_args!("    | {line}\n"));
+                    }
+                }
+            }
             StepKind::Kernel(k) => {
                 let grp = &p.fusion.groups[*k];
                 w(
@@ -162,6 +172,17 @@ pub fn trace(p: &Program) -> String {
         if let Some(node) = p.graph.get(*id) {
             let at = node.loc.as_ref().map_or_else(String::new, |l| format!("  @ {l}"));
             w(&mut out, format_args!("risk         {}: {risk}{at}\n", crate::describe(&p.graph, *id, 2)));
+        }
+    }
+    // The rewrites inside each loop's body, under its scan.
+    let (_, number) = numbering(&p.graph);
+    for (id, body) in &p.bodies {
+        let inner = trace(body);
+        if !inner.is_empty() {
+            w(&mut out, format_args!("in the body of %{}:\n", number[id]));
+            for line in inner.lines() {
+                w(&mut out, format_args!("    | {line}\n"));
+            }
         }
     }
     out

@@ -1,7 +1,7 @@
 //! The graph verifier, run after every pass in debug and test builds: a
 //! failure is a compiler bug, and says which pass broke what.
 
-use rhea_graph::{Graph, Op, infer};
+use rhea_graph::{Graph, Op};
 
 /// Checks every node's type against its op's rule, that the graph is
 /// acyclic, and that outputs and updates name live nodes.
@@ -15,8 +15,7 @@ pub fn verify(g: &Graph) -> Result<(), String> {
         if matches!(node.op, Op::Input { .. } | Op::Shared { .. }) {
             continue;
         }
-        let types: Vec<_> = node.inputs.iter().map(|&i| g.ty(i)).collect();
-        match infer(&node.op, &types) {
+        match g.rule(&node.op, &node.inputs) {
             Ok(t) if t == node.ty => {}
             Ok(t) => return Err(format!("{id} ({}) is typed {} but its inputs give {t}", node.op.name(), node.ty)),
             Err(e) => return Err(format!("{id} ({}): {e}", node.op.name())),

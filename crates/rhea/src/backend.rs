@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rhea_exec::Engine;
+use rhea_exec::{Engine, Engines};
 use rhea_opt::{Program, Target};
 
 use crate::function::FunctionError;
@@ -72,15 +72,22 @@ impl Backend {
         self != Backend::Interp
     }
 
-    /// The engine for `program`: its kernels compiled, its device opened.
-    /// `cuda_graph` and `epilogues` are the function's options for the
-    /// backends that have them.
-    pub(crate) fn engine(
+    /// The engines for `program` and each loop body in it: their kernels
+    /// compiled, their device opened. `cuda_graph` and `epilogues` are the
+    /// function's options for the backends that have them.
+    pub(crate) fn engines(
         self,
         program: &Program,
         cuda_graph: bool,
         epilogues: bool,
-    ) -> Result<Box<dyn Engine>, FunctionError> {
+    ) -> Result<Engines, FunctionError> {
+        // A loop body's plan runs once per step, uploading and downloading
+        // its values: it is not captured as a CUDA graph.
+        Engines::new(program, &|p| self.engine(p, cuda_graph && std::ptr::eq(p, program), epilogues))
+    }
+
+    /// The engine for one program.
+    fn engine(self, program: &Program, cuda_graph: bool, epilogues: bool) -> Result<Box<dyn Engine>, FunctionError> {
         if self.uses_threads() {
             rhea_cpu::threads::start().map_err(FunctionError::Threads)?;
         }

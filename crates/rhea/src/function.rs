@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rhea_exec::{Engine, ExecError, Io, Layout, SharedId, SharedValues};
+use rhea_exec::{Engines, ExecError, Io, Layout, SharedId, SharedValues};
 use rhea_graph::{Builder, ElementsMut, Fetch, Graph, GraphError, NodeId, Op, Value, Var};
 use rhea_interp::InterpError;
 use rhea_opt::{Decisions, Mode, OptError, Options, Program, StepKind};
@@ -270,11 +270,11 @@ impl FunctionBuilder {
         let program = rhea_opt::compile(graph, &self.options)?;
         let outputs = program.graph.outputs().iter().map(|(_, id)| *id).collect();
         let updates = program.graph.updates().iter().map(|&(s, v)| (shared_origin[&s], v)).collect();
-        let engine = self.backend.engine(&program, self.cuda_graph, self.epilogues)?;
-        let target = if self.nan_guard { engine.target().unfused() } else { engine.target() };
+        let engines = self.backend.engines(&program, self.cuda_graph, self.epilogues)?;
+        let target = if self.nan_guard { engines.main.target().unfused() } else { engines.main.target() };
         let decisions = rhea_opt::decide(&program, &target);
         Ok(Function {
-            engine,
+            engines,
             decisions,
             builder,
             program,
@@ -362,7 +362,7 @@ pub struct Function {
     builder: Builder,
     program: Program,
     /// The backend that runs the plans.
-    engine: Box<dyn Engine>,
+    engines: Engines,
     /// The plan's decisions for it: placement, epilogues, in-place updates.
     decisions: Decisions,
     inputs: Vec<(String, NodeId)>,
@@ -482,9 +482,10 @@ impl Function {
         }
         let ids: Vec<NodeId> = self.inputs.iter().map(|(_, id)| *id).collect();
         let io = Io { inputs: &ids, outputs: &self.outputs, updates: p.graph.updates() };
-        let layout = Layout::new(p, &memory, &self.decisions, bindings, &io)?;
+        let mut layout = Layout::new(p, &memory, &self.decisions, bindings, &io)?;
+        layout.prepare_loops(&self.engines, p)?;
         let guard = self.nan_guard.then(|| rhea_interp::nan_check(p, bindings));
-        let prepared = self.engine.prepare(p, &memory, layout, guard)?;
+        let prepared = self.engines.main.prepare(p, &memory, layout, guard)?;
         let shared = prepared.layout().shared.iter().map(|v| self.shared_origin[&v.node]).collect();
         let shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
         Ok(Plan { shapes, prepared, shared })
@@ -496,7 +497,7 @@ impl Function {
     fn run(&mut self, index: usize, inputs: &[Value]) -> Result<Vec<Value>> {
         let plan = &mut self.plans[index];
         // A backend's own pending values stay on its device; others come back.
-        let owner = self.engine.owner();
+        let owner = self.engines.main.owner();
         let mut graph = match owner {
             Some(owner) => self.builder.graph_mut_for(owner),
             None => self.builder.graph_mut(),

@@ -599,7 +599,7 @@ fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
             Format::Json => rhea::to_json(&g),
         };
         if o.trace && matches!(args.format, Format::Text) {
-            let p = rhea::opt::Program { graph: g, fusion: Default::default(), steps: vec![], report };
+            let p = rhea::opt::Program { graph: g, fusion: Default::default(), steps: vec![], report, bodies: vec![] };
             text.push_str(&rhea::opt::print::trace(&p));
         }
         text

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rhea_exec::{Engine, Io, Layout, SharedId, SharedValues};
+use rhea_exec::{Engines, Io, Layout, SharedId, SharedValues};
 use rhea_graph::{ElementsMut, Fetch, NodeId, Value};
 use rhea_opt::{MemoryPlan, Program};
 
@@ -21,19 +21,20 @@ pub fn run_program(
     outputs: &[NodeId],
     memory: Option<&MemoryPlan>,
 ) -> Result<Vec<Value>, FunctionError> {
-    run_on(program, &*backend.engine(program, false, true)?, feeds, outputs, memory)
+    run_on(program, &backend.engines(program, false, true)?, feeds, outputs, memory)
 }
 
-/// [`run_program`] on a backend's `engine` (a CUDA engine on a given GPU, say).
+/// [`run_program`] on a backend's `engines` (CUDA engines on a given GPU, say).
 pub fn run_on(
     program: &Program,
-    engine: &dyn Engine,
+    engines: &Engines,
     feeds: &HashMap<String, Value>,
     outputs: &[NodeId],
     memory: Option<&MemoryPlan>,
 ) -> Result<Vec<Value>, FunctionError> {
     let g = &program.graph;
     let bindings = rhea_interp::bind_inputs(g, feeds)?;
+    let engine = &engines.main;
     let decisions = rhea_opt::decide(program, &engine.target());
     let planned;
     let memory = match memory {
@@ -54,7 +55,8 @@ pub fn run_on(
         .collect::<Result<_, InterpMissing>>()
         .map_err(|m| FunctionError::Run(rhea_interp::InterpError::MissingInput(m.0)))?;
     let io = Io { inputs: &inputs, outputs, updates: g.updates() };
-    let layout = Layout::new(program, memory, &decisions, &bindings, &io)?;
+    let mut layout = Layout::new(program, memory, &decisions, &bindings, &io)?;
+    layout.prepare_loops(engines, program)?;
     let mut plan = engine.prepare(program, memory, layout, None)?;
     let mut shared = Copies(plan.layout().shared.iter().map(|v| g.shared_value(v.node).cloned()).collect());
     Ok(plan.run(&values, &mut shared, None)?)

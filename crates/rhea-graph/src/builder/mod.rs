@@ -694,6 +694,8 @@ impl fmt::Debug for Var {
 
 mod free;
 mod operators;
+mod scan;
 pub use free::{concat, stack, where_};
+pub use scan::{ScanArgs, ScanOut, State, Step, StepOut};
 #[cfg(test)]
 mod tests;

@@ -12,13 +12,14 @@
 
 mod emit;
 mod forward;
+mod scan;
 mod vjp;
 
 use std::collections::{HashMap, HashSet};
 
 pub use forward::{hessian_vector_product, jvp, jvp_nodes, lop};
 
-use crate::{BinaryOp, Graph, GraphError, NodeId, Value, Var};
+use crate::{BinaryOp, Graph, GraphError, NodeId, Op, Value, Var};
 use emit::Emit;
 
 type Result<T> = std::result::Result<T, GraphError>;
@@ -171,15 +172,32 @@ pub(crate) fn backprop(
         };
         adjoint.insert(node, total);
     }
+    // The cotangents of each scan's results, gathered until the scan itself.
+    let mut scan_cots: HashMap<NodeId, Vec<Option<NodeId>>> = HashMap::new();
     for &id in order.iter().rev() {
-        let Some(&gy) = adjoint.get(&id) else { continue };
         let node = g.node(id).clone();
         if node.op.is_leaf() || !reaches.contains(&id) || constant.contains(&id) {
             continue;
         }
         let need: Vec<bool> = node.inputs.iter().map(|i| reaches.contains(i)).collect();
         let mut e = Emit { g, loc: node.loc.clone() };
-        let grads = vjp::vjp(&mut e, id, &node, gy, &need)?;
+        let grads = match &node.op {
+            Op::ScanResult { index } => {
+                let Some(&gy) = adjoint.get(&id) else { continue };
+                let Op::Scan(scan) = &e.g.node(node.inputs[0]).op else { continue };
+                let n = scan.results();
+                scan_cots.entry(node.inputs[0]).or_insert_with(|| vec![None; n])[*index] = Some(gy);
+                continue;
+            }
+            Op::Scan(scan) => {
+                let Some(cots) = scan_cots.remove(&id) else { continue };
+                scan::scan_vjp(&mut e, id, &node, scan, &cots, &need)?
+            }
+            _ => {
+                let Some(&gy) = adjoint.get(&id) else { continue };
+                vjp::vjp(&mut e, id, &node, gy, &need)?
+            }
+        };
         for ((&input, gx), needed) in node.inputs.iter().zip(grads).zip(need) {
             let (Some(gx), true) = (gx, needed) else { continue };
             let total = match adjoint.get(&input) {

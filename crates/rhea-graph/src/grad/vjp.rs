@@ -350,6 +350,7 @@ pub(super) fn vjp(e: &mut Emit, y: NodeId, node: &Node, gy: NodeId, need: &[bool
         Op::MaxPool2dGather(p) => vec![None, Some(e.op(Op::MaxPool2dGrad(p.clone()), &[x[0], gy])?)],
         Op::AvgPool2dGrad(pg) => vec![Some(e.op(Op::AvgPool2d(Box::new(pg.pool.clone())), &[gy])?)],
         Op::StopGradient => vec![None],
+        Op::Scan(_) | Op::ScanResult { .. } => return Err(not_supported("a loop is differentiated as a whole")),
     })
 }
 

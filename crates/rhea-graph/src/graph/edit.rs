@@ -66,6 +66,37 @@ impl Graph {
         Ok(())
     }
 
+    /// Copies the nodes of `src` that `roots` need into this graph, each
+    /// leaf through `subst` (a leaf of `src` to a node of this graph;
+    /// constants are copied when not given). Returns the copy of each node
+    /// by its id in `src`.
+    pub fn import(
+        &mut self,
+        src: &Graph,
+        subst: &std::collections::HashMap<NodeId, NodeId>,
+        roots: &[NodeId],
+    ) -> Result<std::collections::HashMap<NodeId, NodeId>, GraphError> {
+        let mut map = subst.clone();
+        for id in src.ancestors(roots) {
+            if map.contains_key(&id) {
+                continue;
+            }
+            let node = src.node(id);
+            let new = match &node.op {
+                Op::Const { value } => self.add_const(value.value().clone(), node.loc.clone()),
+                Op::Input { name } | Op::Shared { name } => {
+                    return Err(GraphError::Mismatch(format!("import: the leaf {name:?} is given no node")));
+                }
+                op => {
+                    let inputs: Vec<NodeId> = node.inputs.iter().map(|i| map[i]).collect();
+                    self.add(op.clone(), &inputs, node.loc.clone())?
+                }
+            };
+            map.insert(id, new);
+        }
+        Ok(map)
+    }
+
     /// Removes every node that no output or update needs, keeping inputs
     /// and updated shared variables (a function's signature). Returns how
     /// many nodes were removed.

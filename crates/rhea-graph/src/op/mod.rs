@@ -6,7 +6,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DType, F64, Literal, Shape};
+mod attrs;
+mod funs;
+
+pub use attrs::{Conv2d, ConvGrad, Normal, Pool2d, PoolGrad, SliceSpec, Uniform};
+pub use funs::{ArgReduceOp, BinaryKind, BinaryOp, ReduceOp, UnaryKind, UnaryOp};
+
+use crate::{DType, F64, Literal, Scan, Shape};
 
 /// An operation: a node's kind and attributes. Inputs are held by the node.
 ///
@@ -184,419 +190,17 @@ pub enum Op {
     RandomUniform(Box<Uniform>),
     /// Normal random values, a pure function like [`Op::RandomUniform`].
     RandomNormal(Box<Normal>),
-}
-
-/// Elementwise functions of one argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum UnaryOp {
-    Neg,
-    Abs,
-    Sign,
-    Exp,
-    Log,
-    Log1p,
-    Expm1,
-    Sqrt,
-    Rsqrt,
-    Reciprocal,
-    Square,
-    Tanh,
-    Sigmoid,
-    Softplus,
-    Relu,
-    Sin,
-    Cos,
-    Floor,
-    Ceil,
-    /// Round half to even, like numpy.
-    Round,
-    /// Logical not of a `bool` tensor.
-    Not,
-    #[serde(rename = "isnan")]
-    IsNan,
-    #[serde(rename = "isinf")]
-    IsInf,
-}
-
-/// What dtypes a unary function takes and gives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnaryKind {
-    /// Any numeric dtype, same dtype out.
-    Numeric,
-    /// Floats only, same dtype out.
-    Float,
-    /// `bool` in, `bool` out.
-    Logical,
-    /// Any numeric dtype in, `bool` out.
-    Predicate,
-}
-
-impl UnaryOp {
-    /// All unary functions.
-    pub const ALL: [UnaryOp; 23] = {
-        use UnaryOp::*;
-        [
-            Neg, Abs, Sign, Exp, Log, Log1p, Expm1, Sqrt, Rsqrt, Reciprocal, Square, Tanh, Sigmoid, Softplus, Relu,
-            Sin, Cos, Floor, Ceil, Round, Not, IsNan, IsInf,
-        ]
-    };
-
-    /// The name used in dumps, files and the builder.
-    pub fn name(self) -> &'static str {
-        use UnaryOp::*;
-        match self {
-            Neg => "neg",
-            Abs => "abs",
-            Sign => "sign",
-            Exp => "exp",
-            Log => "log",
-            Log1p => "log1p",
-            Expm1 => "expm1",
-            Sqrt => "sqrt",
-            Rsqrt => "rsqrt",
-            Reciprocal => "reciprocal",
-            Square => "square",
-            Tanh => "tanh",
-            Sigmoid => "sigmoid",
-            Softplus => "softplus",
-            Relu => "relu",
-            Sin => "sin",
-            Cos => "cos",
-            Floor => "floor",
-            Ceil => "ceil",
-            Round => "round",
-            Not => "not",
-            IsNan => "isnan",
-            IsInf => "isinf",
-        }
-    }
-
-    /// Its dtype rule.
-    pub fn kind(self) -> UnaryKind {
-        use UnaryOp::*;
-        match self {
-            Neg | Abs | Sign | Square | Relu => UnaryKind::Numeric,
-            Exp | Log | Log1p | Expm1 | Sqrt | Rsqrt | Reciprocal | Tanh | Sigmoid | Softplus | Sin | Cos | Floor
-            | Ceil | Round => UnaryKind::Float,
-            Not => UnaryKind::Logical,
-            IsNan | IsInf => UnaryKind::Predicate,
-        }
-    }
-}
-
-/// Elementwise functions of two arguments.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    /// True division; floats only.
-    Div,
-    /// Floats only.
-    Pow,
-    /// NaN-propagating, like numpy's `maximum`.
-    Maximum,
-    /// NaN-propagating, like numpy's `minimum`.
-    Minimum,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    And,
-    Or,
-}
-
-/// What dtypes a binary function takes and gives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinaryKind {
-    /// Any numeric dtype, same dtype out.
-    Numeric,
-    /// Floats only, same dtype out.
-    Float,
-    /// Any dtype in (both the same), `bool` out.
-    Compare,
-    /// `bool` in, `bool` out.
-    Logical,
-}
-
-impl BinaryOp {
-    /// All binary functions.
-    pub const ALL: [BinaryOp; 15] = {
-        use BinaryOp::*;
-        [Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge, And, Or]
-    };
-
-    /// The name used in dumps, files and the builder.
-    pub fn name(self) -> &'static str {
-        use BinaryOp::*;
-        match self {
-            Add => "add",
-            Sub => "sub",
-            Mul => "mul",
-            Div => "div",
-            Pow => "pow",
-            Maximum => "maximum",
-            Minimum => "minimum",
-            Eq => "eq",
-            Ne => "ne",
-            Lt => "lt",
-            Le => "le",
-            Gt => "gt",
-            Ge => "ge",
-            And => "and",
-            Or => "or",
-        }
-    }
-
-    /// Its dtype rule.
-    pub fn kind(self) -> BinaryKind {
-        use BinaryOp::*;
-        match self {
-            Add | Sub | Mul | Maximum | Minimum => BinaryKind::Numeric,
-            Div | Pow => BinaryKind::Float,
-            Eq | Ne | Lt | Le | Gt | Ge => BinaryKind::Compare,
-            And | Or => BinaryKind::Logical,
-        }
-    }
-}
-
-/// Reductions over a set of axes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum ReduceOp {
-    Sum,
-    /// Floats only; the mean of no elements is NaN, as in numpy.
-    Mean,
-    Prod,
-    /// Has no identity: reducing an empty axis is an error.
-    Max,
-    /// Has no identity: reducing an empty axis is an error.
-    Min,
-    /// `log(sum(exp(x)))`, computed stably; floats only.
-    #[serde(rename = "logsumexp")]
-    LogSumExp,
-}
-
-impl ReduceOp {
-    /// All reductions.
-    pub const ALL: [ReduceOp; 6] =
-        [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Prod, ReduceOp::Max, ReduceOp::Min, ReduceOp::LogSumExp];
-
-    /// The name used in dumps, files and the builder.
-    pub fn name(self) -> &'static str {
-        match self {
-            ReduceOp::Sum => "sum",
-            ReduceOp::Mean => "mean",
-            ReduceOp::Prod => "prod",
-            ReduceOp::Max => "max",
-            ReduceOp::Min => "min",
-            ReduceOp::LogSumExp => "logsumexp",
-        }
-    }
-}
-
-/// Index-of-extreme reductions along one axis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum ArgReduceOp {
-    /// First index of the maximum (a NaN counts as the maximum).
-    Argmax,
-    /// First index of the minimum (a NaN counts as the minimum).
-    Argmin,
-}
-
-impl ArgReduceOp {
-    /// The name used in dumps, files and the builder.
-    pub fn name(self) -> &'static str {
-        match self {
-            ArgReduceOp::Argmax => "argmax",
-            ArgReduceOp::Argmin => "argmin",
-        }
-    }
-}
-
-/// Python's `start:stop:step` for one axis. `None` means the default for the
-/// step's direction; negative bounds count from the end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SliceSpec {
-    /// First index taken (default 0, or the last for a negative step).
-    pub start: Option<i64>,
-    /// Index where the slice stops, not taken.
-    pub stop: Option<i64>,
-    /// Stride; never 0.
-    pub step: i64,
-}
-
-impl SliceSpec {
-    /// The whole axis, `:`.
-    pub const FULL: SliceSpec = SliceSpec { start: None, stop: None, step: 1 };
-
-    /// `start:stop:step` with explicit values.
-    pub fn new(start: Option<i64>, stop: Option<i64>, step: i64) -> SliceSpec {
-        SliceSpec { start, stop, step }
-    }
-
-    /// `start:stop` with step 1.
-    pub fn range(start: i64, stop: i64) -> SliceSpec {
-        SliceSpec { start: Some(start), stop: Some(stop), step: 1 }
-    }
-
-    /// Python's `slice.indices(len)`: the first index and the count taken
-    /// (a count of 0 means the slice is empty). Exact for any bounds and
-    /// steps, with no overflow.
-    fn span(&self, len: usize) -> Result<(i128, usize), String> {
-        if self.step == 0 {
-            return Err("slice step cannot be zero".into());
-        }
-        let (len, step) = (len as i128, self.step as i128);
-        let resolve = |v: i64, lo: i128, hi: i128| {
-            let v = v as i128;
-            (if v < 0 { v + len } else { v }).clamp(lo, hi)
-        };
-        let (start, stop) = if step > 0 {
-            (self.start.map_or(0, |v| resolve(v, 0, len)), self.stop.map_or(len, |v| resolve(v, 0, len)))
-        } else {
-            (self.start.map_or(len - 1, |v| resolve(v, -1, len - 1)), self.stop.map_or(-1, |v| resolve(v, -1, len - 1)))
-        };
-        let gap = if step > 0 { stop - start } else { start - stop };
-        let count = if gap > 0 { (gap - 1) / step.abs() + 1 } else { 0 };
-        Ok((start, count as usize))
-    }
-
-    /// How many indices this slice takes from an axis of length `len`.
-    pub fn count(&self, len: usize) -> Result<usize, String> {
-        self.span(len).map(|(_, n)| n)
-    }
-
-    /// The indices this slice takes from an axis of length `len`, in order,
-    /// following Python's `slice.indices`.
-    pub fn indices(&self, len: usize) -> Result<Vec<usize>, String> {
-        let (start, count) = self.span(len)?;
-        Ok((0..count as i128).map(|k| (start + k * self.step as i128) as usize).collect())
-    }
-
-    /// True for `:` (the whole axis in order).
-    pub fn is_full(&self) -> bool {
-        *self == SliceSpec::FULL
-    }
-}
-
-impl fmt::Display for SliceSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(s) = self.start {
-            write!(f, "{s}")?;
-        }
-        f.write_str(":")?;
-        if let Some(s) = self.stop {
-            write!(f, "{s}")?;
-        }
-        if self.step != 1 {
-            write!(f, ":{}", self.step)?;
-        }
-        Ok(())
-    }
-}
-
-/// Attributes of [`Op::Conv2d`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Conv2d {
-    /// Step between windows, (height, width).
-    pub stride: [usize; 2],
-    /// Zero padding on each side, (height, width).
-    pub padding: [usize; 2],
-    /// Spacing between kernel taps, (height, width).
-    pub dilation: [usize; 2],
-    /// Channel groups; input and output channels must both divide by it.
-    pub groups: usize,
-}
-
-impl Default for Conv2d {
-    fn default() -> Conv2d {
-        Conv2d { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 }
-    }
-}
-
-/// Attributes of [`Op::MaxPool2d`] and [`Op::AvgPool2d`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Pool2d {
-    /// Window size, (height, width).
-    pub kernel: [usize; 2],
-    /// Step between windows, (height, width).
-    pub stride: [usize; 2],
-    /// Padding on each side, (height, width); at most half the kernel.
-    pub padding: [usize; 2],
-    /// Average pooling only: divide by the whole window including padding
-    /// (PyTorch's default, and the default in graph files) rather than by
-    /// the valid elements.
-    #[serde(default = "yes")]
-    pub count_include_pad: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Pool2d {
-    /// A `k`x`k` window with stride `k` and no padding (the usual 2x2 pool).
-    pub fn square(k: usize) -> Pool2d {
-        Pool2d { kernel: [k, k], stride: [k, k], padding: [0, 0], count_include_pad: true }
-    }
-}
-
-/// Attributes of the convolution gradients.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ConvGrad {
-    /// The forward convolution.
-    pub conv: Conv2d,
-    /// Spatial size of the result: the input's `[H, W]` or the kernel's `[KH, KW]`.
-    pub size: [usize; 2],
-}
-
-/// Attributes of [`Op::AvgPool2dGrad`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PoolGrad {
-    /// The forward pooling.
-    pub pool: Pool2d,
-    /// The forward input's `[H, W]`.
-    pub size: [usize; 2],
-}
-
-/// Attributes of [`Op::RandomUniform`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Uniform {
-    /// Output shape.
-    pub shape: Shape,
-    /// Output dtype (a float).
-    pub dtype: DType,
-    /// Lower bound, included.
-    pub low: F64,
-    /// Upper bound, excluded.
-    pub high: F64,
-    /// Seed.
-    pub seed: u64,
-}
-
-/// Attributes of [`Op::RandomNormal`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Normal {
-    /// Output shape.
-    pub shape: Shape,
-    /// Output dtype (a float).
-    pub dtype: DType,
-    /// Mean.
-    pub mean: F64,
-    /// Standard deviation.
-    pub std: F64,
-    /// Seed.
-    pub seed: u64,
+    /// A loop (Theano's `scan`, see [`crate::scan`]): inputs are the
+    /// sequences, the initial states and the non-sequences; its value is
+    /// the number of steps run (`i64`).
+    Scan(Box<Scan>),
+    /// Result `index` of the scan that is its input: a state or per-step
+    /// output stacked over the steps, or a state's final value
+    /// ([`Scan::part`]).
+    ScanResult {
+        /// Which result.
+        index: usize,
+    },
 }
 
 impl Op {
@@ -636,6 +240,8 @@ impl Op {
             Op::Dropout { .. } => "dropout",
             Op::RandomUniform(_) => "random_uniform",
             Op::RandomNormal(_) => "random_normal",
+            Op::Scan(_) => "scan",
+            Op::ScanResult { .. } => "scan_result",
         }
     }
 
@@ -695,8 +301,32 @@ impl Op {
             }
             Op::RandomUniform(u) => format!("{}{}, low={}, high={}, seed={}", u.dtype, u.shape, u.low, u.high, u.seed),
             Op::RandomNormal(n) => format!("{}{}, mean={}, std={}, seed={}", n.dtype, n.shape, n.mean, n.std, n.seed),
+            Op::Scan(s) => scan_attrs(s),
+            Op::ScanResult { index } => format!("index={index}"),
         }
     }
+}
+
+fn scan_attrs(s: &Scan) -> String {
+    let taps: Vec<String> = s.taps.iter().map(|t| format!("{t:?}").replace(' ', "")).collect();
+    let mut out = format!(
+        "n_steps={}, sequences={}, taps=[{}], outputs={}, non_sequences={}",
+        s.n_steps,
+        s.sequences,
+        taps.join(","),
+        s.outputs,
+        s.non_sequences
+    );
+    if s.go_backwards {
+        out.push_str(", go_backwards");
+    }
+    if let Some(k) = s.truncate_gradient {
+        out.push_str(&format!(", truncate_gradient={k}"));
+    }
+    if s.until {
+        out.push_str(", until");
+    }
+    out
 }
 
 fn pair(p: [usize; 2]) -> String {

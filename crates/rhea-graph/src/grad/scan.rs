@@ -1,0 +1,297 @@
+//! The gradient of a loop: backpropagation through time as another scan.
+//!
+//! The backward scan walks the forward steps in reverse. Each of its steps
+//! reads the forward step's inputs (rows of the sequences, and the states
+//! before the step, which the forward scan stacks as its `Before` results)
+//! and the cotangents of that step's results; its body is the forward body
+//! copied and differentiated. It carries the cotangent of each float state
+//! back one step at a time and sums the cotangents of the non-sequences;
+//! the cotangent of each sequence row is a per-step output.
+
+use std::collections::HashMap;
+
+use super::emit::Emit;
+use super::{Disconnected, backprop};
+use crate::scan::{Body, nonseq_name, out_name, seq_name, state_name};
+use crate::{BinaryOp, DType, Dim, Graph, GraphError, Node, NodeId, Op, Scan, ScanPart, Shape, SliceSpec, TensorType};
+
+type Result<T> = std::result::Result<T, GraphError>;
+
+fn unsupported(what: &str) -> GraphError {
+    GraphError::Mismatch(format!("gradient of scan is not supported {what}"))
+}
+
+/// One input of the backward scan and its type inside the body.
+#[derive(Clone)]
+struct Slot {
+    outer: NodeId,
+    inner: TensorType,
+}
+
+/// The gradient of each input of the scan `node` (id `id`) given the
+/// cotangents of its results (by result index); `need` says which inputs
+/// want one.
+pub(super) fn scan_vjp(
+    e: &mut Emit,
+    id: NodeId,
+    node: &Node,
+    scan: &Scan,
+    cots: &[Option<NodeId>],
+    need: &[bool],
+) -> Result<Vec<Option<NodeId>>> {
+    if scan.until {
+        return Err(unsupported("through a loop with an until-condition (the number of steps is data)"));
+    }
+    if let Some(s) = (0..scan.states()).find(|&s| scan.windowed(s)) {
+        return Err(unsupported(&format!("through state {s}, which reads taps {:?} (only t-1 so far)", scan.taps[s])));
+    }
+    let (q, ns, m) = (scan.sequences, scan.states(), scan.non_sequences);
+    let fb = scan.body.graph();
+    let float = |t: &TensorType| t.dtype.is_float();
+    let state_ty: Vec<TensorType> = (0..ns)
+        .map(|s| scan.body_output(&crate::scan::new_state_name(s)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(GraphError::Mismatch)?;
+    let input_ty = |name: &str| scan.body_input(name).map_err(GraphError::Mismatch);
+    let carried: Vec<usize> = (0..ns).filter(|&s| float(&state_ty[s])).collect();
+    let seq_wanted: Vec<usize> = (0..q).filter(|&i| need[i] && float(e.g.ty(node.inputs[i]))).collect();
+    let acc_wanted: Vec<usize> =
+        (0..m).filter(|&j| need[q + ns + j] && float(e.g.ty(node.inputs[q + ns + j]))).collect();
+
+    // Sequences of the backward scan, in the forward scan's step order
+    // (reversed for a backward forward scan, whose rows are read the other way).
+    let reverse = |e: &mut Emit, v: NodeId| e.slice(v, vec![SliceSpec::REVERSE]);
+    let mut seqs: Vec<Slot> = Vec::new();
+    for i in 0..q {
+        seqs.push(Slot { outer: node.inputs[i], inner: input_ty(&seq_name(i))? });
+    }
+    let mut before_at = Vec::new();
+    for (s, ty) in state_ty.iter().enumerate() {
+        let b = e.op(Op::ScanResult { index: scan.index(ScanPart::Before(s)) }, &[id])?;
+        let b = if scan.go_backwards { reverse(e, b)? } else { b };
+        before_at.push(seqs.len());
+        seqs.push(Slot { outer: b, inner: ty.clone() });
+    }
+    let mut gs_at = HashMap::new();
+    for &s in &carried {
+        if let Some(c) = cots[scan.index(ScanPart::States(s))] {
+            let c = if scan.go_backwards { reverse(e, c)? } else { c };
+            gs_at.insert(s, seqs.len());
+            seqs.push(Slot { outer: c, inner: state_ty[s].clone() });
+        }
+    }
+    // A cotangent of the state before step t (the stacked Before results,
+    // which a second derivative reads) adds to what flows out of step t.
+    let mut gb_at = HashMap::new();
+    for &s in &carried {
+        if let Some(c) = cots[scan.index(ScanPart::Before(s))] {
+            let c = if scan.go_backwards { reverse(e, c)? } else { c };
+            gb_at.insert(s, seqs.len());
+            seqs.push(Slot { outer: c, inner: state_ty[s].clone() });
+        }
+    }
+    let mut gy_at = HashMap::new();
+    for j in 0..scan.outputs {
+        let ty = scan.body_output(&out_name(j)).map_err(GraphError::Mismatch)?;
+        if let (true, Some(c)) = (float(&ty), cots[scan.index(ScanPart::Outputs(j))]) {
+            let c = if scan.go_backwards { reverse(e, c)? } else { c };
+            gy_at.insert(j, seqs.len());
+            seqs.push(Slot { outer: c, inner: ty });
+        }
+    }
+    // States: the carried cotangents, the sums for the non-sequences, and a
+    // step counter for truncation.
+    let mut states: Vec<Slot> = Vec::new();
+    for &s in &carried {
+        let init = match cots[scan.index(ScanPart::Final(s))] {
+            Some(c) => c,
+            None => e.zeros(&state_ty[s])?,
+        };
+        states.push(Slot { outer: init, inner: state_ty[s].clone() });
+    }
+    for &j in &acc_wanted {
+        let ty = e.ty(node.inputs[q + ns + j]);
+        states.push(Slot { outer: e.zeros(&ty)?, inner: ty });
+    }
+    let counter = scan.truncate_gradient.map(|_| states.len());
+    if counter.is_some() {
+        let zero = e.g.add_const(crate::Value::from(0i64), e.loc.clone());
+        states.push(Slot { outer: zero, inner: TensorType::new(DType::I64, Shape::scalar()) });
+    }
+    let nonseqs: Vec<Slot> = (0..m)
+        .map(|j| Ok(Slot { outer: node.inputs[q + ns + j], inner: input_ty(&nonseq_name(j))? }))
+        .collect::<Result<_>>()?;
+
+    // The backward body: the forward body copied, then differentiated.
+    let mut bg = Graph::new();
+    let loc = e.loc.clone();
+    let add_inputs = |bg: &mut Graph, slots: &[Slot], name: &dyn Fn(usize) -> String| -> Result<Vec<NodeId>> {
+        slots.iter().enumerate().map(|(k, sl)| bg.add_input(&name(k), sl.inner.clone(), loc.clone())).collect()
+    };
+    let b_seqs = add_inputs(&mut bg, &seqs, &seq_name)?;
+    let b_states = add_inputs(&mut bg, &states, &|k| state_name(k, 1))?;
+    let b_nonseqs = add_inputs(&mut bg, &nonseqs, &nonseq_name)?;
+    let mut subst = HashMap::new();
+    // The forward body's inputs, by name, become the backward body's.
+    let forward_inputs = (0..q).map(|i| (seq_name(i), b_seqs[i]));
+    let forward_inputs =
+        forward_inputs.chain(before_at.iter().enumerate().map(|(s, &at)| (state_name(s, 1), b_seqs[at])));
+    let forward_inputs = forward_inputs.chain(b_nonseqs.iter().enumerate().map(|(j, &x)| (nonseq_name(j), x)));
+    for (name, to) in forward_inputs {
+        if let Some(x) = fb.find(&name) {
+            subst.insert(x, to);
+        }
+    }
+    let roots: Vec<NodeId> = fb.outputs().iter().map(|(_, o)| *o).collect();
+    let map = bg.import(fb, &subst, &roots)?;
+    let out_of = |name: &str| fb.outputs().iter().find(|(n, _)| &**n == name).map(|(_, o)| map[o]);
+    let mut be = Emit { g: &mut bg, loc: e.loc.clone() };
+    let mut seeds = Vec::new();
+    for (k, &s) in carried.iter().enumerate() {
+        let d = b_states[k];
+        let c = match gs_at.get(&s) {
+            Some(&at) => be.bin(BinaryOp::Add, d, b_seqs[at])?,
+            None => d,
+        };
+        let o =
+            out_of(&crate::scan::new_state_name(s)).ok_or_else(|| unsupported("(a body without a state output)"))?;
+        seeds.push((o, c));
+    }
+    for (&j, &at) in &gy_at {
+        let o = out_of(&out_name(j)).ok_or_else(|| unsupported("(a body without an output)"))?;
+        seeds.push((o, b_seqs[at]));
+    }
+    let mut wrt: Vec<NodeId> = carried.iter().map(|&s| b_seqs[before_at[s]]).collect();
+    wrt.extend(seq_wanted.iter().map(|&i| b_seqs[i]));
+    wrt.extend(acc_wanted.iter().map(|&j| b_nonseqs[j]));
+    let grads = if seeds.is_empty() {
+        wrt.iter()
+            .map(|&w| {
+                let t = be.ty(w);
+                be.zeros(&t)
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        backprop(be.g, &seeds, &wrt, &[], Disconnected::Zero)?
+    };
+    let valid = match (counter, scan.truncate_gradient) {
+        (Some(c), Some(k)) => {
+            let k = be.g.add_const(crate::Value::from(k as i64), be.loc.clone());
+            Some(be.bin(BinaryOp::Lt, b_states[c], k)?)
+        }
+        _ => None,
+    };
+    let mask = |be: &mut Emit, v: NodeId| match valid {
+        Some(ok) => {
+            let zero = be.scalar(0.0, v);
+            be.select(ok, v, zero)
+        }
+        None => Ok(v),
+    };
+    let nc = carried.len();
+    for (k, s) in carried.iter().enumerate() {
+        let d = match gb_at.get(s) {
+            Some(&at) => be.bin(BinaryOp::Add, grads[k], b_seqs[at])?,
+            None => grads[k],
+        };
+        let d = mask(&mut be, d)?;
+        be.g.set_output(&crate::scan::new_state_name(k), d);
+    }
+    for (k, _) in acc_wanted.iter().enumerate() {
+        let dp = mask(&mut be, grads[nc + seq_wanted.len() + k])?;
+        let acc = be.bin(BinaryOp::Add, b_states[nc + k], dp)?;
+        be.g.set_output(&crate::scan::new_state_name(nc + k), acc);
+    }
+    if let Some(c) = counter {
+        let one = be.g.add_const(crate::Value::from(1i64), be.loc.clone());
+        let next = be.bin(BinaryOp::Add, b_states[c], one)?;
+        be.g.set_output(&crate::scan::new_state_name(c), next);
+    }
+    for (k, _) in seq_wanted.iter().enumerate() {
+        let dx = mask(&mut be, grads[nc + k])?;
+        be.g.set_output(&out_name(k), dx);
+    }
+    bg.remove_dead();
+    let (bg, seqs, nonseqs) = prune(&bg, (&seqs, &b_seqs), &b_states, (&nonseqs, &b_nonseqs))?;
+    let back = Scan {
+        body: Body::new(bg),
+        n_steps: scan.n_steps,
+        sequences: seqs.len(),
+        taps: (0..states.len()).map(|_| Box::from([1usize])).collect(),
+        outputs: seq_wanted.len(),
+        non_sequences: nonseqs.len(),
+        go_backwards: !scan.go_backwards,
+        truncate_gradient: None,
+        until: false,
+    };
+    let inputs: Vec<NodeId> = seqs.iter().chain(&states).chain(&nonseqs).map(|s| s.outer).collect();
+    let bid = e.op(Op::Scan(Box::new(back.clone())), &inputs)?;
+    let result = |e: &mut Emit, part| e.op(Op::ScanResult { index: back.index(part) }, &[bid]);
+
+    let mut out: Vec<Option<NodeId>> = vec![None; node.inputs.len()];
+    for (k, &i) in seq_wanted.iter().enumerate() {
+        let rows = result(e, ScanPart::Outputs(k))?;
+        let rows = if scan.go_backwards { rows } else { reverse(e, rows)? };
+        out[i] = Some(pad_rows(e, rows, node.inputs[i], scan.n_steps)?);
+    }
+    for (k, &s) in carried.iter().enumerate() {
+        if need[q + s] {
+            out[q + s] = Some(result(e, ScanPart::Final(k))?);
+        }
+    }
+    for (k, &j) in acc_wanted.iter().enumerate() {
+        out[q + ns + j] = Some(result(e, ScanPart::Final(nc + k))?);
+    }
+    Ok(out)
+}
+
+/// The body without the sequences and non-sequences it does not read, and
+/// those that are left. A linear body's gradient reads none of the
+/// cotangents it is linear in, so the scan that differentiates it again
+/// does not depend on them: what makes forward mode (the transposed VJP)
+/// possible through a loop.
+fn prune(
+    bg: &Graph,
+    (seqs, b_seqs): (&[Slot], &[NodeId]),
+    b_states: &[NodeId],
+    (nonseqs, b_nonseqs): (&[Slot], &[NodeId]),
+) -> Result<(Graph, Vec<Slot>, Vec<Slot>)> {
+    let used = |id: NodeId| bg.is_used(id) || bg.outputs().iter().any(|(_, o)| *o == id);
+    let kept_seqs: Vec<usize> = (0..seqs.len()).filter(|&k| used(b_seqs[k])).collect();
+    let kept_nonseqs: Vec<usize> = (0..nonseqs.len()).filter(|&j| used(b_nonseqs[j])).collect();
+    let mut ng = Graph::new();
+    let mut subst = HashMap::new();
+    for (new, &k) in kept_seqs.iter().enumerate() {
+        subst.insert(b_seqs[k], ng.add_input(&seq_name(new), seqs[k].inner.clone(), bg.node(b_seqs[k]).loc.clone())?);
+    }
+    for (k, &st) in b_states.iter().enumerate() {
+        subst.insert(st, ng.add_input(&state_name(k, 1), bg.ty(st).clone(), bg.node(st).loc.clone())?);
+    }
+    for (new, &j) in kept_nonseqs.iter().enumerate() {
+        let id = b_nonseqs[j];
+        subst.insert(id, ng.add_input(&nonseq_name(new), nonseqs[j].inner.clone(), bg.node(id).loc.clone())?);
+    }
+    let roots: Vec<NodeId> = bg.outputs().iter().map(|(_, o)| *o).collect();
+    let map = ng.import(bg, &subst, &roots)?;
+    for (name, o) in bg.outputs() {
+        ng.set_output(name, map[o]);
+    }
+    Ok((
+        ng,
+        kept_seqs.iter().map(|&k| seqs[k].clone()).collect(),
+        kept_nonseqs.iter().map(|&j| nonseqs[j].clone()).collect(),
+    ))
+}
+
+/// The gradient of a sequence's first `n` rows, padded with zero rows to
+/// the sequence's length.
+fn pad_rows(e: &mut Emit, rows: NodeId, seq: NodeId, n: Dim) -> Result<NodeId> {
+    let len = e.ty(seq).shape[0];
+    match (len, n) {
+        _ if len == n => Ok(rows),
+        (Dim::Known(l), Dim::Known(n)) => e.pad_axis(rows, 0, 0, l - n),
+        _ => Err(unsupported(&format!(
+            "with respect to a sequence of {len} rows when {n} steps run (give n_steps equal to its length)"
+        ))),
+    }
+}
