@@ -8,6 +8,11 @@ same two training steps as `rhea bench`, with the same shapes and f32:
   from logits, Adam (Keras defaults); one epoch = 124 rows in batches of 10.
 - theano-mlp: 784-500-10 tanh/softmax, categorical cross-entropy, SGD 0.01,
   batch 60; examples per second.
+- lstm, elman (JAX only, `lax.scan`): the recurrent training steps of
+  `rhea bench --model lstm,elman` (LSTM: batch 32, 32 features, 128 units,
+  100 steps; Elman RNN: batch 16, 8 features, 32 units, 200 steps; a dense
+  head on the last state, mean squared error, SGD 0.01), with the compile
+  time of each at 20, 200 and 2000 steps (`--seq-lens`).
 
     python3 benches/peers.py [--json FILE]
 
@@ -142,7 +147,86 @@ def jax_workloads():
     med, lo, hi = timed(steps)
     per_step = med / len(batches)
     results["theano-mlp"] = {"step_us": per_step * 1e6, "examples_per_s": 60 / per_step}
+    results.update(jax_recurrent(jax, jnp, rng))
     return "jax " + jax.__version__, results
+
+
+def jax_recurrent(jax, jnp, rng):
+    """The LSTM and the Elman RNN as `rhea bench` builds them, with lax.scan."""
+    results = {}
+    for model, (batch, inputs, units, steps) in [("lstm", (32, 32, 128, 100)), ("elman", (16, 8, 32, 200))]:
+        gates = 4 if model == "lstm" else 1
+        params = [
+            jnp.asarray(glorot(rng, inputs, gates * units)),
+            jnp.asarray(glorot(rng, units, gates * units)),
+            jnp.zeros((gates * units,), jnp.float32),
+            jnp.asarray(glorot(rng, units, 1)),
+            jnp.zeros((1,), jnp.float32),
+        ]
+
+        def loss_fn(params, x, y, model=model, units=units, batch=batch):
+            w, u, b, hw, hb = params
+            projected = x @ w + b  # [time, batch, gates * units], one product before the loop
+            zero = jnp.zeros((batch, units), jnp.float32)
+            if model == "lstm":
+
+                def cell(carry, z):
+                    h, c = carry
+                    z = z + h @ u
+                    i, f, g, o = jnp.split(z, 4, axis=-1)
+                    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+                    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+                    return (h, c), None
+
+                (h, _), _ = jax.lax.scan(cell, (zero, zero), projected)
+            else:
+
+                def cell(h, z):
+                    return jnp.tanh(z + h @ u), None
+
+                h, _ = jax.lax.scan(cell, zero, projected)
+            return jnp.mean((h @ hw + hb - y) ** 2)
+
+        def make_step():
+            @jax.jit
+            def step(params, x, y):
+                loss, g = jax.value_and_grad(loss_fn)(params, x, y)
+                return [p - 0.01 * d for p, d in zip(params, g)], loss
+
+            return step
+
+        def data(t, k):
+            r = np.random.default_rng(k)
+            x = jnp.asarray(r.random((t, batch, inputs), dtype=np.float32) - 0.5)
+            y = jnp.asarray(r.random((batch, 1), dtype=np.float32))
+            return x, y
+
+        compile_ms = {}
+        for t in SEQ_LENS:
+            step = make_step()
+            x, y = data(t, 0)
+            started = time.perf_counter()
+            step.lower(params, x, y).compile()
+            compile_ms[str(t)] = (time.perf_counter() - started) * 1e3
+        step = make_step()
+        batches = [data(steps, k) for k in range(2)]
+        state = [params]
+
+        def run(step=step, batches=batches, state=state):
+            p = state[0]
+            for x, y in batches:
+                p, loss = step(p, x, y)
+            loss.block_until_ready()
+            state[0] = p
+
+        med, _, _ = timed(run)
+        per_step = med / len(batches)
+        results[model] = {"step_us": per_step * 1e6, "examples_per_s": batch / per_step}
+        results[model].update({f"compile_ms_t{t}": v for t, v in compile_ms.items()})
+    return results
+
+
+SEQ_LENS = [20, 200, 2000]
 
 
 def pytensor_workloads():
@@ -175,7 +259,9 @@ def pytensor_workloads():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--seq-lens", default="20,200,2000", help="steps at which to time compiling the recurrent models")
     args = parser.parse_args()
+    SEQ_LENS[:] = [int(t) for t in args.seq_lens.split(",")]
     report = {}
     for name, run in [("jax", jax_workloads), ("pytensor", pytensor_workloads)]:
         try:

@@ -29,13 +29,13 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     units: usize,
     /// Passes over the training windows.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 40)]
     epochs: usize,
     /// Windows per step.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 0.005)]
+    #[arg(long, default_value_t = 0.002)]
     lr: f64,
     /// Seed of the weights and the shuffles.
     #[arg(long, default_value_t = 1)]

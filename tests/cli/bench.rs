@@ -29,6 +29,23 @@ fn bench_times_the_sonar_step_and_writes_json_and_a_plot() {
 }
 
 #[test]
+fn bench_times_the_recurrent_steps_with_the_loop_products_counted() {
+    let dir = tempdir();
+    let json = path_in(dir.path(), "bench.json");
+    let args = ["bench", "--model", "elman,lstm", "--backend", "interp,cpu", "--seq-len", "4", "--rounds", "1"];
+    let out = rhea(&[&args[..], &["--json", &json]].concat()).ok().to_string();
+    assert!(out.contains("elman") && out.contains("lstm"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        // The products inside the loop count, once per step: GFLOP/s is not zero.
+        assert!(row["step_us"].as_f64().unwrap() > 0.0 && row["gflops"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    rhea(&["bench", "--model", "lstm", "--seq-len", "0"]).fails_with(&["--seq-len"]);
+}
+
+#[test]
 fn bench_rejects_unknown_models_and_backends() {
     rhea(&["bench", "--model", "resnet"]).fails_with(&["unknown model \"resnet\"", "sonar-mlp", "theano-mlp"]);
     rhea(&["bench", "--backend", "tpu"]).fails_with(&["unknown backend \"tpu\""]);

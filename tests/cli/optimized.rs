@@ -99,3 +99,40 @@ fn vgg16_is_a_built_in_model() {
     assert!(out.contains("shared \"classifier.0.weight\" : f32[25088,4096]"), "{out}");
     assert!(out.contains("output \"logits\""), "{out}");
 }
+
+/// An RNN whose body scales its weight every step: the optimized dump nests
+/// the body's own optimized program under its scan, and the trace shows
+/// the scaling moved out of the loop and the rewrites inside the body.
+fn scaled_rnn() -> rhea::Graph {
+    let g = Builder::new();
+    let t = g.dim("t").unwrap();
+    let xs = g.input("xs", DType::F32, [t, Dim::Known(3)]).unwrap();
+    let h0 = g.input("h0", DType::F32, [3]).unwrap();
+    let w = g.shared("w", ndarray::Array2::<f32>::eye(3)).unwrap();
+    let args = rhea::ScanArgs {
+        sequences: vec![xs],
+        states: vec![rhea::State::new(&h0)],
+        non_sequences: vec![w],
+        ..Default::default()
+    };
+    let out = g
+        .scan(args, |s| {
+            let w = s.non_seq(0)?.mul(0.5)?;
+            let h = s.state(0)?.dot(&w)?.add(&s.seq(0)?)?.mul(1.0)?.tanh()?;
+            Ok(rhea::StepOut::states(vec![h]))
+        })
+        .unwrap();
+    g.output("h", &out.finals[0]).unwrap();
+    g.to_graph()
+}
+
+#[test]
+fn a_loop_dumps_with_its_optimized_body_and_its_trace() {
+    let dir = tempdir();
+    let graph = write_graph(dir.path(), "rnn.json", &scaled_rnn());
+    let out = rhea(&["dump", &graph, "--stage", "optimized", "--trace"]).ok().to_string();
+    golden("rnn-optimized.txt", &stable(&out));
+    assert!(out.contains("loops        scan_push_out"), "{out}");
+    assert!(out.contains("in the body of %") && out.contains("    | useless      mul_one"), "{out}");
+    assert!(out.contains("    | kernel k0("), "the body's kernels are under the scan:\n{out}");
+}

@@ -19,6 +19,7 @@ mod jit;
 mod library;
 mod lower;
 mod math;
+mod movement;
 mod poly;
 mod pool;
 pub mod threads;

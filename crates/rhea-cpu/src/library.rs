@@ -18,7 +18,9 @@ pub fn is_native(op: &Op, dtype: DType, input_ranks: &[usize]) -> bool {
     let float = dtype.is_float();
     match op {
         Op::Gemm { .. } => float,
-        Op::Dot => float && input_ranks.len() == 2 && input_ranks.iter().all(|&r| r == 2),
+        // A matrix, or a batch of rows (`[..., K]`, row-major) times a matrix.
+        Op::Dot => float && matches!(input_ranks, [a, 2] if *a >= 2),
+        Op::Slice { .. } | Op::Pad { .. } => float && input_ranks.len() == 1,
         Op::Conv2d(_)
         | Op::Conv2dInputGrad(_)
         | Op::Conv2dWeightGrad(_)
@@ -45,10 +47,20 @@ pub(crate) fn run_native<T: Float>(
     let shape = |i: usize| inputs[i].1;
     let planes = |x: &[usize], y: &[usize]| Planes { planes: x[0] * x[1], h: x[2], w: x[3], oh: y[2], ow: y[3] };
     match op {
+        Op::Dot if shape(0).len() > 2 => {
+            // The leading axes of a batch of rows are the rows of one matrix.
+            let a = shape(0);
+            let k = a[a.len() - 1];
+            let rows = [a[..a.len() - 1].iter().product(), k];
+            let product = Product::of(op).expect("dot is a product");
+            gemm_into(out, (data(0), &rows), inputs[1], None, product)?
+        }
         Op::Gemm { .. } | Op::Dot => {
             let product = Product::of(op).expect("gemm and dot are products");
             gemm_into(out, inputs[0], inputs[1], inputs.get(2).copied(), product)?
         }
+        Op::Slice { specs } => crate::movement::slice_into(data(0), shape(0), specs, out)?,
+        Op::Pad { widths, value } => crate::movement::pad_into(data(0), shape(0), widths, T::of(value.0), out)?,
         Op::Conv2d(c) => {
             conv::forward(&Geometry::new(shape(0), shape(1), out_shape, c.groups), c, data(0), data(1), out, stable)
         }

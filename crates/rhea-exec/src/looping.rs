@@ -6,7 +6,6 @@
 //! itself (rows read, states carried, results stacked, the until-condition)
 //! is the interpreter's `run_scan_with`, the one definition of its meaning.
 
-use std::collections::HashMap;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -74,15 +73,16 @@ impl std::fmt::Debug for BodyPlan {
 }
 
 impl BodyPlan {
-    /// Runs one step: the body's inputs by name, its outputs in order.
-    pub fn step(&self, feeds: &HashMap<String, Value>) -> Result<Vec<Value>, String> {
-        let values: Vec<Value> = self
-            .inputs
-            .iter()
-            .map(|n| feeds.get(n).cloned().ok_or_else(|| format!("the body's input {n:?} was not given")))
-            .collect::<Result<_, _>>()?;
+    /// Runs one step: the body's inputs in the order of [`BodyPlan::inputs`],
+    /// its outputs in order.
+    pub fn step(&self, feeds: &[Value]) -> Result<Vec<Value>, String> {
         let mut plan = self.plan.try_borrow_mut().map_err(|_| "a loop body ran inside itself".to_string())?;
-        plan.run(&values, &mut NoShared, None).map_err(|e| e.to_string())
+        plan.run(feeds, &mut NoShared, None).map_err(|e| e.to_string())
+    }
+
+    /// The body's input names, in the plan's feed order.
+    pub fn inputs(&self) -> &[String] {
+        &self.inputs
     }
 }
 

@@ -136,8 +136,10 @@ pub fn run_steps<D: Device>(
                     }
                 }
                 let results =
-                    rhea_interp::run_scan_with(&l.scan, &refs, &layout.bindings, &keep, &mut |feeds| body.step(feeds))
-                        .map_err(fail)?;
+                    rhea_interp::run_scan_with(&l.scan, &refs, &layout.bindings, &keep, body.inputs(), &mut |feeds| {
+                        body.step(feeds)
+                    })
+                    .map_err(fail)?;
                 for (k, o) in &l.outputs {
                     let v = results.get(*k).and_then(Option::as_ref);
                     store(dev, o, v.ok_or_else(|| fail(format!("it gave no value {k}")))?).map_err(fail)?;

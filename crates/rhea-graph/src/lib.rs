@@ -46,7 +46,8 @@ pub use dot::to_dot;
 pub use dtype::DType;
 pub use error::GraphError;
 pub use grad::{
-    Disconnected, GradOptions, grad, grad_nodes, grad_opts, grad_with, hessian_vector_product, jvp, jvp_nodes, lop,
+    Disconnected, GradOptions, grad, grad_nodes, grad_opts, grad_with, hessian, hessian_vector_product, jacobian,
+    jacobian_nodes, jvp, jvp_nodes, lop,
 };
 pub use graph::{Fetch, Graph, Loc, Node, NodeId, check_value};
 pub use infer::{infer, matmul_shape, reduced_shape, window_count};

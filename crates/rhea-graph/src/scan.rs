@@ -242,6 +242,52 @@ impl Scan {
         Ok(TensorType::new(t.dtype, Shape::from(dims)))
     }
 
+    /// This scan without the sequences and non-sequences its body does not
+    /// read, and the positions (among the scan's inputs) of those left.
+    /// (A linear body's gradient reads none of the cotangents it is linear
+    /// in, so pruning it keeps the loop that differentiates it again from
+    /// depending on them: what makes forward mode possible through a loop.)
+    pub fn pruned(&self) -> Result<(Scan, Vec<usize>), crate::GraphError> {
+        let g = self.body.graph();
+        let used =
+            |name: &str| g.find(name).is_some_and(|id| g.is_used(id) || g.outputs().iter().any(|(_, o)| *o == id));
+        let seqs: Vec<usize> = (0..self.sequences).filter(|&i| used(&seq_name(i))).collect();
+        let nonseqs: Vec<usize> = (0..self.non_sequences).filter(|&j| used(&nonseq_name(j))).collect();
+        let first_nonseq = self.sequences + self.states();
+        let mut kept: Vec<usize> = seqs.clone();
+        kept.extend(self.sequences..first_nonseq);
+        kept.extend(nonseqs.iter().map(|j| first_nonseq + j));
+        if seqs.len() == self.sequences && nonseqs.len() == self.non_sequences {
+            return Ok((self.clone(), kept));
+        }
+        let mut ng = Graph::new();
+        let mut subst = std::collections::HashMap::new();
+        let mut rename = |ng: &mut Graph, old: String, new: String| -> Result<(), crate::GraphError> {
+            if let Some(id) = g.find(&old) {
+                subst.insert(id, ng.add_input(&new, g.ty(id).clone(), g.node(id).loc.clone())?);
+            }
+            Ok(())
+        };
+        for (new, &i) in seqs.iter().enumerate() {
+            rename(&mut ng, seq_name(i), seq_name(new))?;
+        }
+        for s in 0..self.states() {
+            for &k in self.taps[s].iter() {
+                rename(&mut ng, state_name(s, k), state_name(s, k))?;
+            }
+        }
+        for (new, &j) in nonseqs.iter().enumerate() {
+            rename(&mut ng, nonseq_name(j), nonseq_name(new))?;
+        }
+        let roots: Vec<crate::NodeId> = g.outputs().iter().map(|(_, o)| *o).collect();
+        let map = ng.import(g, &subst, &roots)?;
+        for (name, o) in g.outputs() {
+            ng.set_output(name, map[o]);
+        }
+        let scan = Scan { body: Body::new(ng), sequences: seqs.len(), non_sequences: nonseqs.len(), ..self.clone() };
+        Ok((scan, kept))
+    }
+
     /// The shape and dtype rule of a scan node, given its inputs' types.
     pub fn infer(&self, inputs: &[&TensorType]) -> Result<TensorType, String> {
         let (q, s, m) = (self.sequences, self.states(), self.non_sequences);

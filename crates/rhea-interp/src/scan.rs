@@ -11,8 +11,9 @@ use crate::Bindings;
 
 type R<T> = Result<T, String>;
 
-/// One step of a loop's body: its inputs by name to its outputs in order.
-pub type BodyStep<'a> = dyn FnMut(&HashMap<String, Value>) -> R<Vec<Value>> + 'a;
+/// One step of a loop's body: its inputs (in the order the loop was
+/// given) to its outputs in order.
+pub type BodyStep<'a> = dyn FnMut(&mut [Value]) -> R<Vec<Value>> + 'a;
 
 /// Row `i` of `v` along axis 0.
 pub(crate) fn row(v: &Value, i: usize) -> Value {
@@ -24,16 +25,30 @@ pub(crate) fn row(v: &Value, i: usize) -> Value {
 pub(crate) fn stack_rows(rows: &[Value], n: usize, dtype: DType, row_shape: &[usize]) -> R<Value> {
     let mut shape = vec![n];
     shape.extend_from_slice(row_shape);
-    let per_row: usize = row_shape.iter().product::<usize>() * dtype.size_bytes();
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(per_row.saturating_mul(n))
-        .map_err(|_| format!("out of memory stacking {dtype}{shape:?}"))?;
-    for r in rows {
-        bytes.extend_from_slice(&r.to_le_bytes());
+    let per_row: usize = row_shape.iter().product();
+    let total = per_row.checked_mul(n).ok_or_else(|| format!("{dtype}{shape:?} is too large"))?;
+    macro_rules! stack {
+        ($t:ty, $variant:ident) => {{
+            let mut data: Vec<$t> = Vec::new();
+            data.try_reserve_exact(total).map_err(|_| format!("out of memory stacking {dtype}{shape:?}"))?;
+            for r in rows {
+                let Value::$variant(a) = r else { return Err(format!("a row of {} in a stack of {dtype}", r.dtype())) };
+                match a.as_slice() {
+                    Some(s) => data.extend_from_slice(s),
+                    None => data.extend(a.iter().copied()),
+                }
+            }
+            data.resize(total, <$t>::default());
+            Value::$variant(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data).map_err(|e| e.to_string())?)
+        }};
     }
-    bytes.resize(per_row * n, 0);
-    Value::from_le_bytes(dtype, &shape, &bytes)
+    Ok(match dtype {
+        DType::F32 => stack!(f32, F32),
+        DType::F64 => stack!(f64, F64),
+        DType::I32 => stack!(i32, I32),
+        DType::I64 => stack!(i64, I64),
+        DType::Bool => stack!(bool, Bool),
+    })
 }
 
 fn resolve(d: Dim, bindings: &Bindings) -> R<usize> {
@@ -58,9 +73,11 @@ pub fn run_scan(scan: &Scan, inputs: &[&Value], bindings: &Bindings) -> R<Vec<Va
                 .ok_or_else(|| format!("no body output {name}"))
         })
         .collect::<R<Vec<NodeId>>>()?;
+    let order: Vec<String> = body.inputs().iter().filter_map(|&i| body.leaf_name(i)).map(String::from).collect();
     let keep = vec![true; 1 + scan.results()];
-    let results = run_scan_with(scan, inputs, bindings, &keep, &mut |feeds| {
-        crate::run(body, feeds, &wanted).map_err(|e| e.to_string())
+    let results = run_scan_with(scan, inputs, bindings, &keep, &order, &mut |feeds| {
+        let named: HashMap<String, Value> = order.iter().cloned().zip(feeds.iter().cloned()).collect();
+        crate::run(body, &named, &wanted).map_err(|e| e.to_string())
     })?;
     Ok(results.into_iter().flatten().collect())
 }
@@ -76,23 +93,69 @@ pub fn body_outputs(scan: &Scan) -> R<Vec<String>> {
     Ok(names)
 }
 
-/// [`run_scan`] with the body run by `step`: given the body's inputs by
-/// name, it gives the values of [`body_outputs`] (the executor runs a
-/// body's compiled plan this way). Only the values `keep` marks (by number:
-/// 0 the step count, `1 + index` result `index`) are made: a stacked
-/// result nobody reads is never stored (Theano's save-memory).
+/// What feeds one body input.
+#[derive(Clone, Copy)]
+enum Feed {
+    /// A row of sequence `i`.
+    Seq(usize),
+    /// State `s`, `k` steps back.
+    State(usize, usize),
+    /// Non-sequence `j`.
+    NonSeq(usize),
+}
+
+fn feed_of(scan: &Scan, name: &str) -> R<Feed> {
+    let seq = (0..scan.sequences).find(|&i| seq_name(i) == name).map(Feed::Seq);
+    let state = || {
+        (0..scan.states())
+            .find_map(|s| scan.taps[s].iter().find(|&&k| state_name(s, k) == name).map(|&k| Feed::State(s, k)))
+    };
+    let nonseq = || (0..scan.non_sequences).find(|&j| nonseq_name(j) == name).map(Feed::NonSeq);
+    seq.or_else(state).or_else(nonseq).ok_or_else(|| format!("the body reads {name:?}, which the scan does not give"))
+}
+
+/// Writes row `r` of `seq` into `slot`, reusing its memory when it can.
+fn write_row(slot: &mut Value, seq: &Value, r: usize) {
+    macro_rules! copy {
+        ($($variant:ident),*) => {
+            match (&mut *slot, seq) {
+                $((Value::$variant(dst), Value::$variant(src)) => {
+                    let len = dst.len();
+                    if let (Some(d), Some(s)) = (dst.as_slice_mut(), src.as_slice()) {
+                        if s.len() >= (r + 1) * len {
+                            d.copy_from_slice(&s[r * len..(r + 1) * len]);
+                            return;
+                        }
+                    }
+                })*
+                _ => {}
+            }
+        };
+    }
+    copy!(F32, F64, I32, I64, Bool);
+    *slot = row(seq, r);
+}
+
+/// [`run_scan`] with the body run by `step`: given the body's inputs in the
+/// order of the names `order`, it gives the values of [`body_outputs`] (the
+/// executor runs a body's compiled plan this way). Rows and states move
+/// into the inputs without copies where they can. Only the values `keep`
+/// marks (by number: 0 the step count, `1 + index` result `index`) are
+/// made: a stacked result nobody reads is never stored (Theano's
+/// save-memory).
 pub fn run_scan_with(
     scan: &Scan,
     inputs: &[&Value],
     bindings: &Bindings,
     keep: &[bool],
+    order: &[String],
     step: &mut BodyStep,
 ) -> R<Vec<Option<Value>>> {
     let kept = |value: usize| keep.get(value).copied().unwrap_or(false);
-    let (ns, no) = (scan.states(), scan.outputs);
+    let (q, ns, m) = (scan.sequences, scan.states(), scan.non_sequences);
+    let no = scan.outputs;
     let keep_stacked: Vec<bool> = (0..ns + no).map(|k| kept(1 + k)).collect();
     let keep_before: Vec<bool> = (0..ns).map(|s| kept(1 + 2 * ns + no + s)).collect();
-    let (q, ns, m) = (scan.sequences, scan.states(), scan.non_sequences);
     if inputs.len() != q + ns + m {
         return Err(format!("scan takes {} inputs, got {}", q + ns + m, inputs.len()));
     }
@@ -105,6 +168,9 @@ pub fn run_scan_with(
     }
     let names = body_outputs(scan)?;
     let types: Vec<TensorType> = names.iter().map(|n| scan.body_output(n)).collect::<R<_>>()?;
+    let plan: Vec<Feed> = order.iter().map(|name| feed_of(scan, name)).collect::<R<_>>()?;
+    // A state read only at t-1 lives in its input slot during a step
+    // (`current` between steps); a state with a window of taps in `windows`.
     let mut windows: Vec<VecDeque<Value>> = (0..ns)
         .map(|s| {
             let init = inputs[q + s];
@@ -115,45 +181,59 @@ pub fn run_scan_with(
             }
         })
         .collect();
-    let mut feeds: HashMap<String, Value> = HashMap::new();
-    for j in 0..m {
-        feeds.insert(nonseq_name(j), inputs[q + ns + j].clone());
-    }
-    let mut stacked: Vec<Vec<Value>> = vec![Vec::new(); ns + scan.outputs];
+    let placeholder = || Value::from(false);
+    let mut feeds: Vec<Value> = plan
+        .iter()
+        .map(|f| match *f {
+            Feed::NonSeq(j) => inputs[q + ns + j].clone(),
+            _ => placeholder(),
+        })
+        .collect();
+    let mut stacked: Vec<Vec<Value>> = vec![Vec::new(); ns + no];
     let mut before: Vec<Vec<Value>> = vec![Vec::new(); ns];
     let mut steps = 0;
     for t in 0..n {
         let r = if scan.go_backwards { n - 1 - t } else { t };
-        for (i, seq) in inputs[..q].iter().enumerate() {
-            feeds.insert(seq_name(i), row(seq, r));
-        }
-        for (s, window) in windows.iter().enumerate() {
-            for &k in scan.taps[s].iter() {
-                feeds.insert(state_name(s, k), window[window.len() - k].clone());
+        for (slot, f) in feeds.iter_mut().zip(&plan) {
+            match *f {
+                Feed::Seq(i) => write_row(slot, inputs[i], r),
+                Feed::State(s, k) if scan.windowed(s) => *slot = windows[s][windows[s].len() - k].clone(),
+                // Moved in, and back out after the step.
+                Feed::State(s, _) => *slot = windows[s].pop_back().unwrap_or_else(placeholder),
+                Feed::NonSeq(_) => {}
             }
         }
-        for (s, window) in windows.iter().enumerate() {
-            if keep_before[s] {
-                before[s].push(window.back().cloned().ok_or("a state without a value")?);
-            }
-        }
-        let vals = step(&feeds).map_err(|e| format!("step {t}: {e}"))?;
+        let vals = step(&mut feeds).map_err(|e| format!("step {t}: {e}"))?;
         if vals.len() != names.len() {
             return Err(format!("step {t}: the body gave {} values for {}", vals.len(), names.len()));
         }
-        for (s, window) in windows.iter_mut().enumerate() {
-            window.push_back(vals[s].clone());
-            if window.len() > scan.depth(s) {
-                window.pop_front();
+        for (slot, f) in feeds.iter_mut().zip(&plan) {
+            if let Feed::State(s, _) = *f
+                && !scan.windowed(s)
+            {
+                windows[s].push_back(std::mem::replace(slot, placeholder()));
             }
         }
-        for (k, rows) in stacked.iter_mut().enumerate() {
+        for (s, window) in windows.iter_mut().enumerate() {
+            let prev = if scan.windowed(s) { window.back().cloned() } else { window.pop_back() };
+            if keep_before[s] {
+                before[s].push(prev.ok_or("a state without a value")?);
+            }
+        }
+        let stop = scan.until && vals[ns + no].to_f64_vec().first().is_some_and(|&c| c != 0.0);
+        for (k, v) in vals.into_iter().enumerate().take(ns + no) {
             if keep_stacked[k] {
-                rows.push(vals[k].clone());
+                stacked[k].push(v.clone());
+            }
+            if k < ns {
+                windows[k].push_back(v);
+                if windows[k].len() > scan.depth(k) {
+                    windows[k].pop_front();
+                }
             }
         }
         steps = t + 1;
-        if scan.until && vals[ns + scan.outputs].to_f64_vec().first().is_some_and(|&c| c != 0.0) {
+        if stop {
             break;
         }
     }

@@ -316,3 +316,48 @@ fn bad_requests_are_clear_errors() {
     // A failed jvp leaves no scratch input behind.
     assert_eq!(g.graph().inputs().len(), 4, "{:?}", g.graph());
 }
+
+#[test]
+fn jacobians_and_hessians_are_one_loop_in_either_mode() {
+    let g = Builder::new();
+    let x = g.input("x", DType::F64, [3]).unwrap();
+    let a = g.constant(array![[1.0, 2.0, 0.5], [-1.0, 0.0, 3.0]]);
+    let xv = array![0.3, -1.2, 0.8];
+    // Reverse mode (2 outputs, 3 inputs): d(tanh(A x))/dx = diag(1 - tanh^2) A.
+    let y = a.dot(&x).unwrap().tanh().unwrap();
+    let j = rhea_graph::jacobian(&y, &x).unwrap();
+    assert_eq!(j.ty().to_string(), "f64[2,3]");
+    // Forward mode (6 outputs, 3 inputs): d(outer(x, x))/dx.
+    let outer = x.reshape(&[3, 1]).unwrap().mul(&x).unwrap().slice(&[rhea_graph::SliceSpec::range(0, 2)]).unwrap();
+    let jo = rhea_graph::jacobian(&outer, &x).unwrap();
+    assert_eq!(jo.ty().to_string(), "f64[2,3,3]");
+    let cube = x.mul(&x).unwrap().mul(&x).unwrap().sum_all().unwrap();
+    let h = rhea_graph::hessian(&cube, &x).unwrap();
+    let z = g.input("z", DType::F64, [2]).unwrap();
+    let jz = rhea_graph::jacobian(&y, &z).unwrap();
+    let zv = Value::from(array![0.0, 0.0]);
+    let feeds: HashMap<String, Value> = [("x".to_string(), Value::from(xv.clone())), ("z".to_string(), zv)].into();
+    let out = eval(&g, &feeds, &[&j, &jo, &h, &jz]);
+    let av = [[1.0, 2.0, 0.5], [-1.0, 0.0, 3.0]];
+    let mut want = Vec::new();
+    for row in av {
+        let s: f64 = row.iter().zip(xv.iter()).map(|(a, x)| a * x).sum();
+        want.extend(row.iter().map(|a| (1.0 - s.tanh().powi(2)) * a));
+    }
+    assert_close("jacobian, reverse mode", &out[0], &want, 1e-12);
+    let mut want = Vec::new();
+    for i in 0..2 {
+        for k in 0..3 {
+            for jx in 0..3 {
+                // d(x_i x_k)/dx_j
+                want.push(f64::from(u8::from(i == jx)) * xv[k] + f64::from(u8::from(k == jx)) * xv[i]);
+            }
+        }
+    }
+    assert_close("jacobian, forward mode", &out[1], &want, 1e-12);
+    let want: Vec<f64> = (0..9).map(|i| if i / 3 == i % 3 { 6.0 * xv[i / 3] } else { 0.0 }).collect();
+    assert_close("hessian", &out[2], &want, 1e-12);
+    assert_eq!(out[3], vec![0.0; 4], "a function of x only has a zero jacobian in z");
+    let e = rhea_graph::jacobian(&x.cast(DType::I64).unwrap(), &x).unwrap_err().to_string();
+    assert!(e.contains("jacobian needs float tensors"), "{e}");
+}

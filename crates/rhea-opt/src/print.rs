@@ -77,6 +77,10 @@ fn text(p: &Program, d: Option<&Decisions>, opts: TextOptions) -> String {
                     for line in text(body, None, opts).lines() {
                         w(&mut out, format_args!("    | {line}\n"));
                     }
+                    // The results the loop step writes.
+                    for o in step.outputs.iter().filter(|o| *o != id) {
+                        w(&mut out, format_args!("{}\n", lines[&number[o]]));
+                    }
                 }
             }
             StepKind::Kernel(k) => {

@@ -11,7 +11,7 @@ use rhea::{Backend, DType, Function, Value, function};
 use serde::Serialize;
 
 /// The workloads `--model` names.
-pub const MODELS: &[&str] = &["sonar-mlp", "theano-mlp", "vgg16"];
+pub const MODELS: &[&str] = &["sonar-mlp", "theano-mlp", "vgg16", "lstm", "elman"];
 
 /// One measured (model, backend) pair.
 #[derive(Serialize)]
@@ -48,6 +48,8 @@ struct Workload {
 pub struct Target {
     pub backend: Backend,
     pub cuda_graph: bool,
+    /// Steps of the recurrent models.
+    pub seq_len: Option<usize>,
 }
 
 impl Target {
@@ -58,7 +60,7 @@ impl Target {
 }
 
 fn workload(model: &str, target: Target, batch: Option<usize>) -> Result<(Workload, Duration)> {
-    let Target { backend, cuda_graph } = target;
+    let Target { backend, cuda_graph, seq_len } = target;
     match model {
         "sonar-mlp" => {
             let m = rhea::nn::models::sonar_mlp(1)?;
@@ -120,6 +122,45 @@ fn workload(model: &str, target: Target, batch: Option<usize>) -> Result<(Worklo
             let x = Value::from_f64(DType::F32, &[b, 3, 224, 224], &data).map_err(anyhow::Error::msg)?;
             Ok((Workload { step, batches: vec![vec![x]], epoch: None }, compiled))
         }
+        "lstm" | "elman" => {
+            // The LSTM: batch 32, 32 features, 128 units, 100 steps; the
+            // Elman RNN: batch 16, 8 features, 32 units, 200 steps. A dense
+            // head on the last state, mean squared error, SGD 0.01.
+            let lstm = model == "lstm";
+            let (b, inputs, units) = if lstm { (32, 32, 128) } else { (16, 8, 32) };
+            let b = batch.unwrap_or(b);
+            let t = seq_len.unwrap_or(if lstm { 100 } else { 200 });
+            let g = rhea::Builder::new();
+            let x = g.input("x", DType::F32, [t, b, inputs])?;
+            let y = g.input("y", DType::F32, [b, 1])?;
+            let (last, mut params) = if lstm {
+                let l = rhea::nn::Lstm::new(&g, "lstm", inputs, units, 1)?;
+                (l.forward(&x)?.1, l.params())
+            } else {
+                let l = rhea::nn::SimpleRnn::new(&g, "rnn", inputs, units, 1)?;
+                (l.forward(&x)?.1, l.params())
+            };
+            let head = rhea::nn::Dense::new(&g, "head", units, 1, 2)?;
+            params.extend(head.params());
+            let loss = head.forward(&last)?.sub(&y)?.square()?.mean_all()?;
+            let updates = rhea::nn::Optimizer::updates(&rhea::nn::Sgd::default(), &loss, &params)?;
+            let started = Instant::now();
+            let step =
+                function(&[&x, &y], &[&loss]).updates(updates).backend(backend).cuda_graph(cuda_graph).compile()?;
+            let compiled = started.elapsed();
+            let batches = (0..2u64)
+                .map(|k| -> Result<Vec<Value>> {
+                    let n = t * b * inputs;
+                    let xs: Vec<f64> = (0..n as u64).map(|i| rhea::rng::uniform01(k, i) - 0.5).collect();
+                    let ys: Vec<f64> = (0..b as u64).map(|i| rhea::rng::uniform01(k + 10, i)).collect();
+                    Ok(vec![
+                        Value::from_f64(DType::F32, &[t, b, inputs], &xs).map_err(anyhow::Error::msg)?,
+                        Value::from_f64(DType::F32, &[b, 1], &ys).map_err(anyhow::Error::msg)?,
+                    ])
+                })
+                .collect::<Result<_>>()?;
+            Ok((Workload { step, batches, epoch: None }, compiled))
+        }
         other => bail!("unknown model {other:?}; available: {}", MODELS.join(", ")),
     }
 }
@@ -131,12 +172,25 @@ fn matmul_flops(f: &Function, batch: &[Value]) -> Result<f64> {
     let feeds: std::collections::HashMap<String, Value> =
         ["x", "y"].iter().map(|n| n.to_string()).zip(batch.iter().cloned()).collect();
     let bindings = rhea::interp::bind_inputs(g, &feeds)?;
+    program_flops(f.program(), &bindings)
+}
+
+/// The products' FLOPs of `p` at `bindings`, each loop's body counted once
+/// per step.
+fn program_flops(p: &rhea::opt::Program, bindings: &rhea::interp::Bindings) -> Result<f64> {
+    let g = &p.graph;
     let mut flops = 0.0;
-    for step in &f.program().steps {
+    for step in &p.steps {
         let StepKind::Op(id) = step.kind else { continue };
         let node = g.node(id);
-        let resolve = |shape: &rhea::Shape| rhea::kernel::resolve(shape, &bindings).map_err(anyhow::Error::msg);
+        let resolve = |shape: &rhea::Shape| rhea::kernel::resolve(shape, bindings).map_err(anyhow::Error::msg);
         let k = match &node.op {
+            rhea::Op::Scan(scan) => {
+                let body = p.body(id).context("a loop without its body")?;
+                let steps = resolve(&rhea::Shape::from(vec![scan.n_steps]))?[0];
+                flops += steps as f64 * program_flops(body, bindings)?;
+                continue;
+            }
             rhea::Op::Gemm { trans_a: true, .. } => resolve(&g.ty(node.inputs[0]).shape)?[0],
             rhea::Op::Gemm { .. } | rhea::Op::Dot => *resolve(&g.ty(node.inputs[0]).shape)?.last().unwrap_or(&0),
             // Each output element sums C/groups * kh * kw products.

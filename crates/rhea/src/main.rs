@@ -10,7 +10,12 @@ use rhea::{Graph, Op, TextOptions, Value};
 
 mod bench;
 mod check;
+mod dump;
 mod plot;
+mod run;
+
+use dump::dump;
+use run::{feed, run};
 
 const MAIN_HELP: &str = "\
 Examples:
@@ -129,7 +134,8 @@ Examples:
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Which models: sonar-mlp, theano-mlp, vgg16 (forward, 224x224) or all.
+    /// Which models: sonar-mlp, theano-mlp, vgg16 (forward, 224x224), lstm,
+    /// elman (recurrent training steps written with scan) or all.
     #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',', default_value = "all")]
     model: Vec<String>,
     /// Which backends.
@@ -138,6 +144,9 @@ struct BenchArgs {
     /// Rows per batch (default: each model's own, 10 and 60).
     #[arg(long)]
     batch: Option<usize>,
+    /// Steps of the recurrent models (default: 100 for lstm, 200 for elman).
+    #[arg(long)]
+    seq_len: Option<usize>,
     /// Timed rounds per model and backend.
     #[arg(long, default_value_t = 15)]
     rounds: usize,
@@ -382,8 +391,8 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
         // Before building any model: no GPU is a quick answer.
         rhea_cuda::open_shared(0).context("backend cuda")?;
     }
-    if args.batch == Some(0) || args.rounds == 0 {
-        return Err(rhea::cli::usage("--batch and --rounds must be at least 1"));
+    if args.batch == Some(0) || args.rounds == 0 || args.seq_len == Some(0) {
+        return Err(rhea::cli::usage("--batch, --seq-len and --rounds must be at least 1"));
     }
     let peak = bench::gemm_peak()?;
     let everything = args.model.iter().any(|m| m == "all");
@@ -403,7 +412,7 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
             let graphs: &[bool] = if args.cuda_graph && gpu { &[false, true] } else { &[false] };
             for batch in batches {
                 for &cuda_graph in graphs {
-                    let target = bench::Target { backend, cuda_graph };
+                    let target = bench::Target { backend, cuda_graph, seq_len: args.seq_len };
                     rows.push(bench::measure(model, target, batch, args.rounds)?);
                 }
             }
@@ -537,310 +546,4 @@ fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
         Some(path) => write_file(path, text.as_bytes()),
         None => Ok(rhea::nn::console::write(text.as_bytes())?),
     }
-}
-
-fn dump(args: &DumpArgs) -> Result<()> {
-    let builtin = MODELS.contains(&args.graph.to_string_lossy().as_ref()) && !args.graph.exists();
-    let training = args.stage != Stage::Raw && !args.grad.given();
-    let mut graph = load_graph(&args.graph, training, true)?;
-    match args.stage {
-        Stage::Raw if args.grad.given() => {
-            return Err(rhea::cli::usage("--grad-of and --wrt need --stage grad or optimized"));
-        }
-        Stage::Raw => {}
-        _ if builtin && !args.grad.given() => {}
-        Stage::Grad | Stage::Optimized if args.grad.given() || args.stage == Stage::Grad => {
-            add_gradients(&mut graph, &args.grad)?
-        }
-        Stage::Grad | Stage::Optimized => {}
-    }
-    if args.stage == Stage::Optimized {
-        return dump_optimized(args, graph);
-    }
-    let o = &args.opt;
-    let options_given = o.trace || o.after.is_some() || o.explain_fusion || o.kernels || o.asm;
-    if options_given || !o.include.is_empty() || !o.exclude.is_empty() {
-        return Err(rhea::cli::usage(
-            "--trace, --after, --explain-fusion, --kernels, --asm, --include and --exclude need --stage optimized",
-        ));
-    }
-    let text = match args.format {
-        Format::Text => rhea::to_text(&graph, TextOptions { locs: args.locs }),
-        Format::Dot => rhea::to_dot(&graph),
-        Format::Json => rhea::to_json(&graph),
-    };
-    write_or_print(args.output.as_deref(), &text)
-}
-
-fn dump_optimized(args: &DumpArgs, graph: Graph) -> Result<()> {
-    let o = &args.opt;
-    let opts = rhea::opt::Options {
-        mode: match o.mode {
-            ModeArg::Fast => rhea::Mode::Fast,
-            ModeArg::None => rhea::Mode::None,
-        },
-        exclude: o.exclude.clone(),
-        include: o.include.clone(),
-        stop_after: o.after.clone(),
-        verify: true,
-        ..rhea::default_options()
-    };
-    if o.after.is_some() && o.explain_fusion {
-        return Err(rhea::cli::usage(
-            "--explain-fusion explains the end of the pipeline; it does not combine with --after",
-        ));
-    }
-    let text = if o.after.is_some() {
-        let mut g = graph;
-        let report = rhea::opt::optimize(&mut g, &opts)?;
-        let mut text = match args.format {
-            Format::Text => rhea::to_text(&g, TextOptions { locs: args.locs }),
-            Format::Dot => rhea::to_dot(&g),
-            Format::Json => rhea::to_json(&g),
-        };
-        if o.trace && matches!(args.format, Format::Text) {
-            let p = rhea::opt::Program { graph: g, fusion: Default::default(), steps: vec![], report, bodies: vec![] };
-            text.push_str(&rhea::opt::print::trace(&p));
-        }
-        text
-    } else {
-        let p = rhea::opt::compile(graph, &opts)?;
-        let target = match o.backend {
-            KernelBackend::Cpu => rhea::Backend::Cpu.target(),
-            KernelBackend::Cuda => rhea::Backend::Cuda.target(),
-        };
-        let decisions = rhea::opt::decide(&p, &target);
-        let mut text = match args.format {
-            Format::Text => rhea::opt::print::to_text_planned(&p, &decisions, TextOptions { locs: args.locs }),
-            Format::Dot => rhea::opt::print::to_dot_optimized(&p),
-            Format::Json => rhea::opt::print::to_json_optimized(&p),
-        };
-        let summary = rhea::opt::print::summary(&p);
-        let mut notes = String::new();
-        if o.trace {
-            notes.push_str(&rhea::opt::print::trace(&p));
-        }
-        if o.explain_fusion {
-            notes.push_str(&rhea::opt::print::explain_fusion(&p));
-        }
-        if o.kernels && o.backend == KernelBackend::Cuda {
-            notes.push_str(&ptx_listing(&p, &o.dim, o.sm)?);
-        } else if o.kernels || o.asm {
-            let kernels: Vec<_> = p.fusion.groups.iter().map(|g| g.kernel.clone()).collect();
-            let cpu = rhea_cpu::CpuKernels::compile_with_listings(&kernels)?;
-            for k in 0..kernels.len() {
-                if o.kernels {
-                    notes.push_str(&format!("# kernel k{k}, Cranelift IR\n{}\n", cpu.clif(k)));
-                }
-                if o.asm {
-                    notes.push_str(&format!("# kernel k{k}, x86-64\n{}\n", cpu.asm(k)));
-                }
-            }
-        }
-        match args.format {
-            Format::Text => {
-                text.push_str(&notes);
-                text.push_str(&format!("# {summary}\n"));
-            }
-            // The dump itself stays a valid DOT or JSON file: the rest goes to stderr.
-            _ => eprintln!("{notes}{summary}"),
-        }
-        text
-    };
-    write_or_print(args.output.as_deref(), &text)
-}
-
-/// Every kernel of `p` as PTX, at the sizes `--dim` gives (8 for others):
-/// the fused kernels, then those of library ops (convolutions, pooling).
-fn ptx_listing(p: &rhea::opt::Program, dims: &[String], sm: u32) -> Result<String> {
-    let mut bindings = rhea::kernel::Bindings::new();
-    let mut given = HashMap::new();
-    for d in dims {
-        let (name, value) =
-            d.split_once('=').ok_or_else(|| rhea::cli::usage(format!("--dim {d:?}: expected NAME=N")))?;
-        let n: usize = value.parse().map_err(|_| rhea::cli::usage(format!("--dim {d:?}: {value:?} is not a size")))?;
-        given.insert(name.to_string(), n);
-    }
-    let target = rhea_cuda::Target { sm };
-    if sm < rhea_cuda::Target::MIN.sm {
-        return Err(rhea::cli::usage(format!("--sm {sm}: rhea's PTX needs sm_80 or newer")));
-    }
-    let mut used = Vec::new();
-    let mut out = String::new();
-    let mut bind = |shapes: &mut dyn Iterator<Item = &rhea::Shape>, bindings: &mut rhea::kernel::Bindings| {
-        for dim in shapes.flat_map(|s| s.dims().to_vec()) {
-            if let rhea::Dim::Sym(sym) = dim
-                && !bindings.contains_key(&sym)
-            {
-                let n = given.get(sym.name()).copied().unwrap_or(8);
-                bindings.insert(sym, n);
-                used.push(format!("{}={n}", sym.name()));
-            }
-        }
-    };
-    for (k, group) in p.fusion.groups.iter().enumerate() {
-        let kernel = &group.kernel;
-        bind(&mut std::iter::once(&kernel.domain).chain(kernel.inputs.iter().map(|i| &i.shape)), &mut bindings);
-        let size = |s: &rhea::Shape| rhea::kernel::resolve(s, &bindings).map_err(anyhow::Error::msg);
-        let dims = size(&kernel.domain)?;
-        let inputs = kernel.inputs.iter().map(|i| size(&i.shape)).collect::<Result<Vec<_>>>()?;
-        match rhea_cuda::lower_kernel(kernel, &format!("k{k}"), &dims, &inputs) {
-            Ok(l) => out.push_str(&format!(
-                "# kernel k{k}, PTX ({}, grid {} x block {})\n{}\n",
-                l.shape,
-                l.grid,
-                l.block,
-                rhea_cuda::module(target, &[&l])
-            )),
-            Err(e) => out.push_str(&format!("# kernel k{k}: runs on the host ({e})\n\n")),
-        }
-    }
-    for (s, step) in p.steps.iter().enumerate() {
-        let rhea::opt::StepKind::Op(id) = step.kind else { continue };
-        let nodes: Vec<rhea::NodeId> = step.inputs.iter().copied().chain([id]).collect();
-        bind(&mut nodes.iter().map(|&n| &p.graph.ty(n).shape), &mut bindings);
-        let size = |n: rhea::NodeId| rhea::kernel::resolve(&p.graph.ty(n).shape, &bindings).map_err(anyhow::Error::msg);
-        let inputs = step.inputs.iter().map(|&n| size(n)).collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&[usize]> = inputs.iter().map(|v| v.as_slice()).collect();
-        let op = &p.graph.node(id).op;
-        let Some(plan) = rhea_cuda::op_kernels(op, p.graph.ty(id).dtype, &refs, &size(id)?, &format!("s{s}")) else {
-            continue;
-        };
-        let how = match (plan.blas, plan.kernels.is_empty()) {
-            (true, true) => "cuBLAS",
-            (true, false) => "cuBLAS products and the kernels below",
-            (false, _) => "the kernel below",
-        };
-        out.push_str(&format!("# step s{s}, {} ({id}): {how}\n", op.name()));
-        for l in plan.kernels {
-            let ptx = rhea_cuda::module(target, &[&l]);
-            out.push_str(&format!("# kernel {} ({}, grid {} x block {})\n{ptx}\n", l.name, l.shape, l.grid, l.block));
-        }
-    }
-    if !used.is_empty() {
-        out = format!("# PTX specialized to {} (set with --dim)\n{out}", used.join(", "));
-    }
-    Ok(out)
-}
-
-/// Splits the tensors of an inputs file into the graph's input feeds and
-/// shared variable values (set on `graph`), rejecting any other name.
-fn feed(graph: &mut Graph, tensors: Vec<(String, Value)>, file: Option<&Path>) -> Result<HashMap<String, Value>> {
-    let shown = file.map_or_else(String::new, |f| f.display().to_string());
-    let mut feeds = HashMap::new();
-    let mut unknown = Vec::new();
-    for (name, value) in tensors {
-        let Some(id) = graph.find(&name) else {
-            unknown.push(name);
-            continue;
-        };
-        if matches!(graph.node(id).op, Op::Input { .. }) {
-            feeds.insert(name, value);
-        } else {
-            graph.set_shared_value(id, value).with_context(|| shown.clone())?;
-        }
-    }
-    if !unknown.is_empty() {
-        let quoted = |names: Vec<&str>| names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
-        let inputs = graph.inputs().into_iter().filter_map(|id| graph.leaf_name(id)).collect();
-        let shared = graph.shared().into_iter().filter_map(|id| graph.leaf_name(id)).collect();
-        bail!(
-            "{shown} has tensors that are neither inputs nor shared variables of the graph: {} \
-             (inputs: [{}]; shared variables: [{}])",
-            quoted(unknown.iter().map(String::as_str).collect()),
-            quoted(inputs),
-            quoted(shared),
-        );
-    }
-    let missing: Vec<String> = graph
-        .inputs()
-        .into_iter()
-        .filter(|&id| !feeds.contains_key(graph.leaf_name(id).unwrap_or_default()))
-        .map(|id| format!("{:?} ({})", graph.leaf_name(id).unwrap_or_default(), graph.ty(id)))
-        .collect();
-    if !missing.is_empty() {
-        let (s, it) = if missing.len() > 1 { ("s", "them") } else { ("", "it") };
-        let from = match file {
-            Some(_) => format!("{shown} does not have {it}"),
-            None => "no inputs file was given (--inputs FILE)".to_string(),
-        };
-        bail!("missing input{s} {}: {from}", missing.join(", "));
-    }
-    Ok(feeds)
-}
-
-/// Compiles the graph's outputs into a function on `backend` and calls it
-/// once with the feeds.
-fn run_compiled(
-    graph: Graph,
-    feeds: HashMap<String, Value>,
-    ids: &[rhea::NodeId],
-    backend: rhea::Backend,
-    max_memory: Option<u64>,
-) -> Result<Vec<Value>> {
-    let inputs: Vec<(rhea::NodeId, String)> =
-        graph.inputs().into_iter().map(|id| (id, graph.leaf_name(id).unwrap_or_default().to_string())).collect();
-    let builder = rhea::Builder::from_graph(graph);
-    let input_vars: Vec<rhea::Var> = inputs.iter().map(|&(id, _)| builder.var(id)).collect();
-    let output_vars: Vec<rhea::Var> = ids.iter().map(|&id| builder.var(id)).collect();
-    let mut f = rhea::function(&input_vars.iter().collect::<Vec<_>>(), &output_vars.iter().collect::<Vec<_>>())
-        .backend(backend);
-    if let Some(limit) = max_memory {
-        f = f.max_memory(limit);
-    }
-    let mut f = f.compile()?;
-    // The feeds move into the call: a large input is not copied.
-    let mut feeds = feeds;
-    let values: Vec<Value> = inputs
-        .iter()
-        .map(|(_, name)| feeds.remove(name).with_context(|| format!("input {name:?} was not given")))
-        .collect::<Result<_>>()?;
-    Ok(f.call(&values)?)
-}
-
-fn run(args: &RunArgs) -> Result<()> {
-    if matches!(args.backend, Backend::Cuda) {
-        // Before building a model's weights: no GPU is a quick answer.
-        rhea_cuda::open_shared(0).context("backend cuda")?;
-    }
-    let mut graph = load_graph(&args.graph, false, false)?;
-    if args.grad.given() {
-        add_gradients(&mut graph, &args.grad)?;
-    }
-    let tensors = match &args.inputs {
-        Some(path) => rhea::io::load_safetensors(path)?,
-        None => Vec::new(),
-    };
-    let feeds = feed(&mut graph, tensors, args.inputs.as_deref())?;
-    let outputs: Vec<(String, rhea::NodeId)> = graph.outputs().iter().map(|(n, id)| (n.to_string(), *id)).collect();
-    if outputs.is_empty() {
-        bail!("{} declares no outputs: there is nothing to run", args.graph.display());
-    }
-    let ids: Vec<rhea::NodeId> = outputs.iter().map(|(_, id)| *id).collect();
-    let updates = graph.updates().len();
-    // The graph moves into the function: its weights are not copied.
-    let values = match args.backend {
-        Backend::Interp => {
-            // RHEA_NAN_GUARD=1 guards every backend, the interpreter too.
-            let nan_guard = std::env::var("RHEA_NAN_GUARD").is_ok_and(|v| !v.is_empty() && v != "0");
-            let options = rhea::interp::RunOptions { nan_guard, max_memory: args.max_memory };
-            rhea::interp::run_checked(&graph, &feeds, &ids, &options).map_err(anyhow::Error::from)
-        }
-        Backend::Cpu => run_compiled(graph, feeds, &ids, rhea::Backend::Cpu, args.max_memory),
-        Backend::Cuda => run_compiled(graph, feeds, &ids, rhea::Backend::Cuda, args.max_memory),
-        Backend::CudaEmu => run_compiled(graph, feeds, &ids, rhea::Backend::CudaEmulated, args.max_memory),
-    }
-    .with_context(|| format!("running {}", args.graph.display()))?;
-    if updates > 0 {
-        eprintln!("note: the graph's {updates} update(s) are not applied: `rhea run` evaluates outputs only");
-    }
-    if let Some(path) = &args.output {
-        let named: Vec<(&str, &Value)> = outputs.iter().map(|(n, _)| n.as_str()).zip(&values).collect();
-        rhea::io::save_safetensors(path, &named)?;
-    }
-    let width = outputs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-    for ((name, _), value) in outputs.iter().zip(&values) {
-        rhea::outln!("{name:<width$}  {}", value.summary())?;
-    }
-    Ok(())
 }

@@ -1,7 +1,8 @@
 //! Automatic differentiation as graph-to-graph transforms: reverse mode
 //! ([`grad`], with Theano's `consider_constant` and `known_grads` in
-//! [`grad_opts`]; [`lop`]), forward mode ([`jvp`], Theano's `Rop`) and
-//! [`hessian_vector_product`].
+//! [`grad_opts`]; [`lop`]), forward mode ([`jvp`], Theano's `Rop`),
+//! [`hessian_vector_product`], and whole [`jacobian`]s and [`hessian`]s as
+//! one loop.
 //!
 //! [`vjp::vjp`] states each op's vector-Jacobian product as more graph ops,
 //! so a gradient graph dumps, optimizes and compiles like any other graph;
@@ -12,12 +13,14 @@
 
 mod emit;
 mod forward;
+mod jacobian;
 mod scan;
 mod vjp;
 
 use std::collections::{HashMap, HashSet};
 
 pub use forward::{hessian_vector_product, jvp, jvp_nodes, lop};
+pub use jacobian::{hessian, jacobian, jacobian_nodes};
 
 use crate::{BinaryOp, Graph, GraphError, NodeId, Op, Value, Var};
 use emit::Emit;

@@ -22,7 +22,6 @@ fn unsupported(what: &str) -> GraphError {
 }
 
 /// One input of the backward scan and its type inside the body.
-#[derive(Clone)]
 struct Slot {
     outer: NodeId,
     inner: TensorType,
@@ -212,8 +211,7 @@ pub(super) fn scan_vjp(
         be.g.set_output(&out_name(k), dx);
     }
     bg.remove_dead();
-    let (bg, seqs, nonseqs) = prune(&bg, (&seqs, &b_seqs), &b_states, (&nonseqs, &b_nonseqs))?;
-    let back = Scan {
+    let full = Scan {
         body: Body::new(bg),
         n_steps: scan.n_steps,
         sequences: seqs.len(),
@@ -224,7 +222,10 @@ pub(super) fn scan_vjp(
         truncate_gradient: None,
         until: false,
     };
-    let inputs: Vec<NodeId> = seqs.iter().chain(&states).chain(&nonseqs).map(|s| s.outer).collect();
+    // The inputs the backward body does not read go (see Scan::pruned).
+    let (back, kept) = full.pruned()?;
+    let all: Vec<NodeId> = seqs.iter().chain(&states).chain(&nonseqs).map(|s| s.outer).collect();
+    let inputs: Vec<NodeId> = kept.iter().map(|&k| all[k]).collect();
     let bid = e.op(Op::Scan(Box::new(back.clone())), &inputs)?;
     let result = |e: &mut Emit, part| e.op(Op::ScanResult { index: back.index(part) }, &[bid]);
 
@@ -243,44 +244,6 @@ pub(super) fn scan_vjp(
         out[q + ns + j] = Some(result(e, ScanPart::Final(nc + k))?);
     }
     Ok(out)
-}
-
-/// The body without the sequences and non-sequences it does not read, and
-/// those that are left. A linear body's gradient reads none of the
-/// cotangents it is linear in, so the scan that differentiates it again
-/// does not depend on them: what makes forward mode (the transposed VJP)
-/// possible through a loop.
-fn prune(
-    bg: &Graph,
-    (seqs, b_seqs): (&[Slot], &[NodeId]),
-    b_states: &[NodeId],
-    (nonseqs, b_nonseqs): (&[Slot], &[NodeId]),
-) -> Result<(Graph, Vec<Slot>, Vec<Slot>)> {
-    let used = |id: NodeId| bg.is_used(id) || bg.outputs().iter().any(|(_, o)| *o == id);
-    let kept_seqs: Vec<usize> = (0..seqs.len()).filter(|&k| used(b_seqs[k])).collect();
-    let kept_nonseqs: Vec<usize> = (0..nonseqs.len()).filter(|&j| used(b_nonseqs[j])).collect();
-    let mut ng = Graph::new();
-    let mut subst = HashMap::new();
-    for (new, &k) in kept_seqs.iter().enumerate() {
-        subst.insert(b_seqs[k], ng.add_input(&seq_name(new), seqs[k].inner.clone(), bg.node(b_seqs[k]).loc.clone())?);
-    }
-    for (k, &st) in b_states.iter().enumerate() {
-        subst.insert(st, ng.add_input(&state_name(k, 1), bg.ty(st).clone(), bg.node(st).loc.clone())?);
-    }
-    for (new, &j) in kept_nonseqs.iter().enumerate() {
-        let id = b_nonseqs[j];
-        subst.insert(id, ng.add_input(&nonseq_name(new), nonseqs[j].inner.clone(), bg.node(id).loc.clone())?);
-    }
-    let roots: Vec<NodeId> = bg.outputs().iter().map(|(_, o)| *o).collect();
-    let map = ng.import(bg, &subst, &roots)?;
-    for (name, o) in bg.outputs() {
-        ng.set_output(name, map[o]);
-    }
-    Ok((
-        ng,
-        kept_seqs.iter().map(|&k| seqs[k].clone()).collect(),
-        kept_nonseqs.iter().map(|&j| nonseqs[j].clone()).collect(),
-    ))
 }
 
 /// The gradient of a sequence's first `n` rows, padded with zero rows to

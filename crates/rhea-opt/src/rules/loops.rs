@@ -88,5 +88,8 @@ fn push_out(cx: &mut Ctx) -> Option<NodeId> {
     let spec = Scan { body: Body::new(new_body), non_sequences: scan.non_sequences + hoisted.len(), ..scan };
     let mut inputs = node_inputs;
     inputs.extend(hoisted.iter().map(|h| outside[h]));
+    // Non-sequences only the moved work read are no longer passed in.
+    let (spec, kept) = spec.pruned().ok()?;
+    let inputs: Vec<NodeId> = kept.iter().map(|&k| inputs[k]).collect();
     cx.make(Op::Scan(Box::new(spec)), &inputs)
 }
