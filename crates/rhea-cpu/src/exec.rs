@@ -150,6 +150,7 @@ impl Plan for CpuPlan {
         shared: &mut dyn SharedValues,
         times: Option<&mut [Duration]>,
     ) -> Result<Vec<Value>, ExecError> {
+        let _flush = crate::denormals::Flush::on();
         self.memory.bind(&self.layout, feeds, shared)?;
         let dev = Cpu { memory: &self.memory, kernels: &self.kernels, filters: &self.filters };
         let mut ctl = Control { times, guard: self.guard.as_ref(), holders: None };

@@ -14,6 +14,7 @@
 
 mod blas;
 mod conv;
+mod denormals;
 mod exec;
 mod jit;
 mod library;

@@ -20,6 +20,19 @@ fn spans(shape: &[usize], specs: &[SliceSpec]) -> Result<Vec<(usize, isize, usiz
         .collect()
 }
 
+/// Steps `index` (over axes of sizes `len(a)`) to the next position in
+/// row-major order; false after the last.
+fn advance(index: &mut [usize], len: impl Fn(usize) -> usize) -> bool {
+    for a in (0..index.len()).rev() {
+        index[a] += 1;
+        if index[a] < len(a) {
+            return true;
+        }
+        index[a] = 0;
+    }
+    false
+}
+
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
     for a in (0..shape.len().saturating_sub(1)).rev() {
@@ -59,18 +72,8 @@ pub(crate) fn slice_into<T: Copy>(x: &[T], shape: &[usize], specs: &[SliceSpec],
             }
         }
         o += count;
-        // The next index of the outer axes, row-major.
-        let mut a = rank - 1;
-        loop {
-            if a == 0 {
-                return Ok(());
-            }
-            a -= 1;
-            index[a] += 1;
-            if index[a] < spans[a].2 {
-                break;
-            }
-            index[a] = 0;
+        if !advance(&mut index, |a| spans[a].2) {
+            return Ok(());
         }
     }
 }
@@ -104,17 +107,8 @@ pub(crate) fn pad_into<T: Copy>(
         let from: usize = (0..rank - 1).map(|a| index[a] * sx[a]).sum();
         let to: usize = (0..rank - 1).map(|a| (index[a] + widths[a].0) * so[a]).sum::<usize>() + widths[rank - 1].0;
         out[to..to + row].copy_from_slice(&x[from..from + row]);
-        let mut a = rank - 1;
-        loop {
-            if a == 0 {
-                return Ok(());
-            }
-            a -= 1;
-            index[a] += 1;
-            if index[a] < shape[a] {
-                break;
-            }
-            index[a] = 0;
+        if !advance(&mut index, |a| shape[a]) {
+            return Ok(());
         }
     }
 }

@@ -71,6 +71,7 @@ fn start_pool() -> Pool {
         let spawned = std::thread::Builder::new().name(format!("rhea-cpu-{i}")).spawn(move || {
             let worker = take.lock().ok().and_then(|t| t.recv().ok());
             if let Some(worker) = worker {
+                crate::denormals::Flush::forever();
                 worker.run();
             }
         });

@@ -38,6 +38,8 @@ pub struct Row {
 struct Workload {
     step: Function,
     batches: Vec<Vec<Value>>,
+    /// Examples per batch (the recurrent models' inputs are time first).
+    rows: Option<usize>,
     /// Batches per epoch (Sonar: 124 rows in batches of 10).
     epoch: Option<usize>,
 }
@@ -86,7 +88,7 @@ fn workload(model: &str, target: Target, batch: Option<usize>) -> Result<(Worklo
                 })
                 .collect();
             let epoch = Some(batches.len());
-            Ok((Workload { step, batches, epoch }, compiled))
+            Ok((Workload { step, batches, rows: None, epoch }, compiled))
         }
         "theano-mlp" => {
             let m = rhea::nn::models::theano_mlp(1)?;
@@ -108,7 +110,7 @@ fn workload(model: &str, target: Target, batch: Option<usize>) -> Result<(Worklo
                     vec![x, y]
                 })
                 .collect();
-            Ok((Workload { step, batches, epoch: None }, compiled))
+            Ok((Workload { step, batches, rows: None, epoch: None }, compiled))
         }
         "vgg16" => {
             // Inference at 224x224 with torchvision's 1000 classes.
@@ -120,7 +122,7 @@ fn workload(model: &str, target: Target, batch: Option<usize>) -> Result<(Worklo
             let n = b * 3 * 224 * 224;
             let data: Vec<f64> = (0..n as u64).map(|i| rhea::rng::uniform01(3, i) * 4.0 - 2.0).collect();
             let x = Value::from_f64(DType::F32, &[b, 3, 224, 224], &data).map_err(anyhow::Error::msg)?;
-            Ok((Workload { step, batches: vec![vec![x]], epoch: None }, compiled))
+            Ok((Workload { step, batches: vec![vec![x]], rows: None, epoch: None }, compiled))
         }
         "lstm" | "elman" => {
             // The LSTM: batch 32, 32 features, 128 units, 100 steps; the
@@ -159,7 +161,7 @@ fn workload(model: &str, target: Target, batch: Option<usize>) -> Result<(Worklo
                     ])
                 })
                 .collect::<Result<_>>()?;
-            Ok((Workload { step, batches, epoch: None }, compiled))
+            Ok((Workload { step, batches, rows: Some(b), epoch: None }, compiled))
         }
         other => bail!("unknown model {other:?}; available: {}", MODELS.join(", ")),
     }
@@ -233,7 +235,7 @@ pub fn measure(model: &str, target: Target, batch: Option<usize>, rounds: usize)
     }
     per_step.sort_by(f64::total_cmp);
     let median = per_step[per_step.len() / 2];
-    let batch_rows = w.batches[0][0].shape()[0];
+    let batch_rows = w.rows.unwrap_or(w.batches[0][0].shape()[0]);
     let flops = matmul_flops(&w.step, &w.batches[0])?;
     let epoch_ms = match w.epoch {
         Some(n) => {

@@ -71,24 +71,23 @@ pub(super) fn scan_vjp(
         before_at.push(seqs.len());
         seqs.push(Slot { outer: b, inner: ty.clone() });
     }
-    let mut gs_at = HashMap::new();
-    for &s in &carried {
-        if let Some(c) = cots[scan.index(ScanPart::States(s))] {
-            let c = if scan.go_backwards { reverse(e, c)? } else { c };
-            gs_at.insert(s, seqs.len());
-            seqs.push(Slot { outer: c, inner: state_ty[s].clone() });
+    // The stacked cotangents of each carried state, in step order: of the
+    // states after each step, and of the states before each step (the
+    // Before results a second derivative reads), which add to what flows
+    // out of that step.
+    let mut stacked_cots = |part: fn(usize) -> ScanPart, seqs: &mut Vec<Slot>| -> Result<HashMap<usize, usize>> {
+        let mut at = HashMap::new();
+        for &s in &carried {
+            if let Some(c) = cots[scan.index(part(s))] {
+                let c = if scan.go_backwards { reverse(e, c)? } else { c };
+                at.insert(s, seqs.len());
+                seqs.push(Slot { outer: c, inner: state_ty[s].clone() });
+            }
         }
-    }
-    // A cotangent of the state before step t (the stacked Before results,
-    // which a second derivative reads) adds to what flows out of step t.
-    let mut gb_at = HashMap::new();
-    for &s in &carried {
-        if let Some(c) = cots[scan.index(ScanPart::Before(s))] {
-            let c = if scan.go_backwards { reverse(e, c)? } else { c };
-            gb_at.insert(s, seqs.len());
-            seqs.push(Slot { outer: c, inner: state_ty[s].clone() });
-        }
-    }
+        Ok(at)
+    };
+    let gs_at = stacked_cots(ScanPart::States, &mut seqs)?;
+    let gb_at = stacked_cots(ScanPart::Before, &mut seqs)?;
     let mut gy_at = HashMap::new();
     for j in 0..scan.outputs {
         let ty = scan.body_output(&out_name(j)).map_err(GraphError::Mismatch)?;
