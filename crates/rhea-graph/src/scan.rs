@@ -96,8 +96,10 @@ pub struct Scan {
     pub outputs: usize,
     /// How many non-sequences (the same value every step).
     pub non_sequences: usize,
-    /// Run the steps from the last row of the sequences to the first (the
-    /// stacked results are in the order computed, as in Theano).
+    /// Run the steps backwards: step `t` reads row `n_steps - 1 - t` of each
+    /// sequence (so from the last row read to the first; Theano reverses a
+    /// whole sequence, which differs when it is longer than `n_steps`). The
+    /// stacked results are in the order computed, as in Theano.
     #[serde(default, skip_serializing_if = "is_false")]
     pub go_backwards: bool,
     /// Backpropagate through at most this many steps (Theano's

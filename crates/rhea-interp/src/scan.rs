@@ -119,7 +119,7 @@ fn write_row(slot: &mut Value, seq: &Value, r: usize) {
     macro_rules! copy {
         ($($variant:ident),*) => {
             match (&mut *slot, seq) {
-                $((Value::$variant(dst), Value::$variant(src)) => {
+                $((Value::$variant(dst), Value::$variant(src)) if dst.shape() == &src.shape()[1..] => {
                     let len = dst.len();
                     if let (Some(d), Some(s)) = (dst.as_slice_mut(), src.as_slice()) {
                         if s.len() >= (r + 1) * len {
@@ -164,6 +164,15 @@ pub fn run_scan_with(
         let rows = s.shape().first().copied().unwrap_or(0);
         if rows < n {
             return Err(format!("sequence {i} has {rows} rows, fewer than the {n} steps"));
+        }
+    }
+    for s in (0..ns).filter(|&s| scan.windowed(s)) {
+        let rows = inputs[q + s].shape().first().copied().unwrap_or(0);
+        if rows < scan.depth(s) {
+            return Err(format!(
+                "state {s} reads {} steps back, but its initial window has {rows} rows",
+                scan.depth(s)
+            ));
         }
     }
     let names = body_outputs(scan)?;

@@ -358,6 +358,10 @@ fn jacobians_and_hessians_are_one_loop_in_either_mode() {
     let want: Vec<f64> = (0..9).map(|i| if i / 3 == i % 3 { 6.0 * xv[i / 3] } else { 0.0 }).collect();
     assert_close("hessian", &out[2], &want, 1e-12);
     assert_eq!(out[3], vec![0.0; 4], "a function of x only has a zero jacobian in z");
+    // Forward mode where the function's dtype is not its argument's.
+    let wide = x.cast(DType::F32).unwrap().broadcast_to([2, 3]).unwrap();
+    let jw = rhea_graph::jacobian(&wide, &x).unwrap();
+    assert_eq!(jw.ty().to_string(), "f32[2,3,3]");
     let e = rhea_graph::jacobian(&x.cast(DType::I64).unwrap(), &x).unwrap_err().to_string();
     assert!(e.contains("jacobian needs float tensors"), "{e}");
 }

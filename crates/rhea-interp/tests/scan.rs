@@ -353,3 +353,80 @@ fn a_scan_dumps_with_its_body_and_its_file_loads_back() {
     assert!(from_json(&broken).is_err());
     let _ = TensorType::new(DType::F64, [2]);
 }
+
+#[test]
+fn gradients_read_only_the_rows_the_steps_read() {
+    // Four steps over a six-row sequence, both ways: rows 4 and 5 get no gradient.
+    for backwards in [false, true] {
+        let build = move |g: &Builder, v: &[Var]| -> Result<Var, GraphError> {
+            let args = ScanArgs {
+                sequences: vec![v[0].clone()],
+                states: vec![State::new(&v[1])],
+                n_steps: Some(Dim::Known(4)),
+                go_backwards: backwards,
+                ..Default::default()
+            };
+            let out = g.scan(args, |s| Ok(StepOut::states(vec![(&s.state(0)? * &s.seq(0)?).tanh()?])))?;
+            out.states[0].reshape(&[-1])
+        };
+        verify_grad(build, &[away(&[6, 2], 21), away(&[2], 22)], VerifyOptions::default())
+            .unwrap_or_else(|e| panic!("backwards={backwards}: {e}"));
+        let g = Builder::new();
+        let xs = g.input("xs", DType::F64, [6, 1]).unwrap();
+        let h0 = g.input("h0", DType::F64, [1]).unwrap();
+        let y = build(&g, &[xs.clone(), h0.clone()]).unwrap().sum_all().unwrap();
+        let d = grad(&y, &[&xs]).unwrap();
+        let r = eval(&g, &[("xs", Array2::<f64>::ones((6, 1)).into()), ("h0", array![0.5].into())], &[&d[0]]);
+        let rows = r[0].to_f64_vec();
+        assert!(rows[..4].iter().all(|&v| v != 0.0) && rows[4..] == [0.0, 0.0], "backwards={backwards}: {rows:?}");
+    }
+}
+
+#[test]
+fn a_window_of_taps_steps_backwards_too() {
+    // s_t = s_{t-1} - s_{t-2} + x_t over the rows last to first.
+    let g = Builder::new();
+    let xs = g.input("xs", DType::F64, [4]).unwrap();
+    let init = g.input("init", DType::F64, [2]).unwrap();
+    let args = ScanArgs {
+        sequences: vec![xs.clone()],
+        states: vec![State::with_taps(&init, &[1, 2])],
+        go_backwards: true,
+        ..Default::default()
+    };
+    let out = g.scan(args, |s| Ok(StepOut::states(vec![(&(&s.tap(0, 1)? - &s.tap(0, 2)?) + &s.seq(0)?)]))).unwrap();
+    let x = [1.0, 2.0, 3.0, 4.0];
+    let (mut a, mut b) = (10.0, 20.0); // s_{-2}, s_{-1}
+    let mut want = Vec::new();
+    for t in 0..4 {
+        let s = b - a + x[3 - t];
+        want.push(s);
+        (a, b) = (b, s);
+    }
+    let r = eval(
+        &g,
+        &[("xs", array![1.0, 2.0, 3.0, 4.0].into()), ("init", array![10.0, 20.0].into())],
+        &[&out.states[0], &out.finals[0]],
+    );
+    assert_eq!(r[0].to_f64_vec(), want);
+    assert_eq!(r[1].to_f64_vec(), vec![want[3]]);
+}
+
+#[test]
+fn boolean_rows_of_one_element_and_bad_windows() {
+    let g = Builder::new();
+    let m = g.input("m", DType::Bool, [4, 1]).unwrap();
+    let not = g.map(&[&m], |s| s.seq(0)?.logical_not()).unwrap();
+    let r = eval(&g, &[("m", array![[true], [false], [true], [true]].into())], &[&not]);
+    assert_eq!(r[0], Value::from(array![[false], [true], [false], [false]]));
+    // A window too short for its taps, given to the loop's semantics directly.
+    let init = g.input("init", DType::F64, [2, 3]).unwrap();
+    let args =
+        ScanArgs { states: vec![State::with_taps(&init, &[1, 2])], n_steps: Some(Dim::Known(2)), ..Default::default() };
+    let out = g.scan(args, |s| Ok(StepOut::states(vec![&s.tap(0, 1)? + &s.tap(0, 2)?]))).unwrap();
+    let graph = g.graph();
+    let rhea_graph::Op::Scan(scan) = &graph.node(out.steps.id()).op else { panic!("a scan") };
+    let short = Value::from(Array2::<f64>::zeros((1, 3)));
+    let e = rhea_interp::run_scan(scan, &[&short], &Default::default()).unwrap_err();
+    assert!(e.contains("state 0 reads 2 steps back, but its initial window has 1 rows"), "{e}");
+}

@@ -45,7 +45,8 @@ pub struct ScanArgs {
     pub non_sequences: Vec<Var>,
     /// How many steps: by default the first sequence's length.
     pub n_steps: Option<Dim>,
-    /// Step from the last row to the first.
+    /// Step from row `n_steps - 1` down to row 0 (results stacked in the
+    /// order computed).
     pub go_backwards: bool,
     /// Backpropagate through at most this many steps.
     pub truncate_gradient: Option<usize>,

@@ -58,7 +58,8 @@ pub fn jacobian_nodes(g: &mut Graph, f: NodeId, x: NodeId) -> Result<NodeId> {
     let (fs, xs) = (known("function", &ft)?, known("argument", &xt)?);
     let (nf, nx): (usize, usize) = (fs.iter().product(), xs.iter().product());
     let reverse = nf <= nx;
-    let (rows, row_shape) = if reverse { (nf, &fs) } else { (nx, &xs) };
+    // A row is a cotangent of f (reverse mode) or a tangent of x (forward).
+    let (rows, row_shape, dtype) = if reverse { (nf, &fs, ft.dtype) } else { (nx, &xs, xt.dtype) };
     let loc = g.node(f).loc.clone();
     // The leaves f depends on become the body's non-sequences.
     let leaves: Vec<NodeId> = g
@@ -67,7 +68,7 @@ pub fn jacobian_nodes(g: &mut Graph, f: NodeId, x: NodeId) -> Result<NodeId> {
         .filter(|&id| matches!(g.node(id).op, Op::Input { .. } | Op::Shared { .. }))
         .collect();
     let mut bg = Graph::new();
-    let dir = bg.add_input(&seq_name(0), TensorType::new(ft.dtype, Shape::from(row_shape.as_slice())), loc.clone())?;
+    let dir = bg.add_input(&seq_name(0), TensorType::new(dtype, Shape::from(row_shape.as_slice())), loc.clone())?;
     let mut subst = HashMap::new();
     for (j, &leaf) in leaves.iter().enumerate() {
         subst.insert(leaf, bg.add_input(&nonseq_name(j), g.ty(leaf).clone(), g.node(leaf).loc.clone())?);
@@ -86,7 +87,7 @@ pub fn jacobian_nodes(g: &mut Graph, f: NodeId, x: NodeId) -> Result<NodeId> {
     };
     bg.set_output(&out_name(0), out);
     bg.remove_dead();
-    let eye = Value::try_from_fn(ft.dtype, &[rows, rows], |i| if i / rows == i % rows { 1.0 } else { 0.0 })
+    let eye = Value::try_from_fn(dtype, &[rows, rows], |i| if i / rows == i % rows { 1.0 } else { 0.0 })
         .map_err(GraphError::Mismatch)?;
     let eye = g.add_const(eye, loc.clone());
     let eye =

@@ -88,7 +88,8 @@ pub(super) fn scan_vjp(
     };
     let gs_at = stacked_cots(ScanPart::States, &mut seqs)?;
     let gb_at = stacked_cots(ScanPart::Before, &mut seqs)?;
-    let mut gy_at = HashMap::new();
+    // In output order, so that the backward body is the same graph every time.
+    let mut gy_at = std::collections::BTreeMap::new();
     for j in 0..scan.outputs {
         let ty = scan.body_output(&out_name(j)).map_err(GraphError::Mismatch)?;
         if let (true, Some(c)) = (float(&ty), cots[scan.index(ScanPart::Outputs(j))]) {
