@@ -263,11 +263,11 @@ fn a_body_reading_a_shared_variable_sees_its_updates() {
             .unwrap();
         let loss = out.finals[0].square().unwrap().sum_all().unwrap();
         let du = grad(&loss, &[&u]).unwrap().remove(0);
-        let step = u.sub(&du.mul(0.1).unwrap()).unwrap();
-        let mut f = rhea::function(&[&xs, &h0], &[&loss]).updates([(u.clone(), step)]).backend(backend).compile().unwrap();
+        let step = u.sub(du.mul(0.1).unwrap()).unwrap();
+        let mut f =
+            rhea::function(&[&xs, &h0], &[&loss]).updates([(u.clone(), step)]).backend(backend).compile().unwrap();
         let (x, h) = (random(DType::F64, &[5, 2], 7), random(DType::F64, &[2], 8));
-        let losses: Vec<f64> =
-            (0..3).map(|_| f.call(&[x.clone(), h.clone()]).unwrap()[0].to_f64_vec()[0]).collect();
+        let losses: Vec<f64> = (0..3).map(|_| f.call(&[x.clone(), h.clone()]).unwrap()[0].to_f64_vec()[0]).collect();
         assert!(losses[2] < losses[0], "{backend}: SGD through the loop lowers the loss: {losses:?}");
         let u_after = g.graph().shared_value(u.id()).unwrap().to_f64_vec();
         results.push((backend, losses, u_after));

@@ -144,6 +144,28 @@ impl Plan for CpuPlan {
         &self.layout
     }
 
+    fn runs_on_host(&self) -> bool {
+        self.layout.shared.is_empty()
+    }
+
+    unsafe fn run_host(&mut self, feeds: &[*const u8], outputs: &[*mut u8]) -> Result<(), ExecError> {
+        if !self.runs_on_host() || feeds.len() != self.layout.feeds.len() || outputs.len() != self.layout.outputs.len()
+        {
+            return Err(ExecError::plan("run_host: the addresses do not match the plan"));
+        }
+        let _flush = crate::denormals::Flush::on();
+        self.memory.bind_raw(feeds);
+        let dev = Cpu { memory: &self.memory, kernels: &self.kernels, filters: &self.filters };
+        let mut ctl = Control { times: None, guard: self.guard.as_ref(), holders: None };
+        run_steps(&dev, &self.layout, &self.prepped, &mut ctl)?;
+        for (o, &to) in self.layout.outputs.iter().zip(outputs) {
+            // SAFETY: the output holds its operand's bytes; `to` has room for
+            // them (the caller promises), and they do not overlap.
+            unsafe { host_copy(to, dev.addr(o.src), o.bytes()) };
+        }
+        Ok(())
+    }
+
     fn run(
         &mut self,
         feeds: &[Value],
@@ -181,6 +203,10 @@ impl Device for Cpu<'_> {
 
     fn addr(&self, src: Source) -> *mut u8 {
         self.memory.addr(src)
+    }
+
+    fn host_ptr(&self, at: *mut u8) -> Option<*mut u8> {
+        Some(at)
     }
 
     fn launch(&self, k: &CpuKernel, inputs: &[*mut u8], outputs: &[*mut u8]) -> Result<(), String> {

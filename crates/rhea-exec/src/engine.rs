@@ -62,6 +62,26 @@ pub trait Plan {
         times: Option<&mut [Duration]>,
     ) -> Result<Vec<Value>, ExecError>;
 
+    /// Whether [`Plan::run_host`] runs this plan (its memory is the host's).
+    fn runs_on_host(&self) -> bool {
+        false
+    }
+
+    /// Runs the steps on feeds already in host memory, at `feeds` (in call
+    /// order), and copies each output to its address in `outputs`: what a
+    /// loop calls once per step, with no value made or checked. Plans that
+    /// do not [`Plan::runs_on_host`] refuse.
+    ///
+    /// # Safety
+    /// Each feed address must hold the layout's feed (its dtype and shape,
+    /// row-major) and each output address room for the layout's output,
+    /// none of them overlapping another; the plan must have no shared
+    /// variables.
+    unsafe fn run_host(&mut self, feeds: &[*const u8], outputs: &[*mut u8]) -> Result<(), ExecError> {
+        let _ = (feeds, outputs);
+        Err(ExecError::plan("this plan does not run on host memory"))
+    }
+
     /// For backends that capture a plan's steps as one CUDA graph:
     /// `Ok(true)` once they run so, `Ok(false)` before the first call, `Err`
     /// with why they cannot; `None` when no graph was asked for.

@@ -126,6 +126,16 @@ impl HostMemory {
         Ok(())
     }
 
+    /// Binds feeds already in host memory (for a loop's body: rows of the
+    /// loop's buffers, its states), unchecked: the caller promises they hold
+    /// the layout's feeds. No shared variables.
+    pub fn bind_raw(&mut self, feeds: &[*const u8]) {
+        self.feed_copies.clear();
+        self.feed_ptrs.clear();
+        self.feed_ptrs.extend_from_slice(feeds);
+        self.slots.clear();
+    }
+
     /// Where `src` lives during this call.
     pub fn addr(&self, src: Source) -> *mut u8 {
         match src {
@@ -182,6 +192,9 @@ impl Device for HostMemory {
         // SAFETY: the executor checked `value` against the operand at `at`.
         unsafe { host_upload(at, value) };
         Ok(())
+    }
+    fn host_ptr(&self, at: *mut u8) -> Option<*mut u8> {
+        Some(at)
     }
 }
 

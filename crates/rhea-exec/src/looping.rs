@@ -14,8 +14,10 @@ use rhea_opt::Program;
 
 use crate::engine::{Engine, Io, Plan, SharedValues};
 use crate::error::ExecError;
+use crate::host::host_copy;
 use crate::ids::SharedId;
 use crate::layout::{Layout, Operand, Work};
+use crate::run::Device;
 
 /// An engine for a program and one for each loop body in it, recursively:
 /// what a function holds.
@@ -84,6 +86,181 @@ impl BodyPlan {
     pub fn inputs(&self) -> &[String] {
         &self.inputs
     }
+}
+
+impl BodyPlan {
+    /// Whether the body's plan runs on host memory ([`Plan::run_host`]).
+    fn runs_on_host(&self) -> bool {
+        self.plan.try_borrow().is_ok_and(|p| p.runs_on_host())
+    }
+
+    /// One step on host addresses.
+    ///
+    /// # Safety
+    /// As for [`Plan::run_host`].
+    unsafe fn step_at(&self, feeds: &[*const u8], outputs: &[*mut u8]) -> Result<(), String> {
+        let mut plan = self.plan.try_borrow_mut().map_err(|_| "a loop body ran inside itself".to_string())?;
+        // SAFETY: as the caller promises.
+        unsafe { plan.run_host(feeds, outputs) }.map_err(|e| e.to_string())
+    }
+}
+
+/// What feeds one body input.
+#[derive(Clone, Copy)]
+enum Feed {
+    Seq(usize),
+    State(usize),
+    NonSeq(usize),
+}
+
+/// A host buffer of `bytes`, 8-byte aligned.
+fn scratch(bytes: usize) -> Result<Vec<u64>, String> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes.div_ceil(8)).map_err(|_| format!("out of memory: a loop's state of {bytes} bytes"))?;
+    v.resize(bytes.div_ceil(8), 0);
+    Ok(v)
+}
+
+/// A loop step run on host memory directly: each step's body reads its
+/// rows where they lie in the sequences' buffers and its states from
+/// two buffers per state that trade places, and writes its outputs into
+/// the rows of the stacked results. The same meaning as
+/// `rhea_interp::run_scan_with` (the tests hold the two together), without
+/// a value made per step. `None` where it does not apply (a device whose
+/// memory is not the host's, a state with a window of taps): the caller
+/// runs the loop through values.
+pub(crate) fn host_loop<D: Device>(
+    dev: &D,
+    layout: &Layout,
+    l: &LoopStep,
+    body: &BodyPlan,
+) -> Option<Result<(), String>> {
+    let scan = &l.scan;
+    if (0..scan.states()).any(|s| scan.windowed(s)) || !body.runs_on_host() {
+        return None;
+    }
+    let ptrs: Vec<*mut u8> = l.inputs.iter().map(|o| dev.host_ptr(dev.addr(o.src))).collect::<Option<_>>()?;
+    let outs: Vec<(usize, &Operand, *mut u8)> =
+        l.outputs.iter().map(|(k, o)| Some((*k, o, dev.host_ptr(dev.addr(o.src))?))).collect::<Option<_>>()?;
+    Some(host_steps(layout, l, body, &ptrs, &outs))
+}
+
+fn host_steps(
+    layout: &Layout,
+    l: &LoopStep,
+    body: &BodyPlan,
+    ptrs: &[*mut u8],
+    outs: &[(usize, &Operand, *mut u8)],
+) -> Result<(), String> {
+    let scan = &l.scan;
+    let (q, ns, m, no) = (scan.sequences, scan.states(), scan.non_sequences, scan.outputs);
+    let n = match scan.n_steps {
+        rhea_graph::Dim::Known(n) => n,
+        rhea_graph::Dim::Sym(s) => *layout.bindings.get(&s).ok_or_else(|| format!("{} is not bound", s.name()))?,
+    };
+    for (i, o) in l.inputs[..q].iter().enumerate() {
+        let rows = o.shape.first().copied().unwrap_or(0);
+        if rows < n {
+            return Err(format!("sequence {i} has {rows} rows, fewer than the {n} steps"));
+        }
+    }
+    let row_bytes: Vec<usize> =
+        l.inputs[..q].iter().map(|o| o.bytes() / o.shape.first().copied().unwrap_or(1).max(1)).collect();
+    let state_bytes: Vec<usize> = l.inputs[q..q + ns].iter().map(Operand::bytes).collect();
+    let resolve = |t: &rhea_graph::TensorType| -> Result<usize, String> {
+        let dims = rhea_kernel::resolve(&t.shape, &layout.bindings)?;
+        Ok(dims.iter().product::<usize>() * t.dtype.size_bytes())
+    };
+    let names = rhea_interp::body_outputs(scan)?;
+    let out_bytes: Vec<usize> =
+        names.iter().map(|n| scan.body_output(n).and_then(|t| resolve(&t))).collect::<Result<_, _>>()?;
+    let feeds: Vec<Feed> = body
+        .inputs
+        .iter()
+        .map(|name| {
+            let seq = (0..q).find(|&i| rhea_graph::scan::seq_name(i) == *name).map(Feed::Seq);
+            let state = || (0..ns).find(|&s| rhea_graph::scan::state_name(s, 1) == *name).map(Feed::State);
+            let nonseq = || (0..m).find(|&j| rhea_graph::scan::nonseq_name(j) == *name).map(Feed::NonSeq);
+            seq.or_else(state)
+                .or_else(nonseq)
+                .ok_or_else(|| format!("the body reads {name:?}, which the loop does not give"))
+        })
+        .collect::<Result<_, _>>()?;
+    let target = |k: usize| outs.iter().find(|(j, _, _)| *j == k).map(|(_, _, p)| *p);
+    let stacked: Vec<Option<*mut u8>> = (0..ns + no).map(|k| target(1 + k)).collect();
+    let before: Vec<Option<*mut u8>> = (0..ns).map(|s| target(1 + 2 * ns + no + s)).collect();
+    // Two buffers per state, the current one starting as the initial value.
+    let mut cur: Vec<Vec<u64>> = state_bytes.iter().map(|&b| scratch(b)).collect::<Result<_, _>>()?;
+    let mut next: Vec<Vec<u64>> = state_bytes.iter().map(|&b| scratch(b)).collect::<Result<_, _>>()?;
+    for s in 0..ns {
+        // SAFETY: the operand holds `state_bytes[s]` bytes; the buffer as many.
+        unsafe { host_copy(cur[s].as_mut_ptr() as *mut u8, ptrs[q + s], state_bytes[s]) };
+    }
+    // Per-step outputs nobody stacks, and the until-condition, land here.
+    let mut spare: Vec<Vec<u64>> = out_bytes[ns..].iter().map(|&b| scratch(b)).collect::<Result<_, _>>()?;
+    let mut feed_ptrs: Vec<*const u8> = vec![std::ptr::null(); feeds.len()];
+    let mut out_ptrs: Vec<*mut u8> = vec![std::ptr::null_mut(); names.len()];
+    let mut steps = 0;
+    for t in 0..n {
+        let r = if scan.go_backwards { n - 1 - t } else { t };
+        for (p, f) in feed_ptrs.iter_mut().zip(&feeds) {
+            *p = match *f {
+                // SAFETY: row r < n <= rows of the sequence.
+                Feed::Seq(i) => unsafe { ptrs[i].add(r * row_bytes[i]) as *const u8 },
+                Feed::State(s) => cur[s].as_ptr() as *const u8,
+                Feed::NonSeq(j) => ptrs[q + ns + j] as *const u8,
+            };
+        }
+        for s in 0..ns {
+            out_ptrs[s] = next[s].as_mut_ptr() as *mut u8;
+            if let Some(b) = before[s] {
+                // SAFETY: the stacked result has n rows of the state's bytes.
+                unsafe { host_copy(b.add(t * state_bytes[s]), cur[s].as_mut_ptr() as *mut u8, state_bytes[s]) };
+            }
+        }
+        for j in 0..names.len() - ns {
+            out_ptrs[ns + j] = match stacked.get(ns + j).copied().flatten() {
+                // SAFETY: as above, for the per-step output's rows.
+                Some(p) => unsafe { p.add(t * out_bytes[ns + j]) },
+                None => spare[j].as_mut_ptr() as *mut u8,
+            };
+        }
+        // SAFETY: every feed address holds the body's feed at its type (rows
+        // of contiguous buffers, states and non-sequences of their types),
+        // every output address room for its output, none overlapping.
+        unsafe { body.step_at(&feed_ptrs, &out_ptrs) }.map_err(|e| format!("step {t}: {e}"))?;
+        for s in 0..ns {
+            if let Some(p) = stacked[s] {
+                // SAFETY: as above.
+                unsafe { host_copy(p.add(t * state_bytes[s]), next[s].as_mut_ptr() as *mut u8, state_bytes[s]) };
+            }
+            std::mem::swap(&mut cur[s], &mut next[s]);
+        }
+        steps = t + 1;
+        // The until-condition, a bool, is the last output.
+        if scan.until && spare.last().is_some_and(|b| b[0] & 0xff != 0) {
+            break;
+        }
+    }
+    // Rows after an until-condition stopped the loop are zero.
+    for (k, p) in stacked.iter().enumerate().chain(before.iter().enumerate()) {
+        let bytes = if k < ns { state_bytes[k] } else { out_bytes[k] };
+        if let Some(p) = p {
+            // SAFETY: the rows from `steps` to n of a stacked result.
+            unsafe { std::ptr::write_bytes(p.add(steps * bytes), 0, (n - steps) * bytes) };
+        }
+    }
+    for s in 0..ns {
+        if let Some(p) = target(1 + ns + no + s) {
+            // SAFETY: the final state's operand holds its bytes.
+            unsafe { host_copy(p, cur[s].as_mut_ptr() as *mut u8, state_bytes[s]) };
+        }
+    }
+    if let Some(p) = target(0) {
+        // SAFETY: the step count's operand is one i64.
+        unsafe { std::ptr::write_unaligned(p as *mut i64, steps as i64) };
+    }
+    Ok(())
 }
 
 /// A body has no shared variables (the scan's rule refuses them).

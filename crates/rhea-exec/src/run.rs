@@ -42,6 +42,12 @@ pub trait Device {
     fn synchronize(&self) -> Result<(), String> {
         Ok(())
     }
+    /// The host address of `at`, for devices whose memory is the host's
+    /// (loops then run their steps on it directly).
+    fn host_ptr(&self, at: Self::Addr) -> Option<*mut u8> {
+        let _ = at;
+        None
+    }
 }
 
 /// What a device prepared for one step.
@@ -127,22 +133,9 @@ pub fn run_steps<D: Device>(
             }
             (Work::Loop(l), _) => {
                 let body = l.body.as_ref().ok_or_else(|| step.error(ErrorKind::Plan, "its body was not prepared"))?;
-                let values = download_all(dev, &l.inputs).map_err(device)?;
-                let refs: Vec<&Value> = values.iter().collect();
-                let mut keep = vec![false; 1 + l.scan.results()];
-                for (k, _) in &l.outputs {
-                    if let Some(slot) = keep.get_mut(*k) {
-                        *slot = true;
-                    }
-                }
-                let results =
-                    rhea_interp::run_scan_with(&l.scan, &refs, &layout.bindings, &keep, body.inputs(), &mut |feeds| {
-                        body.step(feeds)
-                    })
-                    .map_err(fail)?;
-                for (k, o) in &l.outputs {
-                    let v = results.get(*k).and_then(Option::as_ref);
-                    store(dev, o, v.ok_or_else(|| fail(format!("it gave no value {k}")))?).map_err(fail)?;
+                match crate::looping::host_loop(dev, layout, l, body) {
+                    Some(done) => done.map_err(fail)?,
+                    None => value_loop(dev, layout, l, body).map_err(fail)?,
                 }
             }
             (Work::Merged, _) => {}
@@ -167,6 +160,33 @@ pub fn run_steps<D: Device>(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A loop step through values: its inputs downloaded, the loop's meaning
+/// (`run_scan_with`) run with the body's plan as its step, the results read
+/// stored (any device).
+fn value_loop<D: Device>(
+    dev: &D,
+    layout: &Layout,
+    l: &crate::looping::LoopStep,
+    body: &crate::looping::BodyPlan,
+) -> Result<(), String> {
+    let values = download_all(dev, &l.inputs)?;
+    let refs: Vec<&Value> = values.iter().collect();
+    let mut keep = vec![false; 1 + l.scan.results()];
+    for (k, _) in &l.outputs {
+        if let Some(slot) = keep.get_mut(*k) {
+            *slot = true;
+        }
+    }
+    let results = rhea_interp::run_scan_with(&l.scan, &refs, &layout.bindings, &keep, body.inputs(), &mut |feeds| {
+        body.step(feeds)
+    })?;
+    for (k, o) in &l.outputs {
+        let v = results.get(*k).and_then(Option::as_ref);
+        store(dev, o, v.ok_or_else(|| format!("it gave no value {k}"))?)?;
     }
     Ok(())
 }
