@@ -5,6 +5,7 @@
 mod emit;
 mod kernel;
 mod random;
+mod reduce;
 mod window;
 
 pub use kernel::{BLOCK, Lowered, Stage, lower_kernel};
