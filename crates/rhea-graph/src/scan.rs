@@ -125,8 +125,9 @@ pub enum ScanPart {
     Outputs(usize),
     /// State `s` after the last step (its initial value after none).
     Final(usize),
-    /// State `s` before every step (at `t-1`), stacked: what the gradient
-    /// reads.
+    /// State `s` before every step, stacked: its value at `t-1`, or for a
+    /// state with a window of taps the window `[K, ...]` (oldest first) the
+    /// step reads. What the gradient reads.
     Before(usize),
 }
 
@@ -228,7 +229,8 @@ impl Scan {
             Some(ScanPart::States(s)) => Ok(stacked(self.body_output(&new_state_name(s))?)),
             Some(ScanPart::Outputs(j)) => Ok(stacked(self.body_output(&out_name(j))?)),
             Some(ScanPart::Final(s)) => self.body_output(&new_state_name(s)),
-            Some(ScanPart::Before(s)) => Ok(stacked(self.body_output(&new_state_name(s))?)),
+            // What step t reads of the state: its window for a state of taps.
+            Some(ScanPart::Before(s)) => Ok(stacked(self.init_type(s)?)),
             None => Err(format!("a scan with {} results has no result {index}", self.results())),
         }
     }

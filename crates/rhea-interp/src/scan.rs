@@ -178,6 +178,7 @@ pub fn run_scan_with(
     let names = body_outputs(scan)?;
     let types: Vec<TensorType> = names.iter().map(|n| scan.body_output(n)).collect::<R<_>>()?;
     let plan: Vec<Feed> = order.iter().map(|name| feed_of(scan, name)).collect::<R<_>>()?;
+    let concrete = |ty: &TensorType| -> R<Vec<usize>> { ty.shape.iter().map(|&d| resolve(d, bindings)).collect() };
     // A state read only at t-1 lives in its input slot during a step
     // (`current` between steps); a state with a window of taps in `windows`.
     let mut windows: Vec<VecDeque<Value>> = (0..ns)
@@ -224,7 +225,17 @@ pub fn run_scan_with(
             }
         }
         for (s, window) in windows.iter_mut().enumerate() {
-            let prev = if scan.windowed(s) { window.back().cloned() } else { window.pop_back() };
+            let prev = if scan.windowed(s) {
+                match keep_before[s] {
+                    true => {
+                        let depth = window.len();
+                        Some(stack_rows(window.make_contiguous(), depth, types[s].dtype, &concrete(&types[s])?)?)
+                    }
+                    false => None,
+                }
+            } else {
+                window.pop_back()
+            };
             if keep_before[s] {
                 before[s].push(prev.ok_or("a state without a value")?);
             }
@@ -258,7 +269,8 @@ pub fn run_scan_with(
         results.push(Some(window.back().cloned().ok_or("a state without a value")?));
     }
     for (s, rows) in before.iter().enumerate() {
-        results.push(if keep_before[s] { Some(stack(rows, &types[s])?) } else { None });
+        let ty = scan.init_type(s)?;
+        results.push(if keep_before[s] { Some(stack(rows, &ty)?) } else { None });
     }
     Ok(results)
 }

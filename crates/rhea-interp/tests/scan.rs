@@ -430,3 +430,39 @@ fn boolean_rows_of_one_element_and_bad_windows() {
     let e = rhea_interp::run_scan(scan, &[&short], &Default::default()).unwrap_err();
     assert!(e.contains("state 0 reads 2 steps back, but its initial window has 1 rows"), "{e}");
 }
+
+/// `s_t = tanh(a s_{t-1} + b s_{t-k} + x_t)` with taps `[1, k]` (or `[k]`
+/// alone), from an initial window.
+fn tapped(taps: &'static [usize], backwards: bool) -> impl Fn(&Builder, &[Var]) -> Result<Var, GraphError> {
+    move |g, v| {
+        let args = ScanArgs {
+            sequences: vec![v[0].clone()],
+            states: vec![State::with_taps(&v[1], taps)],
+            go_backwards: backwards,
+            ..Default::default()
+        };
+        let out = g.scan(args, |s| {
+            let deepest = s.tap(0, *taps.last().unwrap())?;
+            let mut z = (&deepest * 0.7 + &s.seq(0)?).mul(&s.seq(0)?.add(1.5)?)?;
+            if taps.len() > 1 {
+                z = z.add(&s.tap(0, taps[0])?.mul(0.4)?)?;
+            }
+            Ok(StepOut { states: vec![z.tanh()?], outputs: vec![z.sum_all()?], until: None })
+        })?;
+        rhea_graph::concat(&[&out.states[0].reshape(&[-1])?, &out.outputs[0], &out.finals[0]], 0)
+    }
+}
+
+#[test]
+fn gradients_flow_through_states_read_several_steps_back() {
+    for (taps, backwards) in [(&[1usize, 2][..], false), (&[1, 3][..], true), (&[2][..], false)] {
+        let depth = *taps.last().unwrap();
+        let points = [away(&[5, 2], 31), away(&[depth, 2], 32)];
+        let what = format!("taps {taps:?} backwards={backwards}");
+        verify_grad(tapped(taps, backwards), &points, VerifyOptions::default())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let opts = VerifyOptions { atol: 1e-5, rtol: 1e-4, ..VerifyOptions::default() };
+        verify_grad(derivative(2, &tapped(taps, backwards)), &points, opts)
+            .unwrap_or_else(|e| panic!("{what}, second derivative: {e}"));
+    }
+}

@@ -41,9 +41,6 @@ pub(super) fn scan_vjp(
     if scan.until {
         return Err(unsupported("through a loop with an until-condition (the number of steps is data)"));
     }
-    if let Some(s) = (0..scan.states()).find(|&s| scan.windowed(s)) {
-        return Err(unsupported(&format!("through state {s}, which reads taps {:?} (only t-1 so far)", scan.taps[s])));
-    }
     let (q, ns, m) = (scan.sequences, scan.states(), scan.non_sequences);
     let fb = scan.body.graph();
     let float = |t: &TensorType| t.dtype.is_float();
@@ -65,7 +62,10 @@ pub(super) fn scan_vjp(
         seqs.push(Slot { outer: node.inputs[i], inner: input_ty(&seq_name(i))? });
     }
     let mut before_at = Vec::new();
-    for (s, ty) in state_ty.iter().enumerate() {
+    // What each step read of each state: its value, or its window.
+    let window_ty: Vec<TensorType> =
+        (0..ns).map(|s| scan.init_type(s)).collect::<std::result::Result<_, _>>().map_err(GraphError::Mismatch)?;
+    for (s, ty) in window_ty.iter().enumerate() {
         let b = e.op(Op::ScanResult { index: scan.index(ScanPart::Before(s)) }, &[id])?;
         let b = if scan.go_backwards { reverse(e, b)? } else { b };
         before_at.push(seqs.len());
@@ -80,8 +80,9 @@ pub(super) fn scan_vjp(
         for &s in &carried {
             if let Some(c) = cots[scan.index(part(s))] {
                 let c = if scan.go_backwards { reverse(e, c)? } else { c };
+                let inner = if matches!(part(s), ScanPart::Before(_)) { &window_ty[s] } else { &state_ty[s] };
                 at.insert(s, seqs.len());
-                seqs.push(Slot { outer: c, inner: state_ty[s].clone() });
+                seqs.push(Slot { outer: c, inner: inner.clone() });
             }
         }
         Ok(at)
@@ -101,12 +102,19 @@ pub(super) fn scan_vjp(
     // States: the carried cotangents, the sums for the non-sequences, and a
     // step counter for truncation.
     let mut states: Vec<Slot> = Vec::new();
+    // A state with a window of taps carries the pending cotangents of its
+    // last K values, newest first: [s_t, s_{t-1}, ..., s_{t-K+1}].
     for &s in &carried {
-        let init = match cots[scan.index(ScanPart::Final(s))] {
-            Some(c) => c,
-            None => e.zeros(&state_ty[s])?,
+        let init = match (cots[scan.index(ScanPart::Final(s))], scan.windowed(s)) {
+            (Some(c), false) => c,
+            (None, _) => e.zeros(&window_ty[s])?,
+            (Some(c), true) => {
+                let rank = state_ty[s].shape.rank();
+                let row = e.dimshuffle(c, std::iter::once(None).chain((0..rank).map(Some)).collect())?;
+                e.pad_axis(row, 0, 0, scan.depth(s) - 1)?
+            }
         };
-        states.push(Slot { outer: init, inner: state_ty[s].clone() });
+        states.push(Slot { outer: init, inner: window_ty[s].clone() });
     }
     for &j in &acc_wanted {
         let ty = e.ty(node.inputs[q + ns + j]);
@@ -141,13 +149,31 @@ pub(super) fn scan_vjp(
             subst.insert(x, to);
         }
     }
+    // A windowed state's taps are rows of the window the step read.
+    for s in (0..ns).filter(|&s| scan.windowed(s)) {
+        let depth = scan.depth(s) as i64;
+        let window = b_seqs[before_at[s]];
+        for &k in scan.taps[s].iter() {
+            if let Some(x) = fb.find(&state_name(s, k)) {
+                let mut te = Emit { g: &mut bg, loc: e.loc.clone() };
+                let row = te.slice(window, vec![SliceSpec::range(depth - k as i64, depth - k as i64 + 1)])?;
+                let tap = te.reshape(row, &state_ty[s].shape)?;
+                subst.insert(x, tap);
+            }
+        }
+    }
     let roots: Vec<NodeId> = fb.outputs().iter().map(|(_, o)| *o).collect();
     let map = bg.import(fb, &subst, &roots)?;
     let out_of = |name: &str| fb.outputs().iter().find(|(n, _)| &**n == name).map(|(_, o)| map[o]);
     let mut be = Emit { g: &mut bg, loc: e.loc.clone() };
     let mut seeds = Vec::new();
     for (k, &s) in carried.iter().enumerate() {
-        let d = b_states[k];
+        let d = if scan.windowed(s) {
+            let newest = be.slice(b_states[k], vec![SliceSpec::range(0, 1)])?;
+            be.reshape(newest, &state_ty[s].shape)?
+        } else {
+            b_states[k]
+        };
         let c = match gs_at.get(&s) {
             Some(&at) => be.bin(BinaryOp::Add, d, b_seqs[at])?,
             None => d,
@@ -189,10 +215,21 @@ pub(super) fn scan_vjp(
     };
     let nc = carried.len();
     for (k, s) in carried.iter().enumerate() {
-        let d = match gb_at.get(s) {
+        // The cotangent of what step t read (the state at t-1, or the window
+        // oldest first), and of the stacked values before the step.
+        let mut d = match gb_at.get(s) {
             Some(&at) => be.bin(BinaryOp::Add, grads[k], b_seqs[at])?,
             None => grads[k],
         };
+        if scan.windowed(*s) {
+            // Newest first, onto the older pending cotangents moved up one:
+            // pending'[i] (for s_{t-1-i}) = pending[i+1] + read[K-1-i].
+            let depth = scan.depth(*s);
+            let read = be.slice(d, vec![SliceSpec::REVERSE])?;
+            let older = be.slice(b_states[k], vec![SliceSpec::range(1, depth as i64)])?;
+            let moved = be.pad_axis(older, 0, 0, 1)?;
+            d = be.bin(BinaryOp::Add, moved, read)?;
+        }
         let d = mask(&mut be, d)?;
         be.g.set_output(&crate::scan::new_state_name(k), d);
     }
@@ -237,7 +274,9 @@ pub(super) fn scan_vjp(
     }
     for (k, &s) in carried.iter().enumerate() {
         if need[q + s] {
-            out[q + s] = Some(result(e, ScanPart::Final(k))?);
+            let pending = result(e, ScanPart::Final(k))?;
+            // Pending for s_{-1}, s_{-2}, ...: the initial window is oldest first.
+            out[q + s] = Some(if scan.windowed(s) { reverse(e, pending)? } else { pending });
         }
     }
     for (k, &j) in acc_wanted.iter().enumerate() {
