@@ -127,6 +127,7 @@ fn loops(on: On) {
         .unwrap();
     let dm = grad(&nested.finals[0], &[&m]).unwrap().remove(0);
     let dinit = grad(&fib.states[0].sum_all().unwrap(), &[&init]).unwrap().remove(0);
+    let dx0 = grad(&until.finals[0].sum_all().unwrap(), &[&x0]).unwrap().remove(0);
     let feeds: HashMap<String, Value> = [
         ("init".to_string(), random(DType::F64, &[2, 3], 5)),
         ("x0".to_string(), Value::from(ndarray::array![0.5, 1.0, 0.25])),
@@ -140,6 +141,7 @@ fn loops(on: On) {
         ("nested", &nested.states[0]),
         ("dm", &dm),
         ("dinit", &dinit),
+        ("dx0", &dx0),
     ];
     compare(on, &g, &outputs, &feeds, "taps, until and nesting");
 }

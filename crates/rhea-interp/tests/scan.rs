@@ -318,11 +318,11 @@ fn bad_loops_are_clear_errors_naming_the_line() {
     let ids = [out.finals[0].id(), n.id()];
     let e = run(&g.graph(), &feeds(&f), &ids).unwrap_err().to_string();
     assert!(e.contains("sequence 0 has 3 rows, fewer than the 4 steps"), "{e}");
-    // No gradient through an until-loop.
+    // No gradient through an until-loop whose maximum is symbolic.
     let x0 = g.input("x0", DType::F32, rhea_graph::Shape::scalar()).unwrap();
-    let w = g.while_loop(5, &[&x0], |v| Ok((vec![&v[0] * 2.0], v[0].greater(3.0)?))).unwrap();
+    let w = g.while_loop(t, &[&x0], |v| Ok((vec![&v[0] * 2.0], v[0].greater(3.0)?))).unwrap();
     let e = grad(&w.finals[0], &[&x0]).unwrap_err().to_string();
-    assert!(e.contains("gradient of scan is not supported through a loop with an until-condition"), "{e}");
+    assert!(e.contains("through an until-loop of at most t steps, a symbolic dim"), "{e}");
 }
 
 #[test]
@@ -465,4 +465,42 @@ fn gradients_flow_through_states_read_several_steps_back() {
         verify_grad(derivative(2, &tapped(taps, backwards)), &points, opts)
             .unwrap_or_else(|e| panic!("{what}, second derivative: {e}"));
     }
+}
+
+#[test]
+fn gradients_flow_through_until_loops_over_the_steps_that_ran() {
+    // x_{t+1} = tanh(x_t w + a) until sum(x) > 1.2, at most 12 steps: the
+    // number of steps is data, but constant near the test point.
+    let build = |g: &Builder, v: &[Var]| -> Result<Var, GraphError> {
+        let args = ScanArgs {
+            states: vec![State::new(&v[0])],
+            non_sequences: vec![v[1].clone(), v[2].clone()],
+            n_steps: Some(Dim::Known(12)),
+            ..Default::default()
+        };
+        let out = g.scan(args, |s| {
+            let x = s.state(0)?.dot(&s.non_seq(0)?)?.add(&s.non_seq(1)?)?.tanh()?;
+            let stop = x.sum_all()?.greater(1.2)?;
+            Ok(StepOut { states: vec![x.clone()], outputs: vec![x.square()?.sum_all()?], until: Some(stop) })
+        })?;
+        rhea_graph::concat(&[&out.finals[0], &out.outputs[0], &out.states[0].reshape(&[-1])?], 0)
+    };
+    let points =
+        [Value::from(array![0.1, -0.2]), Value::from(array![[0.9, 0.3], [0.2, 0.8]]), Value::from(array![0.15, 0.1])];
+    // The loop stops early at this point: some steps do not run.
+    let g = Builder::new();
+    let v: Vec<Var> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| g.input(&format!("v{i}"), DType::F64, rhea_graph::Shape::known(p.shape())).unwrap())
+        .collect();
+    let y = build(&g, &v).unwrap();
+    let graph = g.graph();
+    let steps_node =
+        graph.node_ids().into_iter().find(|&id| matches!(graph.node(id).op, rhea_graph::Op::Scan(_))).unwrap();
+    drop(graph);
+    let f: Vec<(&str, Value)> = vec![("v0", points[0].clone()), ("v1", points[1].clone()), ("v2", points[2].clone())];
+    let steps = run(&g.graph(), &feeds(&f), &[steps_node, y.id()]).unwrap()[0].to_f64_vec()[0];
+    assert!(steps > 1.0 && steps < 12.0, "the loop runs {steps} of 12 steps");
+    verify_grad(build, &points, VerifyOptions::default()).unwrap_or_else(|e| panic!("{e}"));
 }

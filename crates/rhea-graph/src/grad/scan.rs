@@ -38,9 +38,19 @@ pub(super) fn scan_vjp(
     cots: &[Option<NodeId>],
     need: &[bool],
 ) -> Result<Vec<Option<NodeId>>> {
-    if scan.until {
-        return Err(unsupported("through a loop with an until-condition (the number of steps is data)"));
-    }
+    // An until-loop ran `steps` of at most `n` steps: the backward loop
+    // walks all `n` and passes the cotangents through the steps that did
+    // not run.
+    let until_max = match (scan.until, scan.n_steps) {
+        (false, _) => None,
+        (true, Dim::Known(n)) => Some(n),
+        (true, Dim::Sym(s)) => {
+            return Err(unsupported(&format!(
+                "through an until-loop of at most {} steps, a symbolic dim (give a known maximum)",
+                s.name()
+            )));
+        }
+    };
     let (q, ns, m) = (scan.sequences, scan.states(), scan.non_sequences);
     let fb = scan.body.graph();
     let float = |t: &TensorType| t.dtype.is_float();
@@ -120,14 +130,25 @@ pub(super) fn scan_vjp(
         let ty = e.ty(node.inputs[q + ns + j]);
         states.push(Slot { outer: e.zeros(&ty)?, inner: ty });
     }
-    let counter = scan.truncate_gradient.map(|_| states.len());
+    let counter = (scan.truncate_gradient.is_some() || until_max.is_some()).then_some(states.len());
     if counter.is_some() {
         let zero = e.g.add_const(crate::Value::from(0i64), e.loc.clone());
         states.push(Slot { outer: zero, inner: TensorType::new(DType::I64, Shape::scalar()) });
     }
-    let nonseqs: Vec<Slot> = (0..m)
+    let mut nonseqs: Vec<Slot> = (0..m)
         .map(|j| Ok(Slot { outer: node.inputs[q + ns + j], inner: input_ty(&nonseq_name(j))? }))
         .collect::<Result<_>>()?;
+    // How many of an until-loop's steps did not run: the first backward
+    // steps, which only pass the cotangents on.
+    let skipped = match until_max {
+        Some(n) => {
+            let n = e.g.add_const(crate::Value::from(n as i64), e.loc.clone());
+            let skipped = e.bin(BinaryOp::Sub, n, id)?;
+            nonseqs.push(Slot { outer: skipped, inner: TensorType::new(DType::I64, Shape::scalar()) });
+            Some(nonseqs.len() - 1)
+        }
+        None => None,
+    };
 
     // The backward body: the forward body copied, then differentiated.
     let mut bg = Graph::new();
@@ -199,12 +220,21 @@ pub(super) fn scan_vjp(
     } else {
         backprop(be.g, &seeds, &wrt, &[], Disconnected::Zero)?
     };
-    let valid = match (counter, scan.truncate_gradient) {
+    // Within the truncation (the last k steps), and among the steps run.
+    let within = match (counter, scan.truncate_gradient) {
         (Some(c), Some(k)) => {
             let k = be.g.add_const(crate::Value::from(k as i64), be.loc.clone());
             Some(be.bin(BinaryOp::Lt, b_states[c], k)?)
         }
         _ => None,
+    };
+    let ran = match (counter, skipped) {
+        (Some(c), Some(at)) => Some(be.bin(BinaryOp::Ge, b_states[c], b_nonseqs[at])?),
+        _ => None,
+    };
+    let valid = match (within, ran) {
+        (Some(a), Some(b)) => Some(be.bin(BinaryOp::And, a, b)?),
+        (a, b) => a.or(b),
     };
     let mask = |be: &mut Emit, v: NodeId| match valid {
         Some(ok) => {
@@ -230,7 +260,20 @@ pub(super) fn scan_vjp(
             let moved = be.pad_axis(older, 0, 0, 1)?;
             d = be.bin(BinaryOp::Add, moved, read)?;
         }
-        let d = mask(&mut be, d)?;
+        let d = match (within, ran) {
+            (Some(_), None) | (None, None) => mask(&mut be, d)?,
+            // A step that did not run passes the pending cotangent on.
+            (w, Some(r)) => {
+                let d = match w {
+                    Some(w) => {
+                        let zero = be.scalar(0.0, d);
+                        be.select(w, d, zero)?
+                    }
+                    None => d,
+                };
+                be.select(r, d, b_states[k])?
+            }
+        };
         be.g.set_output(&crate::scan::new_state_name(k), d);
     }
     for (k, _) in acc_wanted.iter().enumerate() {
