@@ -124,11 +124,43 @@ pub fn graph_files(fx: &Fixtures, cases: &mut Vec<Case>) {
         &minimal(r#"{"id":1,"op":"relu","inputs":[0],"type":"f32[8]"}"#, "f32[2.5]"),
         &["graph file"],
     );
+    loops(fx, cases);
     // Not a file: a folder, a missing path, a device.
     let dir = s(fx.dir.path());
     for (name, path) in [("a folder", dir.as_str()), ("missing", "/no/such/graph.json"), ("/dev/null", "/dev/null")] {
         cases.push(Case::new(format!("graph {name}: dump"), Prog::Rhea, &["dump", path], fails(1, &["graph"])));
     }
+}
+
+/// Broken loops (version 2 files): a body that is not a graph, that reads
+/// what the loop does not give, nested past the parser's depth, and more
+/// steps than memory can stack.
+fn loops(fx: &Fixtures, cases: &mut Vec<Case>) {
+    let good = include_str!("../../../fuzz/corpus/graph_json/scan.json");
+    let edit = |from: &str, to: &str| {
+        assert!(good.contains(from), "the loop fixture has {from:?}");
+        good.replacen(from, to, 1).into_bytes()
+    };
+    let body_at = good.find("\"body\":").expect("a scan record") + "\"body\":".len();
+    let body_end = good.find(",\"n_steps\"").expect("the body ends before n_steps");
+    let with_body = |body: &str| format!("{}{body}{}", &good[..body_at], &good[body_end..]).into_bytes();
+    on_graph(fx, cases, "loop body not a graph", &with_body("[1,2]"), &["graph file", "body"]);
+    on_graph(fx, cases, "loop body nested deep", &with_body(&"[".repeat(20_000)), &["graph file"]);
+    on_graph(
+        fx,
+        cases,
+        "loop body reads what no one gives",
+        &edit("\"name\":\"seq0\"", "\"name\":\"seq7\""),
+        &["graph file", "seq"],
+    );
+    on_graph(
+        fx,
+        cases,
+        "loop past memory",
+        &edit("\"n_steps\":\"t\"", "\"n_steps\":4611686018427387904"),
+        &["graph file"],
+    );
+    on_graph(fx, cases, "loop version 9", &edit("\"version\": 2", "\"version\": 9"), &["version 9 is not supported"]);
 }
 
 /// `rhea run` on a broken inputs file, on the CPU and on the interpreter.
