@@ -72,7 +72,12 @@ fn rnn(on: On, dtype: DType, ts: &[usize], backwards: bool) {
         .scan(args, |s| {
             let u = s.outer(&u)?;
             let h = (&s.seq(0)?.dot(&s.non_seq(0)?)? + &s.state(0)?.dot(&u)?).tanh()?;
-            Ok(StepOut { states: vec![h.clone()], outputs: vec![h.square()?.sum(&[1], false)?], until: None })
+            Ok(StepOut {
+                states: vec![h.clone()],
+                outputs: vec![h.square()?.sum(&[1], false)?],
+                until: None,
+                updates: vec![],
+            })
         })
         .unwrap();
     let loss = (&out.outputs[0].sum_all().unwrap() + &out.finals[0].sum_all().unwrap()).named("loss");
@@ -280,5 +285,52 @@ fn a_body_reading_a_shared_variable_sees_its_updates() {
         for (a, b) in losses.iter().chain(u).zip(results[0].1.iter().chain(&results[0].2)) {
             assert!((a - b).abs() < 1e-12, "{backend} differs from the interpreter: {a} vs {b}");
         }
+    }
+}
+
+/// Theano's updates inside `scan`: a body that counts its steps and sums its
+/// rows into shared variables; the loop gives their values after the last
+/// step as updates, and every backend applies them the same way.
+#[test]
+fn a_body_updates_shared_variables_as_theano_scan_does() {
+    for backend in [rhea::Backend::Interp, rhea::Backend::Cpu, rhea::Backend::CudaEmulated] {
+        let g = Builder::new();
+        let xs = g.input("xs", DType::F64, [5, 2]).unwrap();
+        let count = g.shared("count", Value::from(0.0f64)).unwrap();
+        let total = g.shared("total", ndarray::array![0.0, 0.0]).unwrap();
+        let args = ScanArgs { sequences: vec![xs.clone()], ..Default::default() };
+        let out = g
+            .scan(args, |s| {
+                let (c, t) = (s.shared(&count)?, s.shared(&total)?);
+                Ok(StepOut {
+                    outputs: vec![t.sum_all()?],
+                    updates: vec![(count.clone(), c.add(1.0)?), (total.clone(), t.add(&s.seq(0)?)?)],
+                    ..Default::default()
+                })
+            })
+            .unwrap();
+        assert_eq!(out.updates.len(), 2);
+        let mut f =
+            rhea::function(&[&xs], &[&out.outputs[0]]).updates(out.updates.clone()).backend(backend).compile().unwrap();
+        let x = random(DType::F64, &[5, 2], 11);
+        let sums: Vec<f64> = x.to_f64_vec().chunks(2).map(|r| r[0] + r[1]).collect();
+        let running: Vec<f64> = sums
+            .iter()
+            .scan(0.0, |acc, s| {
+                *acc += s;
+                Some(*acc)
+            })
+            .collect();
+        // Each step sees the total before its own row.
+        let seen = f.call(std::slice::from_ref(&x)).unwrap()[0].to_f64_vec();
+        let want: Vec<f64> = std::iter::once(0.0).chain(running[..4].iter().copied()).collect();
+        for (a, b) in seen.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-12, "{backend}: {seen:?} vs {want:?}");
+        }
+        f.call(std::slice::from_ref(&x)).unwrap();
+        let graph = g.graph();
+        assert_eq!(graph.shared_value(count.id()).unwrap().to_f64_vec(), vec![10.0], "{backend}");
+        let t = graph.shared_value(total.id()).unwrap().to_f64_vec();
+        assert!((t[0] + t[1] - 2.0 * running[4]).abs() < 1e-12, "{backend}: {t:?}");
     }
 }

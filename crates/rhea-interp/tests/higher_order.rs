@@ -134,7 +134,12 @@ fn jvp_matches_finite_differences_and_the_transposed_vjp() {
                 };
                 let out = g.scan(args, |s| {
                     let h = s.state(0)?.mul(&s.seq(0)?)?.tanh()?;
-                    Ok(rhea_graph::StepOut { states: vec![h.clone()], outputs: vec![h.sum_all()?], until: None })
+                    Ok(rhea_graph::StepOut {
+                        states: vec![h.clone()],
+                        outputs: vec![h.sum_all()?],
+                        until: None,
+                        updates: vec![],
+                    })
                 })?;
                 rhea_graph::concat(&[&out.states[0].reshape(&[-1])?, &out.outputs[0]], 0)
             }),

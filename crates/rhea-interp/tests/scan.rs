@@ -129,7 +129,7 @@ fn elman(
         let (u, b) = (s.outer(u)?, s.outer(b)?);
         let h = (&(&s.seq(0)?.dot(&s.non_seq(0)?)? + &s.state(0)?.dot(&u)?) + &b).tanh()?;
         let y = h.sum_all()?;
-        Ok(StepOut { states: vec![h], outputs: vec![y], until: None })
+        Ok(StepOut { states: vec![h], outputs: vec![y], until: None, updates: vec![] })
     })
 }
 
@@ -290,7 +290,9 @@ fn bad_loops_are_clear_errors_naming_the_line() {
     assert!(e.contains("sequence 0 has 3 rows, fewer than the 5 steps"), "{e}");
     // An until-condition that is not a bool scalar.
     let e = g
-        .scan(args.clone(), |s| Ok(StepOut { states: vec![s.state(0)?], outputs: vec![], until: Some(s.state(0)?) }))
+        .scan(args.clone(), |s| {
+            Ok(StepOut { states: vec![s.state(0)?], outputs: vec![], until: Some(s.state(0)?), updates: vec![] })
+        })
         .err()
         .unwrap()
         .to_string();
@@ -302,6 +304,9 @@ fn bad_loops_are_clear_errors_naming_the_line() {
         .unwrap()
         .to_string();
     assert!(e.starts_with("dot:") && e.contains("tests/scan.rs:"), "{e}");
+    // Step::shared takes shared variables only.
+    let e = g.scan(args.clone(), |s| Ok(StepOut::states(vec![s.shared(&h0)?]))).err().unwrap().to_string();
+    assert!(e.contains("Step::shared takes a shared variable"), "{e}");
     // A var of the enclosing graph used without Step::outer.
     let e = g.scan(args.clone(), |s| Ok(StepOut::states(vec![s.state(0)?.add(&h0)?]))).err().unwrap();
     assert!(matches!(e, GraphError::ForeignVar), "{e}");
@@ -447,7 +452,7 @@ fn tapped(taps: &'static [usize], backwards: bool) -> impl Fn(&Builder, &[Var]) 
             if taps.len() > 1 {
                 z = z.add(&s.tap(0, taps[0])?.mul(0.4)?)?;
             }
-            Ok(StepOut { states: vec![z.tanh()?], outputs: vec![z.sum_all()?], until: None })
+            Ok(StepOut { states: vec![z.tanh()?], outputs: vec![z.sum_all()?], until: None, updates: vec![] })
         })?;
         rhea_graph::concat(&[&out.states[0].reshape(&[-1])?, &out.outputs[0], &out.finals[0]], 0)
     }
@@ -481,7 +486,12 @@ fn gradients_flow_through_until_loops_over_the_steps_that_ran() {
         let out = g.scan(args, |s| {
             let x = s.state(0)?.dot(&s.non_seq(0)?)?.add(&s.non_seq(1)?)?.tanh()?;
             let stop = x.sum_all()?.greater(1.2)?;
-            Ok(StepOut { states: vec![x.clone()], outputs: vec![x.square()?.sum_all()?], until: Some(stop) })
+            Ok(StepOut {
+                states: vec![x.clone()],
+                outputs: vec![x.square()?.sum_all()?],
+                until: Some(stop),
+                updates: vec![],
+            })
         })?;
         rhea_graph::concat(&[&out.finals[0], &out.outputs[0], &out.states[0].reshape(&[-1])?], 0)
     };

@@ -60,6 +60,9 @@ pub struct Step {
     states: Vec<Vec<(usize, Var)>>,
     non_seqs: Vec<Var>,
     captured: RefCell<Vec<(Var, Var)>>,
+    /// Shared variables the body reads and may update, carried as states
+    /// after the caller's: (the outer variable, its value in the body).
+    shared: RefCell<Vec<(Var, Var)>>,
 }
 
 impl Step {
@@ -93,6 +96,30 @@ impl Step {
         self.non_seqs.get(j).cloned().ok_or_else(|| GraphError::Mismatch(format!("the scan has no non-sequence {j}")))
     }
 
+    /// A shared variable of the enclosing graph as a value the body carries
+    /// from step to step (Theano's updates inside `scan`): it starts as the
+    /// variable's value, each step sees the value the last one gave in
+    /// [`StepOut::updates`] (unchanged if none), and [`ScanOut::updates`]
+    /// gives the value after the last step, for the function's updates.
+    #[track_caller]
+    pub fn shared(&self, v: &Var) -> Result<Var> {
+        if !self.outer.same_graph(&v.builder) {
+            return Err(GraphError::ForeignVar);
+        }
+        if !matches!(v.builder.0.borrow().node(v.id).op, Op::Shared { .. }) {
+            return Err(GraphError::Mismatch(
+                "Step::shared takes a shared variable; use Step::outer for other values".into(),
+            ));
+        }
+        if let Some((_, inner)) = self.shared.borrow().iter().find(|(o, _)| o.id == v.id) {
+            return Ok(inner.clone());
+        }
+        let s = self.states.len() + self.shared.borrow().len();
+        let inner = self.body.input(&state_name(s, 1), v.dtype(), v.shape())?;
+        self.shared.borrow_mut().push((v.clone(), inner.clone()));
+        Ok(inner)
+    }
+
     /// A var of the enclosing graph (a weight) as seen inside the body: it
     /// becomes another non-sequence, read whole every step.
     #[track_caller]
@@ -119,6 +146,9 @@ pub struct StepOut {
     pub outputs: Vec<Var>,
     /// A `bool` scalar: stop after this step when true.
     pub until: Option<Var>,
+    /// New values of shared variables read with [`Step::shared`]:
+    /// (the outer variable, its new value in the body).
+    pub updates: Vec<(Var, Var)>,
 }
 
 impl StepOut {
@@ -140,6 +170,10 @@ pub struct ScanOut {
     /// The number of steps run (`i64`; fewer than `n_steps` when an
     /// until-condition stopped the loop).
     pub steps: Var,
+    /// Each shared variable the body updated, with its value after the last
+    /// step: pairs for `function(..).updates(..)`, as Theano's `scan`
+    /// returns them.
+    pub updates: Vec<(Var, Var)>,
 }
 
 impl Builder {
@@ -210,6 +244,7 @@ impl Builder {
             states,
             non_seqs,
             captured: RefCell::new(Vec::new()),
+            shared: RefCell::new(Vec::new()),
         };
         let out = body(&step)?;
         if out.states.len() != args.states.len() {
@@ -221,6 +256,14 @@ impl Builder {
         }
         for (s, v) in out.states.iter().enumerate() {
             inner.output(&crate::scan::new_state_name(s), v)?;
+        }
+        for (outer, _) in &out.updates {
+            step.shared(outer)?;
+        }
+        let shared = step.shared.take();
+        for (k, (outer, current)) in shared.iter().enumerate() {
+            let new = out.updates.iter().find(|(o, _)| o.id == outer.id).map_or(current, |(_, v)| v);
+            inner.output(&crate::scan::new_state_name(out.states.len() + k), new)?;
         }
         for (j, v) in out.outputs.iter().enumerate() {
             inner.output(&out_name(j), v)?;
@@ -235,7 +278,12 @@ impl Builder {
             body: Body::new(graph),
             n_steps,
             sequences: args.sequences.len(),
-            taps: args.states.iter().map(|s| s.taps.clone().into_boxed_slice()).collect(),
+            taps: args
+                .states
+                .iter()
+                .map(|s| s.taps.clone().into_boxed_slice())
+                .chain(shared.iter().map(|_| Box::from([1usize])))
+                .collect(),
             outputs: out.outputs.len(),
             non_sequences: args.non_sequences.len() + captured.len(),
             go_backwards: args.go_backwards,
@@ -244,15 +292,22 @@ impl Builder {
         };
         let mut inputs: Vec<&Var> = args.sequences.iter().collect();
         inputs.extend(args.states.iter().map(|s| &s.init));
+        inputs.extend(shared.iter().map(|(o, _)| o));
         inputs.extend(args.non_sequences.iter());
         inputs.extend(captured.iter().map(|(o, _)| o));
-        let (n_states, n_outs) = (spec.states(), spec.outputs);
+        let (all_states, n_outs, n_user) = (spec.states(), spec.outputs, args.states.len());
         let scan = self.apply(Op::Scan(Box::new(spec)), &inputs, loc.clone())?;
         let result = |index: usize| self.apply(Op::ScanResult { index }, &[&scan], loc.clone());
+        let finals = all_states + n_outs;
         Ok(ScanOut {
-            states: (0..n_states).map(result).collect::<Result<_>>()?,
-            outputs: (n_states..n_states + n_outs).map(result).collect::<Result<_>>()?,
-            finals: (n_states + n_outs..2 * n_states + n_outs).map(result).collect::<Result<_>>()?,
+            states: (0..n_user).map(result).collect::<Result<_>>()?,
+            outputs: (all_states..all_states + n_outs).map(result).collect::<Result<_>>()?,
+            finals: (finals..finals + n_user).map(result).collect::<Result<_>>()?,
+            updates: shared
+                .iter()
+                .enumerate()
+                .map(|(k, (o, _))| Ok((o.clone(), result(finals + n_user + k)?)))
+                .collect::<Result<_>>()?,
             steps: scan,
         })
     }
@@ -307,7 +362,7 @@ impl Builder {
         self.scan(args, |s| {
             let vals: Vec<Var> = (0..init.len()).map(|k| s.state(k)).collect::<Result<_>>()?;
             let (states, until) = f(&vals)?;
-            Ok(StepOut { states, outputs: Vec::new(), until: Some(until) })
+            Ok(StepOut { states, outputs: Vec::new(), until: Some(until), updates: vec![] })
         })
     }
 }
