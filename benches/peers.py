@@ -74,6 +74,22 @@ def timed(fn, rounds=15):
     return statistics.median(times), min(times), max(times)
 
 
+def time_steps(step, params, batches):
+    """Median seconds per call of a jitted `step(params, x, y) -> (params, loss)`
+    over `batches`, the parameters carried from call to call."""
+    state = [params]
+
+    def run():
+        p = state[0]
+        for x, y in batches:
+            p, loss = step(p, x, y)
+        loss.block_until_ready()
+        state[0] = p
+
+    med, _, _ = timed(run)
+    return med / len(batches)
+
+
 def jax_workloads():
     import jax
     import jax.numpy as jnp
@@ -135,17 +151,7 @@ def jax_workloads():
         return [p - 0.01 * d for p, d in zip(params, g)], loss
 
     batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in mnist_like_batches()]
-    state = [[w1, b1, w2, b2]]
-
-    def steps():
-        p = state[0]
-        for x, y in batches:
-            p, loss = sgd_step(p, x, y)
-        loss.block_until_ready()
-        state[0] = p
-
-    med, lo, hi = timed(steps)
-    per_step = med / len(batches)
+    per_step = time_steps(sgd_step, [w1, b1, w2, b2], batches)
     results["theano-mlp"] = {"step_us": per_step * 1e6, "examples_per_s": 60 / per_step}
     results.update(jax_recurrent(jax, jnp, rng))
     return "jax " + jax.__version__, results
@@ -208,19 +214,7 @@ def jax_recurrent(jax, jnp, rng):
             started = time.perf_counter()
             step.lower(params, x, y).compile()
             compile_ms[str(t)] = (time.perf_counter() - started) * 1e3
-        step = make_step()
-        batches = [data(steps, k) for k in range(2)]
-        state = [params]
-
-        def run(step=step, batches=batches, state=state):
-            p = state[0]
-            for x, y in batches:
-                p, loss = step(p, x, y)
-            loss.block_until_ready()
-            state[0] = p
-
-        med, _, _ = timed(run)
-        per_step = med / len(batches)
+        per_step = time_steps(make_step(), params, [data(steps, k) for k in range(2)])
         results[model] = {"step_us": per_step * 1e6, "examples_per_s": batch / per_step}
         results[model].update({f"compile_ms_t{t}": v for t, v in compile_ms.items()})
     return results

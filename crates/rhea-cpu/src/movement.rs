@@ -12,10 +12,10 @@ fn spans(shape: &[usize], specs: &[SliceSpec]) -> Result<Vec<(usize, isize, usiz
         .enumerate()
         .map(|(a, &len)| {
             let spec = specs.get(a).copied().unwrap_or(SliceSpec::FULL);
-            let idx = spec.indices(len)?;
-            let first = idx.first().copied().unwrap_or(0);
-            let step = if idx.len() > 1 { idx[1] as isize - idx[0] as isize } else { 1 };
-            Ok((first, step, idx.len()))
+            let (first, count) = spec.first_and_count(len)?;
+            // Steps between two taken indices lie within the axis.
+            let step = if count > 1 { spec.step as isize } else { 1 };
+            Ok((first, step, count))
         })
         .collect()
 }

@@ -99,17 +99,14 @@ pub enum Work {
         /// Where it goes.
         to: Operand,
     },
-    /// A library op on the host, through the interpreter's semantics
-    /// (`eval_step`: one value, or a scan's step count and results).
+    /// A library op on the host, through the interpreter's semantics.
     HostOp {
         /// The op.
         op: Op,
         /// Its inputs.
         inputs: Vec<Operand>,
-        /// What it writes: each operand with the number of the op's value
-        /// it takes (0 for the op's own value, `1 + index` for a scan's
-        /// result `index`).
-        outputs: Vec<(usize, Operand)>,
+        /// Its output.
+        out: Operand,
     },
     /// A kernel on the host, through the kernel-IR evaluator.
     HostKernel {
@@ -142,7 +139,7 @@ impl Work {
                 }
                 (reads, writes)
             }
-            Work::HostOp { inputs, outputs, .. } => (inputs.iter().collect(), outputs.iter().map(|(_, o)| o).collect()),
+            Work::HostOp { inputs, out, .. } => (inputs.iter().collect(), vec![out]),
             Work::Copy { from, to } => (vec![from], vec![to]),
             Work::Loop(l) => (l.inputs.iter().collect(), l.outputs.iter().map(|(_, o)| o).collect()),
             Work::Merged => (Vec::new(), Vec::new()),
@@ -297,29 +294,27 @@ impl Layout {
                 StepKind::Kernel(k) => {
                     Work::HostKernel { kernel: Box::new(p.fusion.groups[*k].kernel.clone()), inputs, outputs }
                 }
-                StepKind::Op(id) if matches!(g.node(*id).op, Op::Scan(_)) => {
-                    let Op::Scan(scan) = &g.node(*id).op else {
-                        return Err(ExecError::plan("a loop step without its scan"));
-                    };
-                    let outputs = outputs
-                        .into_iter()
-                        .map(|o| match g.node(o.node).op {
-                            Op::ScanResult { index } => (index + 1, o),
-                            _ => (0, o),
-                        })
-                        .collect();
-                    let scan = (**scan).clone();
-                    Work::Loop(Box::new(crate::looping::LoopStep { node: *id, scan, inputs, outputs, body: None }))
-                }
-                StepKind::Op(id) => {
-                    let op = g.node(*id).op.clone();
-                    let out = outputs.into_iter().next().ok_or_else(|| ExecError::plan("an op without output"))?;
-                    match op {
-                        Op::Reshape { .. } => Work::Copy { from: inputs[0].clone(), to: out },
-                        op if device => Work::Library { op, inputs, out, epilogue: None },
-                        op => Work::HostOp { op, inputs, outputs: vec![(0, out)] },
+                StepKind::Op(id) => match &g.node(*id).op {
+                    Op::Scan(scan) => {
+                        let outputs = outputs
+                            .into_iter()
+                            .map(|o| match g.node(o.node).op {
+                                Op::ScanResult { index } => (index + 1, o),
+                                _ => (0, o),
+                            })
+                            .collect();
+                        let scan = (**scan).clone();
+                        Work::Loop(Box::new(crate::looping::LoopStep { node: *id, scan, inputs, outputs, body: None }))
                     }
-                }
+                    op => {
+                        let out = outputs.into_iter().next().ok_or_else(|| ExecError::plan("an op without output"))?;
+                        match op.clone() {
+                            Op::Reshape { .. } => Work::Copy { from: inputs[0].clone(), to: out },
+                            op if device => Work::Library { op, inputs, out, epilogue: None },
+                            op => Work::HostOp { op, inputs, out },
+                        }
+                    }
+                },
             };
             let (label, loc) = p.step_origin(s);
             l.steps.push(PlanStep { step: StepId::from(s), work, label, loc });
@@ -391,7 +386,7 @@ impl Layout {
             Work::Kernel { kernel, inputs, outputs } => {
                 Work::HostKernel { kernel: Box::new(p.fusion.groups[kernel].kernel.clone()), inputs, outputs }
             }
-            Work::Library { op, inputs, out, epilogue: None } => Work::HostOp { op, inputs, outputs: vec![(0, out)] },
+            Work::Library { op, inputs, out, epilogue: None } => Work::HostOp { op, inputs, out },
             other => other,
         };
     }

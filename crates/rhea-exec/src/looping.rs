@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use rhea_graph::scan::BodyInput;
 use rhea_graph::{ElementsMut, Fetch, NodeId, Scan, Value};
 use rhea_opt::Program;
 
@@ -105,14 +106,6 @@ impl BodyPlan {
     }
 }
 
-/// What feeds one body input.
-#[derive(Clone, Copy)]
-enum Feed {
-    Seq(usize),
-    State(usize),
-    NonSeq(usize),
-}
-
 /// A host buffer of `bytes`, 8-byte aligned.
 fn scratch(bytes: usize) -> Result<Vec<u64>, String> {
     let mut v = Vec::new();
@@ -153,17 +146,12 @@ fn host_steps(
     outs: &[(usize, &Operand, *mut u8)],
 ) -> Result<(), String> {
     let scan = &l.scan;
-    let (q, ns, m, no) = (scan.sequences, scan.states(), scan.non_sequences, scan.outputs);
-    let n = match scan.n_steps {
-        rhea_graph::Dim::Known(n) => n,
-        rhea_graph::Dim::Sym(s) => *layout.bindings.get(&s).ok_or_else(|| format!("{} is not bound", s.name()))?,
-    };
-    for (i, o) in l.inputs[..q].iter().enumerate() {
-        let rows = o.shape.first().copied().unwrap_or(0);
-        if rows < n {
-            return Err(format!("sequence {i} has {rows} rows, fewer than the {n} steps"));
-        }
-    }
+    let (q, ns, no) = (scan.sequences, scan.states(), scan.outputs);
+    let n = rhea_interp::loop_steps(
+        scan,
+        l.inputs[..q].iter().map(|o| o.shape.first().copied().unwrap_or(0)),
+        &layout.bindings,
+    )?;
     let row_bytes: Vec<usize> =
         l.inputs[..q].iter().map(|o| o.bytes() / o.shape.first().copied().unwrap_or(1).max(1)).collect();
     let state_bytes: Vec<usize> = l.inputs[q..q + ns].iter().map(Operand::bytes).collect();
@@ -174,18 +162,7 @@ fn host_steps(
     let names = rhea_interp::body_outputs(scan)?;
     let out_bytes: Vec<usize> =
         names.iter().map(|n| scan.body_output(n).and_then(|t| resolve(&t))).collect::<Result<_, _>>()?;
-    let feeds: Vec<Feed> = body
-        .inputs
-        .iter()
-        .map(|name| {
-            let seq = (0..q).find(|&i| rhea_graph::scan::seq_name(i) == *name).map(Feed::Seq);
-            let state = || (0..ns).find(|&s| rhea_graph::scan::state_name(s, 1) == *name).map(Feed::State);
-            let nonseq = || (0..m).find(|&j| rhea_graph::scan::nonseq_name(j) == *name).map(Feed::NonSeq);
-            seq.or_else(state)
-                .or_else(nonseq)
-                .ok_or_else(|| format!("the body reads {name:?}, which the loop does not give"))
-        })
-        .collect::<Result<_, _>>()?;
+    let feeds: Vec<BodyInput> = body.inputs.iter().map(|name| scan.feed_of(name)).collect::<Result<_, _>>()?;
     let target = |k: usize| outs.iter().find(|(j, _, _)| *j == k).map(|(_, _, p)| *p);
     let stacked: Vec<Option<*mut u8>> = (0..ns + no).map(|k| target(1 + k)).collect();
     let before: Vec<Option<*mut u8>> = (0..ns).map(|s| target(1 + 2 * ns + no + s)).collect();
@@ -206,9 +183,9 @@ fn host_steps(
         for (p, f) in feed_ptrs.iter_mut().zip(&feeds) {
             *p = match *f {
                 // SAFETY: row r < n <= rows of the sequence.
-                Feed::Seq(i) => unsafe { ptrs[i].add(r * row_bytes[i]) as *const u8 },
-                Feed::State(s) => cur[s].as_ptr() as *const u8,
-                Feed::NonSeq(j) => ptrs[q + ns + j] as *const u8,
+                BodyInput::Seq(i) => unsafe { ptrs[i].add(r * row_bytes[i]) as *const u8 },
+                BodyInput::State(s, _) => cur[s].as_ptr() as *const u8,
+                BodyInput::NonSeq(j) => ptrs[q + ns + j] as *const u8,
             };
         }
         for s in 0..ns {

@@ -114,14 +114,11 @@ pub fn run_steps<D: Device>(
             (Work::Copy { from, to }, _) => {
                 dev.copy(dev.addr(to.src), dev.addr(from.src), from.bytes()).map_err(device)?;
             }
-            (Work::HostOp { op, inputs, outputs }, _) => {
+            (Work::HostOp { op, inputs, out }, _) => {
                 let values = download_all(dev, inputs).map_err(device)?;
                 let refs: Vec<&Value> = values.iter().collect();
-                let results = rhea_interp::eval_step(op, &refs, &layout.bindings).map_err(fail)?;
-                for (k, o) in outputs {
-                    let v = results.get(*k).ok_or_else(|| fail(format!("it gave no value {k}")))?;
-                    store(dev, o, v).map_err(fail)?;
-                }
+                let v = rhea_interp::eval_op(op, &refs, &layout.bindings).map_err(fail)?;
+                store(dev, out, &v).map_err(fail)?;
             }
             (Work::HostKernel { kernel, inputs, outputs }, _) => {
                 let values = download_all(dev, inputs).map_err(device)?;

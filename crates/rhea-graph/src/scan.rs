@@ -131,6 +131,17 @@ pub enum ScanPart {
     Before(usize),
 }
 
+/// What a body input is, by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyInput {
+    /// A row of sequence `i`.
+    Seq(usize),
+    /// State `s`, `k` steps back.
+    State(usize, usize),
+    /// Non-sequence `j`.
+    NonSeq(usize),
+}
+
 /// The body input of row `t` of sequence `i`.
 pub fn seq_name(i: usize) -> String {
     format!("seq{i}")
@@ -197,6 +208,19 @@ impl Scan {
     /// The largest tap of state `s`.
     pub fn depth(&self, s: usize) -> usize {
         self.taps[s].iter().copied().max().unwrap_or(1)
+    }
+
+    /// What the body input called `name` reads, or an error naming it.
+    pub fn feed_of(&self, name: &str) -> Result<BodyInput, String> {
+        let seq = (0..self.sequences).find(|&i| seq_name(i) == name).map(BodyInput::Seq);
+        let state = || {
+            (0..self.states())
+                .find_map(|s| self.taps[s].iter().find(|&&k| state_name(s, k) == name).map(|&k| BodyInput::State(s, k)))
+        };
+        let nonseq = || (0..self.non_sequences).find(|&j| nonseq_name(j) == name).map(BodyInput::NonSeq);
+        seq.or_else(state)
+            .or_else(nonseq)
+            .ok_or_else(|| format!("the body reads {name:?}, which the scan does not give"))
     }
 
     /// The type of body output `name`, or an error naming what is missing.

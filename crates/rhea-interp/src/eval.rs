@@ -201,18 +201,22 @@ fn evaluate<'a>(
     let mut held: u128 = 0;
     let mut values: HashMap<NodeId, Cow<'a, Value>> = HashMap::with_capacity(order.len());
     // Each scan's results, read by its scan_result nodes.
-    let mut results: HashMap<NodeId, Vec<Value>> = HashMap::new();
+    // (One scan_result node per index: hash-consing merges the others.)
+    let mut results: HashMap<NodeId, Vec<Option<Value>>> = HashMap::new();
     for &id in order {
         let node = graph.node(id);
         let value = match &node.op {
             Op::ScanResult { index } => {
                 held += check_memory(graph, id, &bindings, held, options)? as u128;
-                let v = results.get(&node.inputs[0]).and_then(|r| r.get(index + 1)).ok_or_else(|| InterpError::Op {
-                    op: node.op.name().to_string(),
-                    loc: node.loc.clone(),
-                    msg: "its scan was not run".into(),
-                })?;
-                Cow::Owned(v.clone())
+                let v =
+                    results.get_mut(&node.inputs[0]).and_then(|r| r.get_mut(index + 1)?.take()).ok_or_else(|| {
+                        InterpError::Op {
+                            op: node.op.name().to_string(),
+                            loc: node.loc.clone(),
+                            msg: "its scan was not run".into(),
+                        }
+                    })?;
+                Cow::Owned(v)
             }
             Op::Input { name } => Cow::Borrowed(&feeds[&**name]),
             Op::Shared { name } => {
@@ -229,16 +233,18 @@ fn evaluate<'a>(
             op => {
                 held += check_memory(graph, id, &bindings, held, options)? as u128;
                 let args: Vec<&Value> = node.inputs.iter().map(|i| &*values[i]).collect();
-                let mut all = eval_step(op, &args, &bindings).map_err(|msg| InterpError::Op {
-                    op: op.name().to_string(),
-                    loc: node.loc.clone(),
-                    msg,
-                })?;
-                let value = all.remove(0);
-                if matches!(op, Op::Scan(_)) {
-                    all.insert(0, value.clone());
-                    results.insert(id, all);
-                }
+                let failed = |msg| InterpError::Op { op: op.name().to_string(), loc: node.loc.clone(), msg };
+                let value = match op {
+                    // The step count; the results wait for their scan_result nodes.
+                    Op::Scan(scan) => {
+                        let all = crate::scan::run_scan(scan, &args, &bindings).map_err(failed)?;
+                        let steps =
+                            all.first().cloned().ok_or_else(|| failed("a scan without its step count".into()))?;
+                        results.insert(id, all.into_iter().map(Some).collect());
+                        steps
+                    }
+                    op => eval_op(op, &args, &bindings).map_err(failed)?,
+                };
                 if options.nan_guard {
                     check_finite(graph, id, &value, &args)?;
                 }
@@ -252,18 +258,9 @@ fn evaluate<'a>(
 
 /// Evaluates one op on concrete input values. `bindings` gives the sizes of
 /// symbolic dims that appear in the op's attributes (a reshape target).
-/// A scan has more than one value: see [`eval_step`].
+/// A scan has more than one value: [`crate::run_scan`] evaluates it.
 pub fn eval_op(op: &Op, inputs: &[&Value], bindings: &Bindings) -> Result<Value, String> {
     crate::ops::eval(op, inputs, bindings)
-}
-
-/// Evaluates one op as a step of a plan: its value, and for a scan also
-/// its results ([`crate::run_scan`]).
-pub fn eval_step(op: &Op, inputs: &[&Value], bindings: &Bindings) -> Result<Vec<Value>, String> {
-    match op {
-        Op::Scan(scan) => crate::scan::run_scan(scan, inputs, bindings),
-        op => Ok(vec![eval_op(op, inputs, bindings)?]),
-    }
 }
 
 #[cfg(test)]

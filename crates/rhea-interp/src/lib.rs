@@ -26,8 +26,8 @@ mod verify;
 mod window;
 
 pub use error::InterpError;
-pub use eval::{Bindings, RunOptions, bind_inputs, eval_op, eval_step, run, run_all, run_checked, run_with};
+pub use eval::{Bindings, RunOptions, bind_inputs, eval_op, run, run_all, run_checked, run_with};
 pub use guard::nan_check;
 pub use program::fold_constant;
-pub use scan::{BodyStep, body_outputs, run_scan, run_scan_with};
+pub use scan::{BodyStep, body_outputs, loop_steps, run_scan, run_scan_with};
 pub use verify::{VerifyError, VerifyOptions, verify_grad};

@@ -20,7 +20,7 @@ type R<T> = Result<T, String>;
 /// its type rule.
 pub(crate) fn eval(op: &Op, inputs: &[&Value], bindings: &Bindings) -> R<Value> {
     if matches!(op, Op::Scan(_) | Op::ScanResult { .. }) {
-        return Err(format!("{} has several values: it is evaluated as a step (eval_step)", op.name()));
+        return Err(format!("{} has several values: run_scan evaluates a loop", op.name()));
     }
     let op = resolve(op, bindings)?;
     let types: Vec<TensorType> = inputs.iter().map(|v| TensorType::new(v.dtype(), Shape::known(v.shape()))).collect();

@@ -4,7 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use ndarray::Axis;
-use rhea_graph::scan::{nonseq_name, out_name, seq_name, state_name};
+use rhea_graph::scan::BodyInput;
+use rhea_graph::scan::out_name;
 use rhea_graph::{DType, Dim, NodeId, Scan, TensorType, Value};
 
 use crate::Bindings;
@@ -93,25 +94,16 @@ pub fn body_outputs(scan: &Scan) -> R<Vec<String>> {
     Ok(names)
 }
 
-/// What feeds one body input.
-#[derive(Clone, Copy)]
-enum Feed {
-    /// A row of sequence `i`.
-    Seq(usize),
-    /// State `s`, `k` steps back.
-    State(usize, usize),
-    /// Non-sequence `j`.
-    NonSeq(usize),
-}
-
-fn feed_of(scan: &Scan, name: &str) -> R<Feed> {
-    let seq = (0..scan.sequences).find(|&i| seq_name(i) == name).map(Feed::Seq);
-    let state = || {
-        (0..scan.states())
-            .find_map(|s| scan.taps[s].iter().find(|&&k| state_name(s, k) == name).map(|&k| Feed::State(s, k)))
-    };
-    let nonseq = || (0..scan.non_sequences).find(|&j| nonseq_name(j) == name).map(Feed::NonSeq);
-    seq.or_else(state).or_else(nonseq).ok_or_else(|| format!("the body reads {name:?}, which the scan does not give"))
+/// The number of steps a loop runs at `bindings` (at most, with an
+/// until-condition), checked against its sequences' numbers of rows.
+pub fn loop_steps(scan: &Scan, seq_rows: impl IntoIterator<Item = usize>, bindings: &Bindings) -> R<usize> {
+    let n = resolve(scan.n_steps, bindings)?;
+    for (i, rows) in seq_rows.into_iter().enumerate() {
+        if rows < n {
+            return Err(format!("sequence {i} has {rows} rows, fewer than the {n} steps"));
+        }
+    }
+    Ok(n)
 }
 
 /// Writes row `r` of `seq` into `slot`, reusing its memory when it can.
@@ -159,13 +151,7 @@ pub fn run_scan_with(
     if inputs.len() != q + ns + m {
         return Err(format!("scan takes {} inputs, got {}", q + ns + m, inputs.len()));
     }
-    let n = resolve(scan.n_steps, bindings)?;
-    for (i, s) in inputs[..q].iter().enumerate() {
-        let rows = s.shape().first().copied().unwrap_or(0);
-        if rows < n {
-            return Err(format!("sequence {i} has {rows} rows, fewer than the {n} steps"));
-        }
-    }
+    let n = loop_steps(scan, inputs[..q].iter().map(|s| s.shape().first().copied().unwrap_or(0)), bindings)?;
     for s in (0..ns).filter(|&s| scan.windowed(s)) {
         let rows = inputs[q + s].shape().first().copied().unwrap_or(0);
         if rows < scan.depth(s) {
@@ -177,7 +163,7 @@ pub fn run_scan_with(
     }
     let names = body_outputs(scan)?;
     let types: Vec<TensorType> = names.iter().map(|n| scan.body_output(n)).collect::<R<_>>()?;
-    let plan: Vec<Feed> = order.iter().map(|name| feed_of(scan, name)).collect::<R<_>>()?;
+    let plan: Vec<BodyInput> = order.iter().map(|name| scan.feed_of(name)).collect::<R<_>>()?;
     let concrete = |ty: &TensorType| -> R<Vec<usize>> { ty.shape.iter().map(|&d| resolve(d, bindings)).collect() };
     // A state read only at t-1 lives in its input slot during a step
     // (`current` between steps); a state with a window of taps in `windows`.
@@ -195,7 +181,7 @@ pub fn run_scan_with(
     let mut feeds: Vec<Value> = plan
         .iter()
         .map(|f| match *f {
-            Feed::NonSeq(j) => inputs[q + ns + j].clone(),
+            BodyInput::NonSeq(j) => inputs[q + ns + j].clone(),
             _ => placeholder(),
         })
         .collect();
@@ -206,11 +192,11 @@ pub fn run_scan_with(
         let r = if scan.go_backwards { n - 1 - t } else { t };
         for (slot, f) in feeds.iter_mut().zip(&plan) {
             match *f {
-                Feed::Seq(i) => write_row(slot, inputs[i], r),
-                Feed::State(s, k) if scan.windowed(s) => *slot = windows[s][windows[s].len() - k].clone(),
+                BodyInput::Seq(i) => write_row(slot, inputs[i], r),
+                BodyInput::State(s, k) if scan.windowed(s) => *slot = windows[s][windows[s].len() - k].clone(),
                 // Moved in, and back out after the step.
-                Feed::State(s, _) => *slot = windows[s].pop_back().unwrap_or_else(placeholder),
-                Feed::NonSeq(_) => {}
+                BodyInput::State(s, _) => *slot = windows[s].pop_back().unwrap_or_else(placeholder),
+                BodyInput::NonSeq(_) => {}
             }
         }
         let vals = step(&mut feeds).map_err(|e| format!("step {t}: {e}"))?;
@@ -218,7 +204,7 @@ pub fn run_scan_with(
             return Err(format!("step {t}: the body gave {} values for {}", vals.len(), names.len()));
         }
         for (slot, f) in feeds.iter_mut().zip(&plan) {
-            if let Feed::State(s, _) = *f
+            if let BodyInput::State(s, _) = *f
                 && !scan.windowed(s)
             {
                 windows[s].push_back(std::mem::replace(slot, placeholder()));

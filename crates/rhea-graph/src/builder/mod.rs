@@ -241,56 +241,6 @@ impl Builder {
     }
 }
 
-/// Something usable as an operand next to a [`Var`]: another var, or a Rust
-/// scalar that becomes a constant of the var's dtype.
-pub trait Operand {
-    /// The operand as a var of `like`'s graph.
-    fn to_var(self, like: &Var, loc: &Loc) -> Result<Var>;
-}
-
-impl Operand for &Var {
-    fn to_var(self, like: &Var, _: &Loc) -> Result<Var> {
-        like.builder.own(self)?;
-        Ok(self.clone())
-    }
-}
-
-impl Operand for Var {
-    fn to_var(self, like: &Var, loc: &Loc) -> Result<Var> {
-        (&self).to_var(like, loc)
-    }
-}
-
-fn scalar_like(x: f64, like: &Var, loc: &Loc) -> Result<Var> {
-    let dtype = like.dtype();
-    let v = Value::scalar(x, dtype);
-    // Floats round to the nearest value, as a literal in source does; an
-    // integer or bool var must not silently truncate the scalar.
-    if !dtype.is_float() && v.to_f64_vec()[0] != x {
-        return Err(GraphError::Mismatch(format!("scalar {x} cannot be a {dtype} without loss (at {loc})")));
-    }
-    let id = like.builder.0.borrow_mut().add_const(v, Some(loc.clone()));
-    Ok(like.builder.var(id))
-}
-
-macro_rules! scalar_operand {
-    ($($t:ty),*) => {$(
-        impl Operand for $t {
-            fn to_var(self, like: &Var, loc: &Loc) -> Result<Var> {
-                scalar_like(self as f64, like, loc)
-            }
-        }
-    )*};
-}
-scalar_operand!(f64, f32, i32, i64);
-
-impl Operand for bool {
-    fn to_var(self, like: &Var, loc: &Loc) -> Result<Var> {
-        let id = like.builder.0.borrow_mut().add_const(Value::from(self), Some(loc.clone()));
-        Ok(like.builder.var(id))
-    }
-}
-
 macro_rules! unary_methods {
     ($($name:ident => $fun:ident),* $(,)?) => {$(
         #[doc = concat!("Elementwise `", stringify!($name), "`.")]
@@ -693,9 +643,12 @@ impl fmt::Debug for Var {
 }
 
 mod free;
+mod operand;
 mod operators;
 mod scan;
 pub use free::{concat, stack, where_};
+pub use operand::Operand;
+use operand::scalar_like;
 pub use scan::{ScanArgs, ScanOut, State, Step, StepOut};
 #[cfg(test)]
 mod tests;

@@ -392,21 +392,23 @@ fn dot_vjp(e: &mut Emit, a: NodeId, b: NodeId, gy: NodeId, need: &[bool]) -> Res
     } else {
         None
     };
+    // A batch of rows times a matrix: the rows of every batch are the rows
+    // of one matrix, so the gradient is one product, not a batch of
+    // products summed.
     let lead: Option<usize> = ta.shape[..ta.shape.rank().saturating_sub(1)].iter().map(|d| d.known()).product();
-    let gb = if need[1] && ta.shape.rank() > 2 && tb.shape.rank() == 2 && lead.is_some() {
-        // A batch of rows times a matrix: the rows of every batch are the
-        // rows of one matrix, so the gradient is one product, not a batch
-        // of products summed.
-        let rows = Dim::Known(lead.unwrap_or(0));
-        let k = ta.shape[ta.shape.rank() - 1];
-        let n = tb.shape[1];
-        let a_rows = e.reshape(a, &Shape::from(vec![rows, k]))?;
-        let g_rows = e.reshape(gy, &Shape::from(vec![rows, n]))?;
+    let (a_rows, g_rows) = match lead {
+        Some(rows) if ta.shape.rank() > 2 && tb.shape.rank() == 2 => {
+            let (k, n) = (ta.shape[ta.shape.rank() - 1], tb.shape[1]);
+            (
+                e.reshape(a, &Shape::from(vec![Dim::Known(rows), k]))?,
+                e.reshape(gy, &Shape::from(vec![Dim::Known(rows), n]))?,
+            )
+        }
+        _ => (a2, g2),
+    };
+    let gb = if need[1] {
         let at = e.transpose_last2(a_rows)?;
-        Some(e.op(Op::Dot, &[at, g_rows])?)
-    } else if need[1] {
-        let at = e.transpose_last2(a2)?;
-        let p = e.op(Op::Dot, &[at, g2])?;
+        let p = e.op(Op::Dot, &[at, g_rows])?;
         let b2_shape = e.ty(b2).shape;
         let s = e.unbroadcast(p, &b2_shape)?;
         Some(if tb.shape.rank() == 1 { e.dimshuffle(s, vec![Some(0)])? } else { s })

@@ -55,6 +55,13 @@ impl SliceSpec {
         Ok((start, count as usize))
     }
 
+    /// The first index this slice takes from an axis of length `len` (0 when
+    /// it takes none) and how many it takes, each `step` apart.
+    pub fn first_and_count(&self, len: usize) -> Result<(usize, usize), String> {
+        let (start, count) = self.span(len)?;
+        Ok((if count == 0 { 0 } else { start as usize }, count))
+    }
+
     /// How many indices this slice takes from an axis of length `len`.
     pub fn count(&self, len: usize) -> Result<usize, String> {
         self.span(len).map(|(_, n)| n)
